@@ -1,0 +1,285 @@
+//! The validated job: typed, defaults applied, paths resolved. Produced only by the parser in
+//! this module (`job::load_file`); stored as JSON by the store and read back unchanged.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Image used by agent jobs that do not name one.
+pub const DEFAULT_AGENT_IMAGE: &str = "runner/aider:0.86.2";
+
+/// A job ready to be stored and run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// `[a-z0-9][a-z0-9-]{0,62}`; not unique across submissions.
+    pub name: String,
+    /// Plain command or agent task (exactly one in the file).
+    pub kind: JobKind,
+    /// Image to run (default `runner/aider:0.86.2` for agent jobs; required for plain jobs).
+    pub image: String,
+    /// Repository to place in /workspace, if any.
+    pub repo: Option<RepoSource>,
+    /// Branch, tag or commit of `repo` (default: the repo's HEAD).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Environment variables set in the container.
+    pub env: EnvVars,
+    /// Names of host environment variables delivered as files under /run/secrets.
+    pub secrets: Vec<String>,
+    pub resources: Resources,
+    /// Whole-job wall-clock limit; then stop with grace, then kill.
+    #[serde(with = "humane_duration")]
+    pub timeout: Duration,
+    pub network: NetworkMode,
+    /// Concurrency group (default `default`).
+    pub group: String,
+    /// Retries after infrastructure failures only (default 0).
+    pub retries: u32,
+    pub agent: AgentSettings,
+    pub manager: ManagerSettings,
+    pub llm: LlmSettings,
+    pub budget: Budget,
+    /// Command run inside the sandbox that must pass for the job to succeed.
+    pub verify: Option<Vec<String>>,
+    pub output: OutputSettings,
+}
+
+impl JobSpec {
+    pub fn is_agent(&self) -> bool {
+        matches!(self.kind, JobKind::Task { .. })
+    }
+}
+
+/// What the job runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// A plain command (argv, no shell).
+    Command { command: Vec<String> },
+    /// An agent task, in prose.
+    Task { task: String },
+}
+
+/// Where the repository comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepoSource {
+    /// A remote URL (`https://`, `ssh://`, `git@host:path`, `file://`).
+    Url(String),
+    /// An absolute local path (resolved relative to the job file at load time).
+    Path(PathBuf),
+}
+
+/// Environment variables for the container. `Debug` hides the values.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EnvVars(pub BTreeMap<String, String>);
+
+impl fmt::Debug for EnvVars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<hidden>")))
+            .finish()
+    }
+}
+
+/// Per-job resource caps.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU quota in cores (default 1).
+    pub cpus: f64,
+    /// Memory limit in bytes; swap is set equal (no swap). Default 1 GiB.
+    pub memory: ByteSize,
+    /// Maximum number of processes (default 512).
+    pub pids: u32,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpus: 1.0,
+            memory: ByteSize(1 << 30),
+            pids: 512,
+        }
+    }
+}
+
+/// A size in bytes, written humanely in job files (`512m`, `2g`) and in JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(u64, &str); 4] = [(1 << 40, "t"), (1 << 30, "g"), (1 << 20, "m"), (1 << 10, "k")];
+        for (size, suffix) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{}", self.0 / size, suffix);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        super::units::parse_size(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde helpers writing durations humanely (`90s`, `20m`).
+pub mod humane_duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::super::units::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::super::units::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Container networking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only (default for plain jobs).
+    None,
+    /// Only the runner's LLM gateway (default for agent jobs).
+    Llm,
+    /// Docker's default bridge: full outbound network.
+    Bridge,
+}
+
+/// How Aider is run (agent jobs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentSettings {
+    /// Model name as Aider takes it (default `openai/gpt-4o-mini`).
+    pub model: String,
+    /// Aider edit format (default `diff`).
+    pub edit_format: String,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            model: "openai/gpt-4o-mini".into(),
+            edit_format: "diff".into(),
+        }
+    }
+}
+
+/// The manager loop's configuration (agent jobs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManagerSettings {
+    pub mode: ManagerMode,
+    /// Model of the manager LLM (mode `llm`; default `gpt-4o-mini`).
+    pub model: String,
+    /// Turn limit (default 30); then the job fails with reason `max_turns`.
+    pub max_turns: u32,
+}
+
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        ManagerSettings {
+            mode: ManagerMode::Llm,
+            model: "gpt-4o-mini".into(),
+            max_turns: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManagerMode {
+    /// Ask the manager LLM each turn.
+    Llm,
+    /// Replay a fixed list of manager answers.
+    Script { steps: Vec<ManagerStep> },
+    /// Send the task as one message; finish when Aider returns to its prompt.
+    None,
+}
+
+/// One manager answer (see DESIGN.md "Manager protocol").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerStep {
+    pub action: ManagerAction,
+    #[serde(default)]
+    pub argument: String,
+    #[serde(default)]
+    pub progress: String,
+    #[serde(default)]
+    pub thought: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagerAction {
+    Instruct,
+    Run,
+    Test,
+    Add,
+    Drop,
+    Undo,
+    Finish,
+    Fail,
+}
+
+/// Upstream LLM provider and record/replay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlmSettings {
+    /// Upstream base URL; `None` means the host's `OPENAI_BASE_URL` at run time.
+    pub base_url: Option<String>,
+    /// Name of the host env var holding the upstream key (default `OPENAI_API_KEY`).
+    pub api_key_env: String,
+    /// Cassette to record every exchange to (absolute).
+    pub record: Option<PathBuf>,
+    /// Cassette to answer from instead of an upstream (absolute).
+    pub replay: Option<PathBuf>,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        LlmSettings {
+            base_url: None,
+            api_key_env: "OPENAI_API_KEY".into(),
+            record: None,
+            replay: None,
+        }
+    }
+}
+
+/// Spending caps for manager and agent together; `None` is unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+}
+
+/// How the result leaves the sandbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputSettings {
+    pub mode: OutputMode,
+    /// Branch name for `branch` / `pr` (default `runner/<name>-<job id>`).
+    pub branch: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputMode {
+    #[default]
+    Patch,
+    Branch,
+    Pr,
+}

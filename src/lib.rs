@@ -1,0 +1,7 @@
+//! `runner` runs AI coding tasks and plain commands in hardened Docker sandboxes.
+//! See docs/architecture.md for how the modules fit together.
+
+pub mod job;
+pub mod state;
+pub mod store;
+pub mod sandbox;

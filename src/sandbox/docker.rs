@@ -1,0 +1,410 @@
+//! The Docker implementation of [`Sandbox`], through the Engine API (bollard). All hardening
+//! defaults are applied here, in one place (`host_config`).
+
+use super::plan::{ContainerPlan, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
+use super::{ContainerState, ExitStatus, HostCapacity, OwnedContainer, Sandbox, SandboxError};
+use crate::job::NetworkMode;
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
+    MountTypeEnum, MountVolumeOptions, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Where secrets appear inside the container.
+pub const SECRETS_DIR: &str = "/run/secrets";
+/// Per-container json-file log caps (the runner keeps its own capped copy of the output).
+const LOG_MAX_SIZE: &str = "20m";
+const LOG_MAX_FILES: &str = "2";
+
+/// A connection to one Docker engine.
+#[derive(Clone)]
+pub struct DockerSandbox {
+    /// For short calls (default request timeout).
+    docker: Docker,
+    /// For calls that last as long as a container does (wait, logs).
+    long: Docker,
+    /// DOCKER_HOST as the user set it, for messages.
+    host: String,
+}
+
+impl std::fmt::Debug for DockerSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerSandbox").field("host", &self.host).finish()
+    }
+}
+
+impl DockerSandbox {
+    /// Connects to the engine named by DOCKER_HOST (default the local socket) and checks it answers.
+    pub async fn connect() -> Result<Self, SandboxError> {
+        let host = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let unreachable = |e: BollardError| SandboxError::Unreachable {
+            host: host.clone(),
+            message: e.to_string(),
+        };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = tokio::time::timeout(Duration::from_secs(20), docker.negotiate_version())
+            .await
+            .map_err(|_| SandboxError::Unreachable {
+                host: host.clone(),
+                message: "no answer within 20s".into(),
+            })?
+            .map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        let long = docker.clone().with_timeout(Duration::from_secs(60 * 60 * 24 * 30));
+        Ok(DockerSandbox { docker, long, host })
+    }
+
+    /// The underlying client, for image builds (`sandbox::images`).
+    pub(crate) fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub(crate) fn map_err(&self, e: BollardError) -> SandboxError {
+        map_error(&self.host, e)
+    }
+
+    async fn upload_secrets(&self, plan: &ContainerPlan) -> Result<(), SandboxError> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, secret) in &plan.secrets {
+            let value = secret.expose().as_bytes();
+            let mut header = tar::Header::new_gnu();
+            header.set_size(value.len() as u64);
+            header.set_mode(0o400);
+            header.set_uid(1000);
+            header.set_gid(1000);
+            header.set_mtime(0);
+            builder.append_data(&mut header, name, value)?;
+        }
+        let archive = builder.into_inner()?;
+        let options = UploadToContainerOptionsBuilder::new()
+            .path(SECRETS_DIR)
+            .build();
+        self.docker
+            .upload_to_container(
+                &plan.name,
+                Some(options),
+                bollard::body_full(Bytes::from(archive)),
+            )
+            .await
+            .map_err(|e| self.map_err(e))
+    }
+}
+
+fn host_config(plan: &ContainerPlan) -> HostConfig {
+    let memory = plan.resources.memory.0 as i64;
+    let tmpfs_opts = format!("rw,nosuid,nodev,size={memory}");
+    let workspace_opts = format!("rw,nosuid,nodev,exec,uid=1000,gid=1000,mode=0755,size={memory}");
+    let mounts = (!plan.secrets.is_empty()).then(|| {
+        vec![Mount {
+            target: Some(SECRETS_DIR.into()),
+            typ: Some(MountTypeEnum::VOLUME),
+            read_only: Some(false),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(plan.labels.to_map()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    });
+    HostConfig {
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        nano_cpus: Some((plan.resources.cpus * 1e9).round() as i64),
+        pids_limit: Some(plan.resources.pids as i64),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([
+            ("/tmp".to_string(), tmpfs_opts),
+            ("/workspace".to_string(), workspace_opts),
+        ])),
+        init: Some(true),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+                ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+            ])),
+        }),
+        network_mode: Some(
+            match plan.network {
+                NetworkMode::None => "none",
+                NetworkMode::Bridge => "bridge",
+                // The gateway network is attached by name once it exists (LLM gateway).
+                NetworkMode::Llm => "none",
+            }
+            .into(),
+        ),
+        mounts,
+        auto_remove: Some(false),
+        privileged: Some(false),
+        ..Default::default()
+    }
+}
+
+fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(plan.image.clone()),
+        cmd: Some(plan.command.clone()),
+        env: Some(
+            plan.env
+                .0
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
+        user: Some(CONTAINER_USER.into()),
+        working_dir: Some("/workspace".into()),
+        labels: Some(plan.labels.to_map()),
+        attach_stdin: Some(false),
+        open_stdin: Some(false),
+        tty: Some(false),
+        stop_timeout: Some(plan.stop_grace_secs),
+        network_disabled: Some(plan.network == NetworkMode::None),
+        host_config: Some(host_config(plan)),
+        ..Default::default()
+    }
+}
+
+fn missing_image_hint(image: &str) -> String {
+    if image.starts_with("runner/base:") {
+        "build it with `runner images build base`".into()
+    } else if image.starts_with("runner/aider:") {
+        "build it with `runner images build aider`".into()
+    } else {
+        "no registry is used: build it or `docker load` it on this host".into()
+    }
+}
+
+fn status_code(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// Maps a bollard error: connection failures are `Unreachable`, server answers are `Engine`.
+pub(crate) fn map_error(host: &str, e: BollardError) -> SandboxError {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } if message.contains("No such container") => SandboxError::NoSuchContainer(message),
+        BollardError::DockerResponseServerError { status_code, message } => {
+            SandboxError::Engine(format!("{message} (HTTP {status_code})"))
+        }
+        BollardError::DockerStreamError { error } => SandboxError::Engine(error),
+        BollardError::JsonDataError { message, .. } => SandboxError::Engine(message),
+        other => SandboxError::Unreachable {
+            host: host.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn state_of(inspect: &bollard::models::ContainerInspectResponse) -> ContainerState {
+    let state = inspect.state.clone().unwrap_or_default();
+    let exited = ExitStatus {
+        code: state.exit_code.unwrap_or(-1),
+        oom_killed: state.oom_killed.unwrap_or(false),
+    };
+    match state.status {
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::EXITED) | Some(ContainerStateStatusEnum::DEAD) => {
+            ContainerState::Exited(exited)
+        }
+        _ if state.running == Some(true) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Exited(exited),
+        _ => ContainerState::Running,
+    }
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    async fn capacity(&self) -> Result<HostCapacity, SandboxError> {
+        let info = self.docker.info().await.map_err(|e| self.map_err(e))?;
+        Ok(HostCapacity {
+            cpus: info.ncpu.unwrap_or(1) as f64,
+            memory: info.mem_total.unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, SandboxError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status_code(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn launch(&self, plan: &ContainerPlan) -> Result<(), SandboxError> {
+        let options = CreateContainerOptionsBuilder::new().name(&plan.name).build();
+        let fresh = match self
+            .docker
+            .create_container(Some(options), create_body(plan))
+            .await
+        {
+            Ok(_) => true,
+            // Same deterministic name: created before a crash; adopt it.
+            Err(e) if status_code(&e) == Some(409) => false,
+            Err(e) if status_code(&e) == Some(404) => {
+                return Err(SandboxError::ImageMissing {
+                    image: plan.image.clone(),
+                    hint: missing_image_hint(&plan.image),
+                })
+            }
+            Err(e) => return Err(self.map_err(e)),
+        };
+        let state = if fresh {
+            ContainerState::Created
+        } else {
+            self.inspect(&plan.name)
+                .await?
+                .ok_or_else(|| SandboxError::NoSuchContainer(plan.name.clone()))?
+        };
+        if state != ContainerState::Created {
+            return Ok(());
+        }
+        if !plan.secrets.is_empty() {
+            self.upload_secrets(plan).await?;
+        }
+        match self
+            .docker
+            .start_container(
+                &plan.name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    fn logs(&self, name: &str) -> BoxStream<'static, Result<Bytes, SandboxError>> {
+        let options = LogsOptionsBuilder::new()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let host = self.host.clone();
+        self.long
+            .logs(name, Some(options))
+            .map(move |item| match item {
+                Ok(LogOutput::StdOut { message })
+                | Ok(LogOutput::StdErr { message })
+                | Ok(LogOutput::Console { message })
+                | Ok(LogOutput::StdIn { message }) => Ok(message),
+                Err(e) => Err(map_error(&host, e)),
+            })
+            .boxed()
+    }
+
+    async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError> {
+        let mut stream = self
+            .long
+            .wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);
+        // bollard reports a non-zero exit as an error; the exit status comes from inspect below.
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(_) | Err(BollardError::DockerContainerWaitError { .. }) => {}
+                Err(e) => return Err(self.map_err(e)),
+            }
+        }
+        match self.inspect(name).await? {
+            Some(ContainerState::Exited(status)) => Ok(status),
+            Some(_) => Err(SandboxError::Engine(format!(
+                "container {name} is still running after wait returned"
+            ))),
+            None => Err(SandboxError::NoSuchContainer(name.to_string())),
+        }
+    }
+
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), SandboxError> {
+        let options = StopContainerOptionsBuilder::new()
+            .t(grace.as_secs().clamp(0, i32::MAX as u64) as i32)
+            .build();
+        // The engine blocks for up to the grace period; give the call that much more time.
+        let client = self.docker.clone().with_timeout(grace + Duration::from_secs(60));
+        match client.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerState>, SandboxError> {
+        match self
+            .docker
+            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+        {
+            Ok(inspect) => Ok(Some(state_of(&inspect))),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), SandboxError> {
+        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match self.docker.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Gone already, or another remove is under way.
+            Err(e) if matches!(status_code(&e), Some(404) | Some(409)) => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_STATE}={state_id}")])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut owned = Vec::new();
+        for summary in list {
+            let labels = summary.labels.unwrap_or_default();
+            let name = summary
+                .names
+                .unwrap_or_default()
+                .first()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let Some(state) = self.inspect(&name).await? else {
+                continue;
+            };
+            owned.push(OwnedContainer {
+                name,
+                job: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
+                attempt: labels
+                    .get(LABEL_ATTEMPT)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0),
+                state,
+            });
+        }
+        Ok(owned)
+    }
+}

@@ -1,0 +1,109 @@
+//! Sandboxes: the [`Sandbox`] trait the scheduler drives, and its Docker implementation
+//! ([`DockerSandbox`], the only code that talks to the engine). A fake implementation for
+//! scheduler tests lives in `scheduler::fake`.
+
+mod docker;
+pub mod images;
+mod plan;
+
+pub use docker::DockerSandbox;
+pub use plan::{ContainerPlan, Labels, Secret, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use std::time::Duration;
+
+/// How a container ended, as the engine reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: i64,
+    /// The engine's own OOMKilled flag (never inferred from the exit code).
+    pub oom_killed: bool,
+}
+
+/// A container's state as the engine reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created but never started.
+    Created,
+    Running,
+    Exited(ExitStatus),
+}
+
+/// A container carrying this state dir's labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedContainer {
+    pub name: String,
+    /// `runner.job` label.
+    pub job: String,
+    /// `runner.attempt` label.
+    pub attempt: u32,
+    pub state: ContainerState,
+}
+
+/// What the host can give to jobs, as the engine reports it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HostCapacity {
+    pub cpus: f64,
+    pub memory: u64,
+}
+
+/// Errors from a sandbox. `Unreachable` and `ImageMissing` are environment problems (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("docker is not reachable at {host}: {message}: is the daemon running? (set DOCKER_HOST to use another)")]
+    Unreachable { host: String, message: String },
+    #[error("image {image} is missing: {hint}")]
+    ImageMissing { image: String, hint: String },
+    #[error("no such container {0}")]
+    NoSuchContainer(String),
+    #[error("docker engine error: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SandboxError {
+    /// True when the engine itself cannot be used (as opposed to one call failing).
+    pub fn is_environment(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::Unreachable { .. } | SandboxError::ImageMissing { .. }
+        )
+    }
+}
+
+/// A place where job containers run. Every method is idempotent where the engine allows, so a
+/// restarted scheduler can call it again for the same container.
+#[async_trait]
+pub trait Sandbox: Send + Sync + 'static {
+    /// Checks the engine is reachable and reports what it can offer.
+    async fn capacity(&self) -> Result<HostCapacity, SandboxError>;
+
+    /// Checks that an image is present locally.
+    async fn image_exists(&self, image: &str) -> Result<bool, SandboxError>;
+
+    /// Creates the container of `plan` (adopting an existing one of the same name), delivers its
+    /// secrets and starts it. Starting an already running container is not an error.
+    async fn launch(&self, plan: &ContainerPlan) -> Result<(), SandboxError>;
+
+    /// The container's output (stdout and stderr, interleaved) from its start, following until it
+    /// exits.
+    fn logs(&self, name: &str) -> BoxStream<'static, Result<Bytes, SandboxError>>;
+
+    /// Waits until the container exits.
+    async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError>;
+
+    /// Asks the container to stop (SIGTERM), killing it after `grace`.
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), SandboxError>;
+
+    /// Current state, `None` if the container does not exist.
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerState>, SandboxError>;
+
+    /// Removes the container and its anonymous volumes; a missing container is not an error.
+    async fn remove(&self, name: &str) -> Result<(), SandboxError>;
+
+    /// Every container carrying `runner.state=<state_id>`.
+    async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError>;
+}

@@ -1,0 +1,68 @@
+//! The schema as an ordered list of migrations. `PRAGMA user_version` records how many have been
+//! applied; a migration is never edited once released, only followed by a new one.
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: jobs, attempts, events, artifacts, jobs-dir bookkeeping.
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE jobs (
+    id               TEXT PRIMARY KEY,      -- ULID, sorts by submission time
+    name             TEXT NOT NULL,
+    spec             TEXT NOT NULL,         -- JobSpec as JSON
+    source           TEXT,                  -- job file path, if submitted from a file
+    grp              TEXT NOT NULL,         -- concurrency group
+    state            TEXT NOT NULL,
+    reason           TEXT,
+    exit_code        INTEGER,
+    detail           TEXT,                  -- last human-readable outcome
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    submitted_at     TEXT NOT NULL,
+    started_at       TEXT,
+    finished_at      TEXT
+);
+CREATE INDEX jobs_by_state ON jobs(state, id);
+CREATE INDEX jobs_by_name ON jobs(name, id);
+CREATE TABLE attempts (
+    job_id      TEXT NOT NULL REFERENCES jobs(id),
+    n           INTEGER NOT NULL,
+    container   TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    reason      TEXT,
+    exit_code   INTEGER,
+    detail      TEXT,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    PRIMARY KEY (job_id, n)
+);
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id  TEXT NOT NULL REFERENCES jobs(id),
+    attempt INTEGER,
+    at      TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    reason  TEXT,
+    detail  TEXT
+);
+CREATE INDEX events_by_job ON events(job_id, seq);
+CREATE TABLE artifacts (
+    job_id     TEXT NOT NULL REFERENCES jobs(id),
+    attempt    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX artifacts_by_job ON artifacts(job_id);
+CREATE TABLE jobs_dir_files (
+    path         TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    job_id       TEXT NOT NULL REFERENCES jobs(id),
+    seen_at      TEXT NOT NULL,
+    PRIMARY KEY (path, content_hash)
+);
+"#,
+];

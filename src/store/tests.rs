@@ -1,0 +1,185 @@
+use super::*;
+use crate::job::{
+    AgentSettings, Budget, EnvVars, JobKind, JobSpec, LlmSettings, ManagerSettings, NetworkMode,
+    OutputSettings, Resources,
+};
+
+pub(crate) fn spec(name: &str) -> JobSpec {
+    JobSpec {
+        name: name.into(),
+        kind: JobKind::Command {
+            command: vec!["true".into()],
+        },
+        image: "runner/base:bookworm".into(),
+        repo: None,
+        git_ref: None,
+        env: EnvVars::default(),
+        secrets: vec![],
+        resources: Resources::default(),
+        timeout: Duration::from_secs(60),
+        network: NetworkMode::None,
+        group: "default".into(),
+        retries: 0,
+        agent: AgentSettings::default(),
+        manager: ManagerSettings::default(),
+        llm: LlmSettings::default(),
+        budget: Budget::default(),
+        verify: None,
+        output: OutputSettings::default(),
+    }
+}
+
+fn submit_one(store: &mut Store, name: &str) -> JobId {
+    store
+        .submit(&[NewJob {
+            spec: spec(name),
+            source: None,
+        }])
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn submitted_job_is_queued_with_its_spec_and_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = submit_one(&mut store, "hello");
+    let job = store.job(&id).unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert_eq!(job.spec, spec("hello"));
+    let events = store.events(&id).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].state, JobState::Queued);
+}
+
+#[test]
+fn reopening_keeps_jobs_and_state_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, state_id) = {
+        let mut store = Store::open(dir.path()).unwrap();
+        (submit_one(&mut store, "a"), store.state_id().to_string())
+    };
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.state_id(), state_id);
+    assert_eq!(store.job(&id).unwrap().name, "a");
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn a_job_walks_claim_running_finish_and_records_each_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = submit_one(&mut store, "a");
+    let attempt = store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    assert_eq!((attempt.n, attempt.container.as_str()), (1, "c-1"));
+    assert!(store.claim(&id, |n| format!("c-{n}")).unwrap().is_none(), "claimed twice");
+    assert!(store.mark_running(&id, 1).unwrap());
+    let outcome = Outcome::failed(Reason::ExitCode, Some(3), "exited with code 3");
+    assert_eq!(
+        store.finish_attempt(&id, 1, &outcome, 1).unwrap(),
+        FinishResult::Finished(JobState::Failed)
+    );
+    let job = store.job(&id).unwrap();
+    assert_eq!((job.state, job.reason, job.exit_code), (JobState::Failed, Some(Reason::ExitCode), Some(3)));
+    assert!(job.finished_at.is_some());
+    let states: Vec<_> = store.events(&id).unwrap().iter().map(|e| e.state).collect();
+    assert_eq!(states, [JobState::Queued, JobState::Starting, JobState::Running, JobState::Failed]);
+    // A second finish (say, after a crash) changes nothing.
+    assert_eq!(
+        store.finish_attempt(&id, 1, &Outcome::Succeeded, 1).unwrap(),
+        FinishResult::AlreadyFinished
+    );
+}
+
+#[test]
+fn infra_failure_with_retries_left_requeues_then_fails_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = submit_one(&mut store, "a");
+    let lost = Outcome::failed(Reason::Lost, None, "container vanished");
+    store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    assert_eq!(store.finish_attempt(&id, 1, &lost, 2).unwrap(), FinishResult::Requeued);
+    assert_eq!(store.job(&id).unwrap().state, JobState::Queued);
+    let second = store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    assert_eq!(second.n, 2);
+    assert_eq!(
+        store.finish_attempt(&id, 2, &lost, 2).unwrap(),
+        FinishResult::Finished(JobState::Failed)
+    );
+    assert_eq!(store.attempts(&id).unwrap().len(), 2);
+}
+
+#[test]
+fn task_failures_are_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = submit_one(&mut store, "a");
+    store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    let failed = Outcome::failed(Reason::ExitCode, Some(1), "exited with code 1");
+    assert_eq!(
+        store.finish_attempt(&id, 1, &failed, 5).unwrap(),
+        FinishResult::Finished(JobState::Failed)
+    );
+}
+
+#[test]
+fn cancel_ends_a_queued_job_and_flags_a_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let queued = submit_one(&mut store, "q");
+    let running = submit_one(&mut store, "r");
+    store.claim(&running, |n| format!("c-{n}")).unwrap();
+    assert_eq!(store.cancel(&queued).unwrap(), CancelResult::Cancelled);
+    assert_eq!(store.job(&queued).unwrap().state, JobState::Cancelled);
+    assert!(store.claim(&queued, |n| format!("c-{n}")).unwrap().is_none());
+    assert_eq!(store.cancel(&running).unwrap(), CancelResult::Requested);
+    assert_eq!(store.cancel_requests().unwrap(), vec![running.clone()]);
+    assert_eq!(
+        store.cancel(&queued).unwrap(),
+        CancelResult::AlreadyFinished(JobState::Cancelled)
+    );
+}
+
+#[test]
+fn resolve_accepts_id_prefix_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let first = submit_one(&mut store, "same");
+    let newest = submit_one(&mut store, "same");
+    assert_eq!(store.resolve(first.as_str()).unwrap(), first);
+    assert_eq!(store.resolve(&newest.as_str().to_lowercase()[..20]).unwrap(), newest);
+    assert_eq!(store.resolve("same").unwrap(), newest);
+    assert!(matches!(store.resolve("nope"), Err(StoreError::NotFound(_))));
+}
+
+#[test]
+fn jobs_dir_file_is_submitted_once_per_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let s = spec("a");
+    assert!(store.submit_from_jobs_dir("/j/a.yaml", "h1", &s).unwrap().is_some());
+    assert!(store.submit_from_jobs_dir("/j/a.yaml", "h1", &s).unwrap().is_none());
+    assert!(store.submit_from_jobs_dir("/j/a.yaml", "h2", &s).unwrap().is_some());
+}
+
+#[test]
+fn concurrent_writers_on_separate_connections_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut store = Store::open(&path).unwrap();
+                for i in 0..25 {
+                    submit_one(&mut store, &format!("t{t}-{i}"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.list(true).unwrap().len(), 200);
+}
