@@ -5,3 +5,4 @@ pub mod job;
 pub mod state;
 pub mod store;
 pub mod sandbox;
+pub mod scheduler;

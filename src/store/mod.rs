@@ -689,3 +689,9 @@ fn parse_opt_col<T: std::str::FromStr<Err = String>>(
 
 #[cfg(test)]
 mod tests;
+
+/// Test helpers shared with other modules' unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    pub(crate) use super::tests::spec;
+}

@@ -1,0 +1,118 @@
+//! Paths named in a job file (`repo`, `llm.record`, `llm.replay`) are relative to the job file's
+//! directory, so a job means the same thing from whatever directory `runner` is started in.
+//! This module resolves them to absolute, lexically normalized paths and tells URLs from paths.
+
+use std::path::{Component, Path, PathBuf};
+
+/// URL prefixes accepted for `repo`; anything else that is not `user@host:path` is a local path.
+const URL_SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
+
+/// True for `repo` values git treats as remote: a URL with a known scheme or scp-like
+/// `user@host:path`.
+pub(crate) fn is_repo_url(repo: &str) -> bool {
+    if URL_SCHEMES.iter().any(|scheme| repo.starts_with(scheme)) {
+        return true;
+    }
+    let Some((user_host, _)) = repo.split_once(':') else {
+        return false;
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return false;
+    };
+    !user.is_empty() && !host.is_empty() && !user_host.contains(['/', ' '])
+}
+
+/// The absolute directory that relative paths in the job file at `job_file` are resolved against.
+pub(crate) fn base_dir(job_file: &Path) -> PathBuf {
+    let parent = job_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let absolute = if parent.is_absolute() {
+        parent.to_path_buf()
+    } else {
+        // Without a current directory the path stays relative; the existence checks still work.
+        std::env::current_dir().map_or_else(|_| parent.to_path_buf(), |cwd| cwd.join(parent))
+    };
+    normalize(&absolute)
+}
+
+/// `written` resolved against `base` (unless absolute) and lexically normalized.
+pub(crate) fn resolve(base: &Path, written: &str) -> PathBuf {
+    normalize(&base.join(written))
+}
+
+/// Removes `.` and folds `..` into its parent without touching the filesystem (a `..` at the
+/// root stays at the root). Symlinks are left alone on purpose: the path is what the user wrote.
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let at_root = out.parent().is_none() && out.has_root();
+                let climbs = out.as_os_str().is_empty()
+                    || out.components().next_back() == Some(Component::ParentDir);
+                if climbs && !at_root {
+                    out.push("..");
+                } else if !at_root {
+                    out.pop();
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_recognised() {
+        for url in [
+            "https://git.example.com/org/app.git",
+            "http://localhost:3000/app",
+            "ssh://git@host/app.git",
+            "git://host/app",
+            "file:///srv/git/app.git",
+            "git@github.com:org/app.git",
+        ] {
+            assert!(is_repo_url(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_a_path() {
+        for path in [".", "../app", "/srv/app", "app", "./a@b:c", "C:/x", "dir/user@host:x"] {
+            assert!(!is_repo_url(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn normalizing_folds_dots() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
+        assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
+        assert_eq!(normalize(Path::new("./")), PathBuf::from("."));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_job_file_directory() {
+        let base = base_dir(Path::new("/jobs/team/demo.yaml"));
+        assert_eq!(base, PathBuf::from("/jobs/team"));
+        assert_eq!(resolve(&base, "../repo"), PathBuf::from("/jobs/repo"));
+        assert_eq!(resolve(&base, "/abs/repo"), PathBuf::from("/abs/repo"));
+    }
+
+    #[test]
+    fn a_bare_file_name_resolves_against_the_current_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(base_dir(Path::new("demo.yaml")), normalize(&cwd));
+        assert!(base_dir(Path::new("jobs/demo.yaml")).is_absolute());
+    }
+}

@@ -1,0 +1,306 @@
+//! One attempt of one job, from launch to a recorded outcome. The same code adopts a container
+//! found running after a restart: launching is idempotent (deterministic names), the deadline is
+//! counted from the attempt's recorded start, and the log is rebuilt from the container's output.
+
+use super::logfile::CappedLog;
+use super::{Event, SchedulerConfig};
+use crate::job::{JobKind, JobSpec, NetworkMode};
+use crate::sandbox::{ContainerPlan, ExitStatus, Labels, Sandbox, SandboxError, Secret};
+use crate::state::{parse_rfc3339, JobState, Outcome, Reason};
+use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
+use futures_util::StreamExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+/// Everything one attempt needs.
+pub(crate) struct Attempt<S: Sandbox> {
+    pub store: SharedStore,
+    pub sandbox: Arc<S>,
+    pub config: Arc<SchedulerConfig>,
+    pub job: JobRecord,
+    pub attempt: AttemptRecord,
+    /// Fired by `runner cancel` or by a second interrupt.
+    pub cancel: CancellationToken,
+    pub events: Option<UnboundedSender<Event>>,
+}
+
+/// Where attempt `n` of a job writes its output.
+pub fn log_path(logs_dir: &std::path::Path, job: &str, n: u32) -> PathBuf {
+    logs_dir.join(job).join(format!("{n}.log"))
+}
+
+impl<S: Sandbox> Attempt<S> {
+    fn emit(&self, state: JobState, detail: Option<String>) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event {
+                job: self.job.id.clone(),
+                name: self.job.name.clone(),
+                state,
+                detail,
+            });
+        }
+    }
+
+    /// Runs the attempt to its end and records the outcome. Returns the job's resulting state.
+    pub async fn run(self) -> FinishResult {
+        let outcome = self.execute().await;
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        let max_attempts = 1 + self.job.spec.retries;
+        let recorded = outcome.clone();
+        let result = self
+            .store
+            .call(move |s| s.finish_attempt(&id, n, &recorded, max_attempts))
+            .await;
+        match result {
+            Ok(FinishResult::Finished(state)) => {
+                let detail = match &outcome {
+                    Outcome::Failed { detail, .. } => Some(detail.clone()),
+                    _ => None,
+                };
+                self.emit(state, detail);
+                FinishResult::Finished(state)
+            }
+            Ok(FinishResult::Requeued) => {
+                self.emit(JobState::Queued, Some("retrying after an infrastructure failure".into()));
+                FinishResult::Requeued
+            }
+            Ok(other) => other,
+            Err(e) => {
+                tracing::error!(job = %self.job.id, "cannot record the outcome: {e}");
+                FinishResult::AlreadyFinished
+            }
+        }
+    }
+
+    async fn execute(&self) -> Outcome {
+        let spec = &self.job.spec;
+        let command = match runnable_command(spec) {
+            Ok(command) => command,
+            Err(outcome) => return outcome,
+        };
+        let secrets = match read_secrets(spec) {
+            Ok(secrets) => secrets,
+            Err(outcome) => return outcome,
+        };
+        let labels = Labels {
+            state: self.store.state_id(),
+            job: self.job.id.to_string(),
+            attempt: self.attempt.n,
+        };
+        let plan = ContainerPlan::for_command(
+            spec,
+            &command,
+            labels,
+            secrets,
+            self.config.stop_grace.as_secs() as i64,
+        );
+        let name = self.attempt.container.clone();
+        debug_assert_eq!(plan.name, name);
+        if self.cancel.is_cancelled() {
+            let _ = self.sandbox.remove(&name).await;
+            return Outcome::Cancelled;
+        }
+        if let Err(e) = self.sandbox.launch(&plan).await {
+            let _ = self.sandbox.remove(&name).await;
+            return launch_failure(e);
+        }
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        match self.store.call(move |s| s.mark_running(&id, n)).await {
+            Ok(true) => self.emit(JobState::Running, None),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = %self.job.id, "cannot record running: {e}"),
+        }
+
+        let log = self.spawn_log_copy(&name);
+        let outcome = self.supervise(&name).await;
+        match tokio::time::timeout(Duration::from_secs(30), log).await {
+            Ok(Ok(Some(path))) => {
+                let (id, n) = (self.job.id.clone(), self.attempt.n);
+                let path = path.display().to_string();
+                let _ = self
+                    .store
+                    .call(move |s| {
+                        let known = s.artifacts(&id)?.iter().any(|a| a.path == path);
+                        if !known {
+                            s.add_artifact(&id, n, "log", &path)?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+            }
+            Ok(_) => {}
+            Err(_) => tracing::warn!(job = %self.job.id, "log copy did not finish within 30s"),
+        }
+        if let Err(e) = self.sandbox.remove(&name).await {
+            tracing::warn!(container = %name, "cannot remove container: {e}");
+        }
+        outcome
+    }
+
+    /// Waits for the container, enforcing the deadline and honouring cancellation.
+    async fn supervise(&self, name: &str) -> Outcome {
+        let spec = &self.job.spec;
+        let started = parse_rfc3339(&self.attempt.started_at)
+            .unwrap_or_else(time::OffsetDateTime::now_utc);
+        let elapsed = (time::OffsetDateTime::now_utc() - started)
+            .try_into()
+            .unwrap_or(Duration::ZERO);
+        let remaining = spec.timeout.saturating_sub(elapsed);
+        let deadline = tokio::time::Instant::now() + remaining;
+
+        enum Why {
+            Exited(Result<ExitStatus, SandboxError>),
+            Timeout,
+            Cancelled,
+        }
+        let why = tokio::select! {
+            status = self.sandbox.wait(name) => Why::Exited(status),
+            _ = tokio::time::sleep_until(deadline) => Why::Timeout,
+            _ = self.cancel.cancelled() => Why::Cancelled,
+        };
+        let status = match why {
+            Why::Exited(status) => status,
+            Why::Timeout | Why::Cancelled => {
+                if let Err(e) = self.sandbox.stop(name, self.config.stop_grace).await {
+                    tracing::warn!(container = %name, "stop failed: {e}");
+                }
+                // The stop returns once the container is gone or killed; wait to be sure.
+                let _ = self.sandbox.wait(name).await;
+                if matches!(why, Why::Cancelled) {
+                    return Outcome::Cancelled;
+                }
+                return Outcome::failed(
+                    Reason::Timeout,
+                    None,
+                    format!(
+                        "ran past its {} timeout and was stopped",
+                        crate::job::units::format_duration(spec.timeout)
+                    ),
+                );
+            }
+        };
+        match status {
+            Ok(status) => exit_outcome(status, spec),
+            Err(SandboxError::NoSuchContainer(_)) => Outcome::failed(
+                Reason::Lost,
+                None,
+                "the container vanished while the job was running",
+            ),
+            Err(e) => Outcome::failed(Reason::Lost, None, format!("lost track of the container: {e}")),
+        }
+    }
+
+    /// Copies the container's output into the capped log file; returns its path when done.
+    fn spawn_log_copy(&self, name: &str) -> tokio::task::JoinHandle<Option<PathBuf>> {
+        let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
+        let mut stream = self.sandbox.logs(name);
+        let cap = self.config.log_cap;
+        tokio::spawn(async move {
+            let mut log = match CappedLog::create(&path, cap).await {
+                Ok(log) => log,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), "cannot write log: {e}");
+                    return None;
+                }
+            };
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(bytes) => {
+                        if let Err(e) = log.write(&bytes).await {
+                            tracing::error!(path = %path.display(), "cannot write log: {e}");
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("log stream ended: {e}");
+                        break;
+                    }
+                }
+            }
+            let path = log.path().to_path_buf();
+            match log.finish().await {
+                Ok(()) => Some(path),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), "cannot finish log: {e}");
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// The command a job runs, or why it cannot run in this build.
+fn runnable_command(spec: &JobSpec) -> Result<Vec<String>, Outcome> {
+    match &spec.kind {
+        JobKind::Command { command } if spec.network != NetworkMode::Llm => Ok(command.clone()),
+        JobKind::Command { .. } => Err(Outcome::failed(
+            Reason::Infra,
+            None,
+            "network: llm needs the LLM gateway, which this runner does not have yet: use network: none or bridge",
+        )),
+        JobKind::Task { .. } => Err(Outcome::failed(
+            Reason::Infra,
+            None,
+            "agent jobs (task:) need the Aider runtime, which this runner does not have yet",
+        )),
+    }
+}
+
+/// Reads each named secret from the host environment.
+fn read_secrets(spec: &JobSpec) -> Result<Vec<(String, Secret)>, Outcome> {
+    spec.secrets
+        .iter()
+        .map(|name| match std::env::var(name) {
+            Ok(value) => Ok((name.clone(), Secret::new(value))),
+            Err(_) => Err(Outcome::failed(
+                Reason::Infra,
+                None,
+                format!("secret {name}: the host environment variable {name} is not set (export it where the scheduler runs)"),
+            )),
+        })
+        .collect()
+}
+
+fn launch_failure(e: SandboxError) -> Outcome {
+    Outcome::failed(Reason::Infra, None, format!("cannot start the container: {e}"))
+}
+
+/// Maps an engine exit status to an outcome. OOM comes only from the engine's flag.
+pub(crate) fn exit_outcome(status: ExitStatus, spec: &JobSpec) -> Outcome {
+    if status.oom_killed {
+        return Outcome::failed(
+            Reason::Oom,
+            Some(status.code),
+            format!(
+                "killed for running out of memory (limit {})",
+                spec.resources.memory
+            ),
+        );
+    }
+    match status.code {
+        0 => Outcome::Succeeded,
+        code if code > 128 && code < 160 => Outcome::failed(
+            Reason::ExitCode,
+            Some(code),
+            format!("killed by signal {} ({})", code - 128, signal_name(code - 128)),
+        ),
+        code => Outcome::failed(Reason::ExitCode, Some(code), format!("exited with code {code}")),
+    }
+}
+
+fn signal_name(n: i64) -> &'static str {
+    match n {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        15 => "SIGTERM",
+        _ => "signal",
+    }
+}

@@ -1,0 +1,305 @@
+//! The dispatcher loop: the single owner of what runs. It admits queued jobs, starts their
+//! attempts, forwards cancel requests, scans the jobs dir, and turns signals into a drain or a kill.
+
+use super::admission::{admit, Admission, Held, Limits};
+use super::attempt::Attempt;
+use super::{Event, Scope, SchedulerConfig, SchedulerError, Shutdown};
+use crate::job::JobSpec;
+#[cfg(any())]
+use crate::job;
+use crate::sandbox::Sandbox;
+use crate::state::{JobId, JobState, Reason};
+use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How many queued jobs one pass looks at.
+const QUEUE_WINDOW: usize = 512;
+
+/// A job this scheduler is running.
+struct Running {
+    spec: JobSpec,
+    cancel: CancellationToken,
+}
+
+pub(crate) struct Dispatcher<S: Sandbox> {
+    pub store: SharedStore,
+    pub sandbox: Arc<S>,
+    pub config: Arc<SchedulerConfig>,
+    pub events: Option<UnboundedSender<Event>>,
+    limits: Limits,
+    held: Held,
+    running: HashMap<JobId, Running>,
+    tasks: JoinSet<(JobId, FinishResult)>,
+    /// Jobs-dir files already reported as invalid (path and message), so each is said once.
+    reported: HashSet<String>,
+}
+
+/// Runs a scheduler until its scope is done (`Scope::Only`) or it is shut down.
+pub async fn run<S: Sandbox>(
+    store: SharedStore,
+    sandbox: Arc<S>,
+    config: SchedulerConfig,
+    scope: Scope,
+    shutdown: Shutdown,
+    events: Option<UnboundedSender<Event>>,
+) -> Result<(), SchedulerError> {
+    let capacity = sandbox.capacity().await?;
+    let limits = Limits {
+        parallel: config.parallel.max(1),
+        group_limits: config.group_limits.clone(),
+        cpus: config.host_cpus.unwrap_or(capacity.cpus),
+        memory: config.host_memory.unwrap_or(capacity.memory),
+    };
+    let mut d = Dispatcher {
+        store,
+        sandbox,
+        config: Arc::new(config),
+        events,
+        limits,
+        held: Held::default(),
+        running: HashMap::new(),
+        tasks: JoinSet::new(),
+        reported: HashSet::new(),
+    };
+    d.reconcile().await?;
+    d.run_loop(scope, shutdown).await
+}
+
+impl<S: Sandbox> Dispatcher<S> {
+    async fn run_loop(&mut self, scope: Scope, shutdown: Shutdown) -> Result<(), SchedulerError> {
+        let mut draining = false;
+        let mut killed = false;
+        let mut next_scan = tokio::time::Instant::now();
+        loop {
+            if shutdown.drain.is_cancelled() && !draining {
+                draining = true;
+                tracing::info!("draining: no new jobs start; {} running", self.running.len());
+                if let Scope::Only(ids) = &scope {
+                    self.cancel_queued(ids).await?;
+                }
+            }
+            if shutdown.kill.is_cancelled() && !killed {
+                killed = true;
+                tracing::info!("stopping {} running jobs", self.running.len());
+                for job in self.running.values() {
+                    job.cancel.cancel();
+                }
+            }
+            if !draining {
+                if let Some(dir) = self.config.jobs_dir.clone() {
+                    if tokio::time::Instant::now() >= next_scan {
+                        self.scan_jobs_dir(&dir).await;
+                        next_scan = tokio::time::Instant::now() + self.config.jobs_dir_interval;
+                    }
+                }
+                self.dispatch(&scope).await?;
+            }
+            self.forward_cancels().await?;
+            if self.running.is_empty() && (draining || self.scope_done(&scope).await?) {
+                return Ok(());
+            }
+            tokio::select! {
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
+                _ = tokio::time::sleep(self.config.tick) => {}
+                _ = shutdown.drain.cancelled(), if !draining => {}
+                _ = shutdown.kill.cancelled(), if !killed => {}
+            }
+        }
+    }
+
+    fn finished(&mut self, done: Result<(JobId, FinishResult), tokio::task::JoinError>) {
+        match done {
+            Ok((id, _)) => {
+                if let Some(job) = self.running.remove(&id) {
+                    self.held.release(&job.spec);
+                }
+            }
+            Err(e) => {
+                // A panicking attempt task: its job stays active and is adopted on the next start.
+                tracing::error!("an attempt task failed: {e}");
+            }
+        }
+    }
+
+    async fn scope_done(&self, scope: &Scope) -> Result<bool, SchedulerError> {
+        match scope {
+            Scope::All => Ok(false),
+            Scope::Only(ids) => {
+                let ids = ids.clone();
+                let jobs = self.store.call(move |s| s.jobs(&ids)).await?;
+                Ok(jobs.iter().all(|j| j.state.is_terminal()))
+            }
+        }
+    }
+
+    async fn cancel_queued(&self, ids: &[JobId]) -> Result<(), SchedulerError> {
+        let ids = ids.to_vec();
+        let cancelled = self
+            .store
+            .call(move |s| {
+                let mut cancelled = Vec::new();
+                for job in s.jobs(&ids)? {
+                    if job.state == JobState::Queued {
+                        s.cancel(&job.id)?;
+                        cancelled.push(job);
+                    }
+                }
+                Ok(cancelled)
+            })
+            .await?;
+        for job in cancelled {
+            self.emit(&job, JobState::Cancelled, Some("interrupted before it started".into()));
+        }
+        Ok(())
+    }
+
+    fn emit(&self, job: &JobRecord, state: JobState, detail: Option<String>) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event {
+                job: job.id.clone(),
+                name: job.name.clone(),
+                state,
+                detail,
+            });
+        }
+    }
+
+    /// Starts every queued job that fits, oldest first; smaller jobs may pass a blocked larger one.
+    async fn dispatch(&mut self, scope: &Scope) -> Result<(), SchedulerError> {
+        if self.held.jobs >= self.limits.parallel {
+            return Ok(());
+        }
+        let queued = self.store.call(|s| s.queued(QUEUE_WINDOW)).await?;
+        let wanted: Option<HashSet<&JobId>> = match scope {
+            Scope::Only(ids) => Some(ids.iter().collect()),
+            Scope::All => None,
+        };
+        for job in queued {
+            if wanted.as_ref().is_some_and(|w| !w.contains(&job.id)) {
+                continue;
+            }
+            match admit(&job.spec, &self.held, &self.limits) {
+                Admission::Wait => continue,
+                Admission::Never(why) => {
+                    let id = job.id.clone();
+                    let detail = why.clone();
+                    if self
+                        .store
+                        .call(move |s| s.fail_queued(&id, Reason::Infra, &detail))
+                        .await?
+                    {
+                        self.emit(&job, JobState::Failed, Some(why));
+                    }
+                }
+                Admission::Start => {
+                    let state_id = self.store.state_id();
+                    let id = job.id.clone();
+                    let claimed = self
+                        .store
+                        .call(move |s| {
+                            s.claim(&id, |n| {
+                                crate::sandbox::Labels {
+                                    state: state_id,
+                                    job: id.to_string(),
+                                    attempt: n,
+                                }
+                                .container_name()
+                            })
+                        })
+                        .await?;
+                    if let Some(attempt) = claimed {
+                        self.emit(&job, JobState::Starting, None);
+                        self.start(job, attempt);
+                    }
+                    if self.held.jobs >= self.limits.parallel {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Spawns the task of one attempt and accounts for what it holds.
+    pub(crate) fn start(&mut self, job: JobRecord, attempt: AttemptRecord) {
+        let cancel = CancellationToken::new();
+        if job.cancel_requested {
+            cancel.cancel();
+        }
+        self.held.take(&job.spec);
+        self.running.insert(
+            job.id.clone(),
+            Running {
+                spec: job.spec.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let id = job.id.clone();
+        let task = Attempt {
+            store: self.store.clone(),
+            sandbox: self.sandbox.clone(),
+            config: self.config.clone(),
+            job,
+            attempt,
+            cancel,
+            events: self.events.clone(),
+        };
+        self.tasks.spawn(async move { (id, task.run().await) });
+    }
+
+    async fn forward_cancels(&self) -> Result<(), SchedulerError> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        let requested = self.store.call(|s| s.cancel_requests()).await?;
+        for id in requested {
+            if let Some(job) = self.running.get(&id) {
+                job.cancel.cancel();
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits each new or changed job file of the jobs dir once; reports invalid files once.
+    async fn scan_jobs_dir(&mut self, dir: &std::path::Path) {
+        #[cfg(any())]
+        let files = match job::job_files_in(dir) {
+            Ok(files) => files,
+            Err(e) => {
+                let msg = format!("cannot read jobs dir {}: {e}", dir.display());
+                if self.reported.insert(msg.clone()) {
+                    tracing::warn!("{msg}");
+                }
+                return;
+            }
+        };
+        #[cfg(any())]
+        for path in files {
+            let loaded = match job::load_file(&path) {
+                Ok(loaded) => loaded,
+                Err(errors) => {
+                    for e in errors {
+                        if self.reported.insert(e.to_string()) {
+                            tracing::warn!("skipping invalid job file: {e}");
+                        }
+                    }
+                    continue;
+                }
+            };
+            let key = loaded.path.display().to_string();
+            let result = self
+                .store
+                .call(move |s| s.submit_from_jobs_dir(&key, &loaded.content_hash, &loaded.spec))
+                .await;
+            match result {
+                Ok(Some(id)) => tracing::info!(job = %id, file = %path.display(), "submitted from jobs dir"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(file = %path.display(), "cannot submit: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A scripted sandbox for scheduler tests: containers are tasks whose behaviour the command names.
+//!
+//! `["sleep", MS]` exits 0 after MS milliseconds; `["exit", CODE]` exits with CODE at once;
+//! `["oom"]` is OOM-killed; `["hang"]` runs until stopped (SIGTERM ends it, code 143);
+//! `["ignore-term"]` runs until killed at the end of the grace period (code 137).
+
+use crate::sandbox::{
+    ContainerPlan, ContainerState, ExitStatus, HostCapacity, OwnedContainer, Sandbox, SandboxError,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+struct Container {
+    job: String,
+    attempt: u32,
+    command: Vec<String>,
+    exit: watch::Sender<Option<ExitStatus>>,
+    started: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    containers: HashMap<String, Container>,
+    running: usize,
+    max_running: usize,
+    launches: usize,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct FakeSandbox {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeSandbox {
+    pub fn max_running(&self) -> usize {
+        self.inner.lock().unwrap().max_running
+    }
+
+    pub fn launches(&self) -> usize {
+        self.inner.lock().unwrap().launches
+    }
+
+    pub fn container_count(&self) -> usize {
+        self.inner.lock().unwrap().containers.len()
+    }
+
+    /// Puts a container in place as if a previous scheduler had launched it.
+    pub fn preexisting(&self, plan: &ContainerPlan) {
+        let (tx, _) = watch::channel(None);
+        self.inner.lock().unwrap().containers.insert(
+            plan.name.clone(),
+            Container {
+                job: plan.labels.job.clone(),
+                attempt: plan.labels.attempt,
+                command: plan.command.clone(),
+                exit: tx,
+                started: false,
+            },
+        );
+    }
+
+    fn exit(&self, name: &str, status: ExitStatus) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(c) = inner.containers.get(name) {
+            if c.exit.borrow().is_none() {
+                let started = c.started;
+                c.exit.send_replace(Some(status));
+                if started {
+                    inner.running -= 1;
+                }
+            }
+        }
+    }
+
+    fn begin(&self, name: &str) {
+        let command = {
+            let mut inner = self.inner.lock().unwrap();
+            let c = inner.containers.get_mut(name).expect("container exists");
+            if c.started {
+                return;
+            }
+            c.started = true;
+            let command = c.command.clone();
+            inner.running += 1;
+            inner.launches += 1;
+            inner.max_running = inner.max_running.max(inner.running);
+            command
+        };
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let code = |c: i64| ExitStatus { code: c, oom_killed: false };
+            match command.first().map(String::as_str) {
+                Some("sleep") => {
+                    let ms = command[1].parse().unwrap();
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    this.exit(&name, code(0));
+                }
+                Some("exit") => this.exit(&name, code(command[1].parse().unwrap())),
+                Some("oom") => this.exit(&name, ExitStatus { code: 137, oom_killed: true }),
+                _ => {}
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Sandbox for FakeSandbox {
+    async fn capacity(&self) -> Result<HostCapacity, SandboxError> {
+        Ok(HostCapacity { cpus: 64.0, memory: 1 << 40 })
+    }
+
+    async fn image_exists(&self, _image: &str) -> Result<bool, SandboxError> {
+        Ok(true)
+    }
+
+    async fn launch(&self, plan: &ContainerPlan) -> Result<(), SandboxError> {
+        let exists = self.inner.lock().unwrap().containers.contains_key(&plan.name);
+        if !exists {
+            self.preexisting(plan);
+        }
+        self.begin(&plan.name);
+        Ok(())
+    }
+
+    fn logs(&self, name: &str) -> BoxStream<'static, Result<Bytes, SandboxError>> {
+        let rx = self
+            .inner
+            .lock()
+            .unwrap()
+            .containers
+            .get(name)
+            .map(|c| c.exit.subscribe());
+        let line = Bytes::from(format!("output of {name}\n"));
+        stream::once(async move {
+            if let Some(mut rx) = rx {
+                let _ = rx.wait_for(Option::is_some).await;
+            }
+            Ok(line)
+        })
+        .boxed()
+    }
+
+    async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError> {
+        let rx = self
+            .inner
+            .lock()
+            .unwrap()
+            .containers
+            .get(name)
+            .map(|c| c.exit.subscribe());
+        let Some(mut rx) = rx else {
+            return Err(SandboxError::NoSuchContainer(name.into()));
+        };
+        let status = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| SandboxError::NoSuchContainer(name.into()))?;
+        Ok(status.expect("waited for Some"))
+    }
+
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), SandboxError> {
+        let command = self
+            .inner
+            .lock()
+            .unwrap()
+            .containers
+            .get(name)
+            .map(|c| c.command.clone())
+            .ok_or_else(|| SandboxError::NoSuchContainer(name.into()))?;
+        if command.first().map(String::as_str) == Some("ignore-term") {
+            tokio::time::sleep(grace).await;
+            self.exit(name, ExitStatus { code: 137, oom_killed: false });
+        } else {
+            self.exit(name, ExitStatus { code: 143, oom_killed: false });
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerState>, SandboxError> {
+        let inner = self.inner.lock().unwrap();
+        Ok(inner.containers.get(name).map(|c| match *c.exit.borrow() {
+            Some(status) => ContainerState::Exited(status),
+            None if c.started => ContainerState::Running,
+            None => ContainerState::Created,
+        }))
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), SandboxError> {
+        self.exit(name, ExitStatus { code: 137, oom_killed: false });
+        self.inner.lock().unwrap().containers.remove(name);
+        Ok(())
+    }
+
+    async fn list_owned(&self, _state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {
+        let names: Vec<(String, String, u32)> = {
+            let inner = self.inner.lock().unwrap();
+            inner
+                .containers
+                .iter()
+                .map(|(n, c)| (n.clone(), c.job.clone(), c.attempt))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (name, job, attempt) in names {
+            if let Some(state) = self.inspect(&name).await? {
+                out.push(OwnedContainer { name, job, attempt, state });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,108 @@
+//! The scheduler: one implementation behind `runner run` (in process, until its jobs are
+//! terminal) and `runner daemon` (long-lived, also watching a jobs dir).
+//!
+//! One dispatcher loop owns all scheduling state (what runs, what it holds of the limits). Each
+//! attempt runs in its own task ([`attempt`]) and reports back when it ends. Limits: a global
+//! `parallel` ceiling, per-group ceilings, and resource admission (the sum of running jobs' cpu and
+//! memory caps stays within the host budget). On start the dispatcher reconciles with the engine
+//! ([`reconcile`]): containers of active jobs are adopted, vanished ones marked `lost`, and
+//! containers no job owns removed.
+
+mod admission;
+mod attempt;
+mod dispatch;
+#[cfg(test)]
+mod fake;
+pub mod lock;
+pub mod logfile;
+mod reconcile;
+#[cfg(test)]
+mod tests;
+
+pub use attempt::log_path;
+pub use dispatch::run;
+pub use lock::{LockError, StateLock};
+
+use crate::state::{JobId, JobState};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How a scheduler runs.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Most jobs running at once (a hard ceiling).
+    pub parallel: usize,
+    /// Most jobs running at once per group; groups not named are limited only by `parallel`.
+    pub group_limits: HashMap<String, usize>,
+    /// CPU budget shared by running jobs (default: the engine's CPU count).
+    pub host_cpus: Option<f64>,
+    /// Memory budget shared by running jobs, bytes (default: the engine's memory).
+    pub host_memory: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    pub stop_grace: Duration,
+    /// Where job logs go (`<logs_dir>/<job>/<attempt>.log`).
+    pub logs_dir: PathBuf,
+    /// Cap of each stored log, bytes.
+    pub log_cap: u64,
+    /// How often the dispatcher looks at the queue and at cancel requests.
+    pub tick: Duration,
+    /// Daemon only: a directory whose job files are submitted once per content.
+    pub jobs_dir: Option<PathBuf>,
+    /// How often the jobs dir is scanned.
+    pub jobs_dir_interval: Duration,
+}
+
+impl SchedulerConfig {
+    /// Defaults for a state dir.
+    pub fn new(logs_dir: PathBuf) -> Self {
+        SchedulerConfig {
+            parallel: 4,
+            group_limits: HashMap::new(),
+            host_cpus: None,
+            host_memory: None,
+            stop_grace: Duration::from_secs(10),
+            logs_dir,
+            log_cap: logfile::DEFAULT_LOG_CAP,
+            tick: Duration::from_millis(200),
+            jobs_dir: None,
+            jobs_dir_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Which queued jobs this scheduler takes.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// `runner run`: only these jobs; return when all are terminal.
+    Only(Vec<JobId>),
+    /// `runner daemon`: every queued job; return only on shutdown.
+    All,
+}
+
+/// Shutdown triggers: the first drains (no new jobs; running ones finish), the second stops
+/// running jobs (grace, then kill; they end `cancelled`).
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    pub drain: CancellationToken,
+    pub kill: CancellationToken,
+}
+
+/// A state change, for live progress displays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub job: JobId,
+    pub name: String,
+    pub state: JobState,
+    pub detail: Option<String>,
+}
+
+/// Errors that stop a scheduler (a single job's trouble never does).
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+}

@@ -1,0 +1,53 @@
+//! Reconciling with the engine when a scheduler starts: the database says which jobs were active,
+//! the engine's labels say which containers exist. Active jobs whose container exists are adopted
+//! (their attempt task resumes: deadline from the recorded start, log rebuilt from the container);
+//! a `starting` job with no container is launched again under the same deterministic name; a
+//! `running` job whose container vanished ends `lost` (or is retried, per `retries`); containers no
+//! active job owns are removed.
+
+use super::dispatch::Dispatcher;
+use super::SchedulerError;
+use crate::sandbox::Sandbox;
+use crate::state::{JobState, Outcome, Reason};
+use std::collections::HashSet;
+
+impl<S: Sandbox> Dispatcher<S> {
+    pub(crate) async fn reconcile(&mut self) -> Result<(), SchedulerError> {
+        let state_id = self.store.state_id();
+        let owned = self.sandbox.list_owned(&state_id).await?;
+        let active = self.store.call(|s| s.active()).await?;
+        let existing: HashSet<&str> = owned.iter().map(|c| c.name.as_str()).collect();
+        let mut keep = HashSet::new();
+        for (job, attempt) in active {
+            let Some(attempt) = attempt else {
+                tracing::warn!(job = %job.id, "active job without an attempt; leaving it");
+                continue;
+            };
+            let exists = existing.contains(attempt.container.as_str());
+            if exists || job.state == JobState::Starting {
+                tracing::info!(job = %job.id, container = %attempt.container, "adopting");
+                keep.insert(attempt.container.clone());
+                self.start(job, attempt);
+            } else {
+                let (id, n, max) = (job.id.clone(), attempt.n, 1 + job.spec.retries);
+                let outcome = Outcome::failed(
+                    Reason::Lost,
+                    None,
+                    "the container vanished while no scheduler was watching it",
+                );
+                self.store
+                    .call(move |s| s.finish_attempt(&id, n, &outcome, max))
+                    .await?;
+            }
+        }
+        for container in owned {
+            if !keep.contains(&container.name) {
+                tracing::info!(container = %container.name, "removing a container no job owns");
+                if let Err(e) = self.sandbox.remove(&container.name).await {
+                    tracing::warn!(container = %container.name, "cannot remove: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
