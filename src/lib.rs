@@ -6,3 +6,4 @@ pub mod state;
 pub mod store;
 pub mod sandbox;
 pub mod scheduler;
+pub mod cli;

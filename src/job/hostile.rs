@@ -26,9 +26,15 @@ pub(crate) fn check_size(len: u64) -> Result<(), String> {
 /// The 1-based line and column of byte `offset` in `bytes` (columns count characters).
 pub(crate) fn location_of(bytes: &[u8], offset: usize) -> Location {
     let before = &bytes[..offset.min(bytes.len())];
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let col = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (line, col)
 }
 
@@ -146,7 +152,10 @@ mod tests {
     fn sizes_up_to_the_cap_pass() {
         assert!(check_size(MAX_JOB_FILE_BYTES).is_ok());
         let err = check_size(MAX_JOB_FILE_BYTES + 1).unwrap_err();
-        assert!(err.contains("1048577 bytes") && err.contains("1048576-byte"), "{err}");
+        assert!(
+            err.contains("1048577 bytes") && err.contains("1048576-byte"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -23,7 +23,11 @@ fn content_lines(text: &str) -> Vec<Line<'_>> {
     text.lines()
         .enumerate()
         .filter_map(|(i, raw)| {
-            let raw = if i == 0 { raw.trim_start_matches('\u{feff}') } else { raw };
+            let raw = if i == 0 {
+                raw.trim_start_matches('\u{feff}')
+            } else {
+                raw
+            };
             let content = raw.trim_start_matches(' ');
             let trimmed = content.trim();
             let blank = trimmed.is_empty() || trimmed.starts_with('#');
@@ -87,7 +91,9 @@ pub(crate) fn locate_all(text: &str, keys: &[&str]) -> Vec<Location> {
             .map_or(scope.len(), |n| pos + 1 + n);
         if end == pos + 1 {
             // No block children: look for the remaining keys in a flow mapping on this line.
-            return locate_in_flow(line, parent, &keys[depth + 1..]).into_iter().collect();
+            return locate_in_flow(line, parent, &keys[depth + 1..])
+                .into_iter()
+                .collect();
         }
         scope = &scope[pos + 1..end];
     }
@@ -203,7 +209,10 @@ manager: { mode: script, max_turns: 3 }
 
     #[test]
     fn finds_the_second_document() {
-        assert_eq!(second_document("---\nname: a\n---\nname: b\n"), Some((3, 1)));
+        assert_eq!(
+            second_document("---\nname: a\n---\nname: b\n"),
+            Some((3, 1))
+        );
         assert_eq!(second_document("# c\n---\nname: a\n"), None);
     }
 }

@@ -88,7 +88,15 @@ mod tests {
 
     #[test]
     fn everything_else_is_a_path() {
-        for path in [".", "../app", "/srv/app", "app", "./a@b:c", "C:/x", "dir/user@host:x"] {
+        for path in [
+            ".",
+            "../app",
+            "/srv/app",
+            "app",
+            "./a@b:c",
+            "C:/x",
+            "dir/user@host:x",
+        ] {
             assert!(!is_repo_url(path), "{path}");
         }
     }

@@ -1,15 +1,14 @@
 //! The job file exactly as written: serde structs mirroring the YAML, one per mapping.
 //!
 //! Every struct denies unknown fields, and nothing is `untagged` or `flatten`ed, so serde_yaml
-//! can say which field is wrong and where. Single values check themselves (see `fields` and
-//! `lists`); rules that involve several fields or the filesystem live in `validate`.
+//! can say which field is wrong and where. Single values check themselves (see `text`,
+//! `numbers`, `argv` and `vars`); rules that involve several fields or the filesystem live in `validate`.
 
-use super::fields::{
-    Cpus, EnvName, GitRef, HttpUrl, MaxTurns, Memory, Name, NonEmptyText, Pids, Retries, Text, Timeout,
-    Tokens, Usd,
-};
-use super::lists::{Argv, Env, Secrets};
+use super::argv::Argv;
+use super::numbers::{Cpus, MaxTurns, Memory, Pids, Retries, Timeout, Tokens, Usd};
 use super::spec::{ManagerAction, NetworkMode, OutputMode};
+use super::text::{EnvName, GitRef, HttpUrl, Name, NonEmptyText, Text};
+use super::vars::{Env, Secrets};
 use serde::Deserialize;
 
 /// A whole job file. Every field is optional here so that missing ones are reported together,
@@ -44,7 +43,10 @@ pub(crate) struct RawJob {
 
 /// `resources: { cpus, memory, pids }`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping like `{ cpus: 1.5, memory: 2g, pids: 512 }`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like `{ cpus: 1.5, memory: 2g, pids: 512 }`"
+)]
 pub(crate) struct RawResources {
     pub cpus: Option<Cpus>,
     pub memory: Option<Memory>,
@@ -64,7 +66,10 @@ pub(crate) struct RawAgent {
 
 /// `manager: { mode, model, max_turns, steps }`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping like `{ mode: llm, max_turns: 30 }`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like `{ mode: llm, max_turns: 30 }`"
+)]
 pub(crate) struct RawManager {
     pub mode: Option<RawManagerMode>,
     pub model: Option<NonEmptyText>,
@@ -109,7 +114,10 @@ pub(crate) struct RawLlm {
 
 /// `budget: { tokens, usd }`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping like `{ tokens: 400000, usd: 2.00 }`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like `{ tokens: 400000, usd: 2.00 }`"
+)]
 pub(crate) struct RawBudget {
     pub tokens: Option<Tokens>,
     pub usd: Option<Usd>,
@@ -158,9 +166,13 @@ mod tests {
 
     #[test]
     fn unknown_nested_field_names_its_parent() {
-        let (at, msg) = parse("name: x\nresources:\n  cpus: 1\n  volumes: [/:/host]\n").unwrap_err();
+        let (at, msg) =
+            parse("name: x\nresources:\n  cpus: 1\n  volumes: [/:/host]\n").unwrap_err();
         assert_eq!(at, Some((4, 3)));
-        assert!(msg.starts_with("resources: unknown field `volumes`"), "{msg}");
+        assert!(
+            msg.starts_with("resources: unknown field `volumes`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -168,7 +180,10 @@ mod tests {
         let (at, msg) = parse("manager:\n  steps:\n    - action: dance\n").unwrap_err();
         assert_eq!(at, Some((3, 15)));
         assert!(msg.contains("unknown variant `dance`"), "{msg}");
-        assert!(msg.contains("`instruct`") && msg.contains("`fail`"), "{msg}");
+        assert!(
+            msg.contains("`instruct`") && msg.contains("`fail`"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ const DURATION_UNITS: [(&str, u64); 5] = [
     ("ms", 1),
 ];
 
-const DURATION_HINT: &str = "write a number with a unit (ms, s, m, h, d), like `90s`, `20m` or `1h30m`";
+const DURATION_HINT: &str =
+    "write a number with a unit (ms, s, m, h, d), like `90s`, `20m` or `1h30m`";
 
 /// Parses `90s`, `20m`, `1h30m`, `2h`, `1d`, `500ms`; a bare integer is seconds.
 ///
@@ -50,7 +51,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let unit = rest[..letters].to_ascii_lowercase();
         rest = &rest[letters..];
         let Some(index) = DURATION_UNITS.iter().position(|(name, _)| *name == unit) else {
-            let what = if unit.is_empty() { "a number without a unit" } else { "an unknown unit" };
+            let what = if unit.is_empty() {
+                "a number without a unit"
+            } else {
+                "an unknown unit"
+            };
             return Err(format!("invalid duration `{s}` ({what}): {DURATION_HINT}"));
         };
         if last_unit.is_some_and(|last| index <= last) {
@@ -59,7 +64,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
         last_unit = Some(index);
-        let ms = number.checked_mul(DURATION_UNITS[index].1).ok_or_else(too_large)?;
+        let ms = number
+            .checked_mul(DURATION_UNITS[index].1)
+            .ok_or_else(too_large)?;
         total_ms = total_ms.checked_add(ms).ok_or_else(too_large)?;
     }
     Ok(Duration::from_millis(total_ms))
@@ -94,7 +101,8 @@ const SIZE_UNITS: [(&[&str], u64); 5] = [
     (&["t", "tb", "tib"], 1 << 40),
 ];
 
-const SIZE_HINT: &str = "write a number with a unit (k, m, g, t; 1k = 1024 bytes), like `512m` or `2g`";
+const SIZE_HINT: &str =
+    "write a number with a unit (k, m, g, t; 1k = 1024 bytes), like `512m` or `2g`";
 
 /// Parses `512m`, `2g`, `2G`, `512MiB`, `1.5g`, `100k`; a bare integer is bytes.
 ///
@@ -118,7 +126,9 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
         .find(|(names, _)| names.contains(&unit.as_str()))
         .map(|(_, size)| *size)
     else {
-        return Err(format!("invalid size `{s}` (unknown unit `{unit}`): {SIZE_HINT}"));
+        return Err(format!(
+            "invalid size `{s}` (unknown unit `{unit}`): {SIZE_HINT}"
+        ));
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let well_formed = !whole.is_empty()
@@ -129,7 +139,9 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
     }
     let too_large = || format!("size `{s}` is too large: {SIZE_HINT}");
     let whole: u128 = whole.parse().map_err(|_| too_large())?;
-    let mut bytes = whole.checked_mul(u128::from(multiplier)).ok_or_else(too_large)?;
+    let mut bytes = whole
+        .checked_mul(u128::from(multiplier))
+        .ok_or_else(too_large)?;
     if !fraction.is_empty() {
         // At most 18 fractional digits matter for a u64 number of bytes; more are noise.
         let digits = &fraction[..fraction.len().min(18)];
@@ -168,7 +180,9 @@ mod tests {
 
     #[test]
     fn bad_durations_explain_with_an_example() {
-        for bad in ["", "  ", "abc", "10x", "1.5h", "h", "30m30m", "30m1h", "1h 30m", "5m3"] {
+        for bad in [
+            "", "  ", "abc", "10x", "1.5h", "h", "30m30m", "30m1h", "1h 30m", "5m3",
+        ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("duration"), "{bad}: {err}");
             assert!(err.contains("`1h30m`"), "{bad}: {err}");
@@ -179,8 +193,12 @@ mod tests {
     #[test]
     fn negative_and_overflowing_durations_are_refused() {
         assert!(parse_duration("-5m").unwrap_err().contains("negative"));
-        assert!(parse_duration("99999999999999999999").unwrap_err().contains("too large"));
-        assert!(parse_duration("999999999999999999d").unwrap_err().contains("too large"));
+        assert!(parse_duration("99999999999999999999")
+            .unwrap_err()
+            .contains("too large"));
+        assert!(parse_duration("999999999999999999d")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
@@ -195,7 +213,9 @@ mod tests {
 
     #[test]
     fn durations_round_trip() {
-        let samples = [0, 1, 999, 1000, 1500, 60_000, 90_000, 5_400_000, 86_400_000, 90_061_001];
+        let samples = [
+            0, 1, 999, 1000, 1500, 60_000, 90_000, 5_400_000, 86_400_000, 90_061_001,
+        ];
         for ms in samples {
             let d = Duration::from_millis(ms);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{ms}ms");
@@ -225,7 +245,9 @@ mod tests {
 
     #[test]
     fn bad_sizes_explain_with_an_example() {
-        for bad in ["", "g", "12q", "1..5g", "1.g", ".5g", "1.2.3m", "two", "5 gigs"] {
+        for bad in [
+            "", "g", "12q", "1..5g", "1.g", ".5g", "1.2.3m", "two", "5 gigs",
+        ] {
             let err = parse_size(bad).unwrap_err();
             assert!(err.contains("size"), "{bad}: {err}");
             assert!(err.contains("`512m`"), "{bad}: {err}");
@@ -236,12 +258,24 @@ mod tests {
     fn negative_and_overflowing_sizes_are_refused() {
         assert!(parse_size("-1g").unwrap_err().contains("negative"));
         assert!(parse_size("16777216t").unwrap_err().contains("too large"));
-        assert!(parse_size("99999999999999999999999999999999999999999").unwrap_err().contains("too large"));
+        assert!(parse_size("99999999999999999999999999999999999999999")
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]
     fn sizes_round_trip_through_display() {
-        for bytes in [0, 1, 1023, 1024, 1536, 512 << 20, 3 << 29, 1 << 40, u64::MAX] {
+        for bytes in [
+            0,
+            1,
+            1023,
+            1024,
+            1536,
+            512 << 20,
+            3 << 29,
+            1 << 40,
+            u64::MAX,
+        ] {
             let size = ByteSize(bytes);
             assert_eq!(parse_size(&size.to_string()), Ok(size), "{bytes}");
         }

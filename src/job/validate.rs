@@ -4,13 +4,14 @@
 
 use super::locate::{locate, locate_or_parent};
 use super::paths::{base_dir, is_repo_url, resolve};
-use super::raw::{RawJob, RawManager, RawManagerMode};
+use super::raw::RawJob;
+use super::settings::{llm_settings, manager_settings};
 use super::spec::{
-    AgentSettings, Budget, JobKind, JobSpec, LlmSettings, ManagerMode, ManagerSettings,
-    ManagerStep, NetworkMode, OutputSettings, RepoSource, Resources, DEFAULT_AGENT_IMAGE,
+    AgentSettings, Budget, JobKind, JobSpec, NetworkMode, OutputSettings, RepoSource, Resources,
+    DEFAULT_AGENT_IMAGE,
 };
 use super::JobError;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Whole-job limit when the file names none.
@@ -19,20 +20,20 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub(crate) const DEFAULT_GROUP: &str = "default";
 
 /// Collects errors for one file, locating each at a key path.
-struct Problems<'a> {
-    text: &'a str,
-    path: &'a Path,
-    errors: Vec<JobError>,
+pub(crate) struct Problems<'a> {
+    pub text: &'a str,
+    pub path: &'a Path,
+    pub errors: Vec<JobError>,
 }
 
 impl Problems<'_> {
     /// Records `message` at `keys`, or at the nearest parent key the scanner finds.
-    fn at(&mut self, keys: &[&str], message: impl Into<String>) {
+    pub fn at(&mut self, keys: &[&str], message: impl Into<String>) {
         let location = locate_or_parent(self.text, keys);
         self.push(location, message);
     }
 
-    fn push(&mut self, location: Option<(usize, usize)>, message: impl Into<String>) {
+    pub fn push(&mut self, location: Option<(usize, usize)>, message: impl Into<String>) {
         self.errors.push(JobError {
             path: self.path.to_path_buf(),
             location,
@@ -43,7 +44,11 @@ impl Problems<'_> {
 
 /// Validates `raw`, parsed from `text` (the file at `path`), into a [`JobSpec`].
 pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, Vec<JobError>> {
-    let mut p = Problems { text, path, errors: Vec::new() };
+    let mut p = Problems {
+        text,
+        path,
+        errors: Vec::new(),
+    };
     let base = base_dir(path);
 
     if raw.name.is_none() {
@@ -83,21 +88,32 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         }
     }
 
-    let repo = raw.repo.as_ref().and_then(|r| repo_source(&mut p, &base, &r.0));
+    let repo = raw
+        .repo
+        .as_ref()
+        .and_then(|r| repo_source(&mut p, &base, &r.0));
     let manager = manager_settings(&mut p, raw.manager.as_ref());
-    let llm = llm_settings(&mut p, &base, &raw);
+    let llm = llm_settings(&mut p, &base, raw.llm.as_ref());
 
     let resources = raw.resources.as_ref();
     let defaults = Resources::default();
     let resources = Resources {
-        cpus: resources.and_then(|r| r.cpus).map_or(defaults.cpus, |c| c.0),
-        memory: resources.and_then(|r| r.memory).map_or(defaults.memory, |m| m.0),
-        pids: resources.and_then(|r| r.pids).map_or(defaults.pids, |n| n.0),
+        cpus: resources
+            .and_then(|r| r.cpus)
+            .map_or(defaults.cpus, |c| c.0),
+        memory: resources
+            .and_then(|r| r.memory)
+            .map_or(defaults.memory, |m| m.0),
+        pids: resources
+            .and_then(|r| r.pids)
+            .map_or(defaults.pids, |n| n.0),
     };
     let agent_defaults = AgentSettings::default();
     let agent = raw.agent.as_ref();
     let agent = AgentSettings {
-        model: agent.and_then(|a| a.model.clone()).map_or(agent_defaults.model, |m| m.0),
+        model: agent
+            .and_then(|a| a.model.clone())
+            .map_or(agent_defaults.model, |m| m.0),
         edit_format: agent
             .and_then(|a| a.edit_format.clone())
             .map_or(agent_defaults.edit_format, |f| f.0),
@@ -119,7 +135,11 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         secrets: raw.secrets.map(|s| s.0).unwrap_or_default(),
         resources,
         timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0),
-        network: raw.network.unwrap_or(if is_agent { NetworkMode::Llm } else { NetworkMode::None }),
+        network: raw.network.unwrap_or(if is_agent {
+            NetworkMode::Llm
+        } else {
+            NetworkMode::None
+        }),
         group: raw.group.map_or_else(|| DEFAULT_GROUP.to_string(), |g| g.0),
         retries: raw.retries.map_or(0, |r| r.0),
         agent,
@@ -140,8 +160,12 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
 /// Exactly one of `command` (plain job) and `task` (agent job).
 fn job_kind(p: &mut Problems, raw: &RawJob) -> Option<JobKind> {
     match (&raw.command, &raw.task) {
-        (Some(command), None) => Some(JobKind::Command { command: command.0.clone() }),
-        (None, Some(task)) => Some(JobKind::Task { task: task.0.clone() }),
+        (Some(command), None) => Some(JobKind::Command {
+            command: command.0.clone(),
+        }),
+        (None, Some(task)) => Some(JobKind::Task {
+            task: task.0.clone(),
+        }),
         (Some(_), Some(_)) => {
             // Point at whichever of the two comes second: that is the one most likely added by mistake.
             let second = locate(p.text, &["command"]).max(locate(p.text, &["task"]));
@@ -185,81 +209,165 @@ fn repo_source(p: &mut Problems, base: &Path, repo: &str) -> Option<RepoSource> 
     None
 }
 
-/// `manager`, with defaults; `steps` go with `mode: script` and only with it.
-fn manager_settings(p: &mut Problems, raw: Option<&RawManager>) -> ManagerSettings {
-    let defaults = ManagerSettings::default();
-    let Some(raw) = raw else {
-        return defaults;
-    };
-    let steps: Option<Vec<ManagerStep>> = raw.steps.as_ref().map(|steps| {
-        steps
-            .iter()
-            .map(|s| ManagerStep {
-                action: s.action,
-                argument: s.argument.clone().map(|t| t.0).unwrap_or_default(),
-                progress: s.progress.clone().map(|t| t.0).unwrap_or_default(),
-                thought: s.thought.clone().map(|t| t.0).unwrap_or_default(),
-            })
-            .collect()
-    });
-    let mode = match (raw.mode, steps) {
-        (Some(RawManagerMode::Script), Some(steps)) if !steps.is_empty() => ManagerMode::Script { steps },
-        (Some(RawManagerMode::Script), _) => {
-            p.at(
-                &["manager", "mode"],
-                "`mode: script` needs a non-empty `steps` list of manager answers: \
-                 add `steps: [{ action: finish, argument: done }]` for example",
-            );
-            defaults.mode
-        }
-        (_, Some(_)) => {
-            p.at(
-                &["manager", "steps"],
-                "`steps` are only used with `mode: script`: add `mode: script` to `manager`, \
-                 or remove `steps`",
-            );
-            defaults.mode
-        }
-        (Some(RawManagerMode::None), None) => ManagerMode::None,
-        (Some(RawManagerMode::Llm) | None, None) => ManagerMode::Llm,
-    };
-    ManagerSettings {
-        mode,
-        model: raw.model.clone().map_or(defaults.model, |m| m.0),
-        max_turns: raw.max_turns.map_or(defaults.max_turns, |m| m.0),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::super::spec::{ManagerSettings, OutputMode};
+    use super::super::testutil::{ok, one_error, parse, parse_in, AGENT, COMMAND};
+    use super::*;
 
-/// `llm`, with cassette paths resolved; record and replay exclude each other.
-fn llm_settings(p: &mut Problems, base: &Path, raw: &RawJob) -> LlmSettings {
-    let defaults = LlmSettings::default();
-    let Some(llm) = &raw.llm else {
-        return defaults;
-    };
-    let record: Option<PathBuf> = llm.record.as_ref().map(|r| resolve(base, &r.0));
-    let replay: Option<PathBuf> = llm.replay.as_ref().map(|r| resolve(base, &r.0));
-    if record.is_some() && replay.is_some() {
-        p.at(
-            &["llm", "replay"],
-            "`llm.record` and `llm.replay` are both set: keep `record` to save a new cassette \
-             or `replay` to answer from one",
+    #[test]
+    fn an_agent_job_gets_every_default() {
+        let spec = ok(AGENT);
+        assert_eq!(spec.name, "demo");
+        assert_eq!(
+            spec.kind,
+            JobKind::Task {
+                task: "say hello".into()
+            }
         );
-    } else if let Some(replay) = &replay {
-        if !replay.is_file() {
-            p.at(
-                &["llm", "replay"],
-                format!(
-                    "cassette `{}` does not exist (relative paths start at the job file's \
-                     directory): fix the path, or record one first with `llm.record`",
-                    replay.display()
-                ),
-            );
-        }
+        assert_eq!(spec.image, DEFAULT_AGENT_IMAGE);
+        assert_eq!(spec.network, NetworkMode::Llm);
+        assert_eq!(spec.group, "default");
+        assert_eq!(spec.retries, 0);
+        assert_eq!(spec.timeout, Duration::from_secs(1800));
+        assert_eq!(spec.resources, Resources::default());
+        assert_eq!(spec.agent, AgentSettings::default());
+        assert_eq!(spec.manager, ManagerSettings::default());
+        assert_eq!(spec.llm, super::super::spec::LlmSettings::default());
+        assert_eq!(spec.budget, Budget::default());
+        assert_eq!(spec.output.mode, OutputMode::Patch);
+        assert_eq!(
+            (spec.repo, spec.git_ref, spec.verify, spec.output.branch),
+            (None, None, None, None)
+        );
+        assert!(spec.env.0.is_empty() && spec.secrets.is_empty());
     }
-    LlmSettings {
-        base_url: llm.base_url.clone().map(|u| u.0),
-        api_key_env: llm.api_key_env.clone().map_or(defaults.api_key_env, |k| k.0),
-        record,
-        replay,
+
+    #[test]
+    fn a_command_job_defaults_to_no_network() {
+        let spec = ok(COMMAND);
+        assert_eq!(spec.network, NetworkMode::None);
+        assert_eq!(spec.image, "runner/base:bookworm");
+        assert!(!spec.is_agent());
+    }
+
+    #[test]
+    fn partial_sections_keep_the_other_defaults() {
+        let spec = ok(&format!(
+            "{AGENT}resources: {{ cpus: 2 }}\nagent: {{ model: m }}\nmanager: {{ max_turns: 5 }}\n"
+        ));
+        assert_eq!(spec.resources.cpus, 2.0);
+        assert_eq!(spec.resources.memory, Resources::default().memory);
+        assert_eq!(spec.agent.edit_format, "diff");
+        assert_eq!(
+            (spec.manager.max_turns, spec.manager.model.as_str()),
+            (5, "gpt-4o-mini")
+        );
+    }
+
+    #[test]
+    fn a_missing_name_is_reported() {
+        let (at, msg) = one_error("task: x\n");
+        assert_eq!(at, None);
+        assert_eq!(msg, "missing `name`: add one like `name: add-greeting`");
+    }
+
+    #[test]
+    fn both_command_and_task_is_an_error_at_the_second() {
+        let (at, msg) = one_error("name: x\ntask: t\nimage: i\ncommand: [make]\n");
+        assert_eq!(at, Some((4, 1)));
+        assert!(
+            msg.starts_with("both `command` and `task` are set: keep `command`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn neither_command_nor_task_is_an_error() {
+        let (at, msg) = one_error("name: x\n");
+        assert_eq!(at, None);
+        assert!(
+            msg.starts_with("neither `command` nor `task` is set: add `task:`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_command_job_must_name_its_image() {
+        let (at, msg) = one_error("name: x\ncommand: make test\n");
+        assert_eq!(at, Some((2, 1)));
+        assert!(
+            msg.contains("add `image: runner/base:bookworm` for example"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn agent_sections_on_a_command_job_are_errors() {
+        let errors = parse(&format!(
+            "{COMMAND}agent: {{ model: m }}\nmanager:\n  mode: none\noutput: {{ mode: pr }}\n"
+        ))
+        .unwrap_err();
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.location, e.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert_eq!(found[0].0, Some((4, 1)));
+        assert!(found[0]
+            .1
+            .starts_with("`agent` is only for agent jobs (with `task:`)"));
+        assert_eq!(found[1].0, Some((5, 1)));
+        assert_eq!(found[2].0, Some((7, 1)));
+        assert!(found[2].1.starts_with("`output` is only for agent jobs"));
+    }
+
+    #[test]
+    fn verify_llm_and_budget_are_fine_on_a_command_job() {
+        let spec = ok(&format!(
+            "{COMMAND}verify: [true]\nllm: {{ api_key_env: KEY }}\nbudget: {{ usd: 1 }}\n"
+        ));
+        assert_eq!(spec.verify, Some(vec!["true".to_string()]));
+        assert_eq!(spec.llm.api_key_env, "KEY");
+    }
+
+    #[test]
+    fn cross_field_errors_are_all_collected_in_file_order() {
+        let errors = parse("command: [make]\nrepo: ./missing\n").unwrap_err();
+        let lines: Vec<_> = errors.iter().map(|e| e.location.map(|l| l.0)).collect();
+        assert_eq!(lines, [None, Some(1), Some(2)], "{errors:#?}");
+    }
+
+    #[test]
+    fn repo_urls_are_kept_as_written() {
+        let spec = ok(&format!("{AGENT}repo: git@github.com:org/app.git\n"));
+        assert_eq!(
+            spec.repo,
+            Some(RepoSource::Url("git@github.com:org/app.git".into()))
+        );
+    }
+
+    #[test]
+    fn repo_paths_resolve_against_the_job_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app/src")).unwrap();
+        let spec = parse_in(dir.path(), &format!("{AGENT}repo: ./app/src/../\n")).unwrap();
+        let expected = super::super::paths::normalize(&dir.path().join("app"));
+        assert_eq!(spec.repo, Some(RepoSource::Path(expected)));
+    }
+
+    #[test]
+    fn a_repo_path_must_be_an_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        for (repo, problem) in [("nope", "does not exist"), ("file", "is not a directory")] {
+            let errors = parse_in(dir.path(), &format!("{AGENT}repo: {repo}\n")).unwrap_err();
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].location, Some((3, 1)));
+            assert!(errors[0].message.contains(problem), "{}", errors[0].message);
+            assert!(errors[0]
+                .message
+                .contains(&format!("{}", dir.path().join(repo).display())));
+        }
     }
 }

@@ -9,7 +9,12 @@ use std::path::Path;
 /// Converts a serde_yaml error for `text` (the file at `path`).
 ///
 /// `syntax` is true when the text is not YAML at all (as opposed to YAML that is not a job).
-pub(crate) fn job_error(err: &serde_yaml::Error, text: &str, path: &Path, syntax: bool) -> JobError {
+pub(crate) fn job_error(
+    err: &serde_yaml::Error,
+    text: &str,
+    path: &Path,
+    syntax: bool,
+) -> JobError {
     let mut location: Option<Location> = err.location().map(|l| (l.line(), l.column()));
     let raw = strip_marks(&err.to_string());
     let message = if raw.contains("more than one document") {
@@ -84,18 +89,27 @@ mod tests {
             strip_marks("did not find expected key at line 3 column 1, while parsing a block mapping at line 1 column 1"),
             "did not find expected key, while parsing a block mapping"
         );
-        assert_eq!(strip_marks("control characters at position 7"), "control characters");
+        assert_eq!(
+            strip_marks("control characters at position 7"),
+            "control characters"
+        );
         assert_eq!(strip_marks("at line breaks"), "at line breaks");
     }
 
     #[test]
     fn duplicate_fields_are_recognised_with_their_parent() {
-        assert_eq!(duplicate_field("duplicate field `name`"), Some(("", "name")));
+        assert_eq!(
+            duplicate_field("duplicate field `name`"),
+            Some(("", "name"))
+        );
         assert_eq!(
             duplicate_field("resources: duplicate field `cpus`"),
             Some(("resources", "cpus"))
         );
-        assert_eq!(duplicate_field("manager.steps[0]: duplicate field `action`"), None);
+        assert_eq!(
+            duplicate_field("manager.steps[0]: duplicate field `action`"),
+            None
+        );
     }
 
     #[test]
@@ -104,7 +118,10 @@ mod tests {
         let err = serde_yaml::from_str::<super::super::raw::RawJob>(text).unwrap_err();
         let job = job_error(&err, text, Path::new("j.yaml"), false);
         assert_eq!(job.location, Some((4, 3)));
-        assert_eq!(job.message, "resources: duplicate field `cpus`: keep only one");
+        assert_eq!(
+            job.message,
+            "resources: duplicate field `cpus`: keep only one"
+        );
     }
 
     #[test]
@@ -113,7 +130,12 @@ mod tests {
         let err = serde_yaml::from_str::<serde::de::IgnoredAny>(text).unwrap_err();
         let job = job_error(&err, text, Path::new("j.yaml"), true);
         assert_eq!(job.location, Some((2, 6)));
-        assert!(job.message.starts_with("invalid YAML: mapping values are not allowed"), "{}", job.message);
+        assert!(
+            job.message
+                .starts_with("invalid YAML: mapping values are not allowed"),
+            "{}",
+            job.message
+        );
         assert!(!job.message.contains("line 2"), "{}", job.message);
     }
 }

@@ -4,9 +4,7 @@
 use super::admission::{admit, Admission, Held, Limits};
 use super::attempt::Attempt;
 use super::{Event, Scope, SchedulerConfig, SchedulerError, Shutdown};
-use crate::job::JobSpec;
-#[cfg(any())]
-use crate::job;
+use crate::job::{self, JobSpec};
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
@@ -266,7 +264,6 @@ impl<S: Sandbox> Dispatcher<S> {
 
     /// Submits each new or changed job file of the jobs dir once; reports invalid files once.
     async fn scan_jobs_dir(&mut self, dir: &std::path::Path) {
-        #[cfg(any())]
         let files = match job::job_files_in(dir) {
             Ok(files) => files,
             Err(e) => {
@@ -277,7 +274,6 @@ impl<S: Sandbox> Dispatcher<S> {
                 return;
             }
         };
-        #[cfg(any())]
         for path in files {
             let loaded = match job::load_file(&path) {
                 Ok(loaded) => loaded,

@@ -505,6 +505,25 @@ impl Store {
         })
     }
 
+    /// Terminal jobs that finished before `cutoff` (RFC 3339).
+    pub fn ended_before(&self, cutoff: &str) -> Result<Vec<JobId>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id FROM jobs WHERE state IN ('succeeded','failed','cancelled') AND finished_at < ?1 ORDER BY id",
+        )?;
+        let ids = stmt
+            .query_map([cutoff], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids.into_iter().map(JobId).collect())
+    }
+
+    /// Drops a job's artifact rows (their files are gone).
+    pub fn forget_artifacts(&mut self, id: &JobId) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM artifacts WHERE job_id = ?1", [id.as_str()])?;
+            Ok(())
+        })
+    }
+
     /// `PRAGMA integrity_check`: "ok" when the database is sound.
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self

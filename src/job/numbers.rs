@@ -1,147 +1,15 @@
-//! Single values of a job file that check themselves while being deserialized: names, git refs,
-//! variable names, bounded numbers, sizes and durations.
+//! Numbers, sizes and durations of a job file that check their range while being deserialized
+//! (`resources`, `timeout`, `retries`, `manager.max_turns`, `budget`).
 //!
 //! The checks run inside `Visitor` methods on purpose: serde_yaml attaches the value's line and
-//! column (and its dotted path, e.g. `resources.pids`) only to errors raised there.
+//! column (and its dotted path, e.g. `resources.pids`) only to errors raised there. Negative
+//! numbers get their own message rather than wrapping or a bare type error.
 
 use super::spec::ByteSize;
 use super::units::{format_duration, parse_duration, parse_size};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::fmt;
 use std::time::Duration;
-
-/// Refuses strings that cannot be passed to a program or stored safely.
-pub(crate) fn check_text(s: &str) -> Result<(), String> {
-    if s.contains('\0') {
-        return Err("contains a NUL character (`\\0`): remove it".into());
-    }
-    Ok(())
-}
-
-fn check_non_empty(s: &str) -> Result<(), String> {
-    check_text(s)?;
-    if s.trim().is_empty() {
-        return Err("is empty: write a value or remove the field".into());
-    }
-    Ok(())
-}
-
-/// The rule for job names and groups: `[a-z0-9][a-z0-9-]{0,62}`.
-pub(crate) fn check_name(s: &str) -> Result<(), String> {
-    let first_ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let rest_ok = s
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if first_ok && rest_ok && s.len() <= 63 {
-        return Ok(());
-    }
-    Err(format!(
-        "`{}` is not a valid name: use 1 to 63 lowercase letters, digits and dashes, \
-         starting with a letter or digit, like `add-greeting`",
-        s.escape_debug()
-    ))
-}
-
-/// The rule for environment variable and secret names: `[A-Za-z_][A-Za-z0-9_]*`.
-pub(crate) fn check_env_name(s: &str) -> Result<(), String> {
-    let first_ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
-    let rest_ok = s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if first_ok && rest_ok && s.len() <= 255 {
-        return Ok(());
-    }
-    Err(format!(
-        "`{}` is not a valid variable name: use letters, digits and underscores, \
-         not starting with a digit, like `RUST_LOG`",
-        s.escape_debug()
-    ))
-}
-
-/// A safe subset of git's ref-name rules, for `ref` and `output.branch`.
-pub(crate) fn check_git_ref(s: &str) -> Result<(), String> {
-    let problem = if s.is_empty() {
-        Some("it is empty")
-    } else if s.starts_with('-') {
-        Some("it starts with `-`")
-    } else if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        Some("it contains a space or control character")
-    } else if s.contains("..") {
-        Some("it contains `..`")
-    } else if s.contains("@{") {
-        Some("it contains `@{`")
-    } else if s.contains(['~', '^', ':', '?', '*', '[', '\\']) {
-        Some("it contains one of `~^:?*[\\`")
-    } else if s.starts_with('/') || s.ends_with('/') || s.ends_with('.') || s.ends_with(".lock") {
-        Some("it starts or ends with `/`, or ends with `.` or `.lock`")
-    } else {
-        None
-    };
-    match problem {
-        None => Ok(()),
-        Some(why) => Err(format!(
-            "`{}` is not a valid git ref ({why}): use a branch, tag or commit like `main` or `fix/greeting`",
-            s.escape_debug()
-        )),
-    }
-}
-
-/// The rule for `llm.base_url`: an `http://` or `https://` URL without spaces.
-pub(crate) fn check_http_url(s: &str) -> Result<(), String> {
-    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            Ok(())
-        }
-        _ => Err(format!(
-            "`{}` is not an http(s) URL: write one like `https://api.example.com/v1`",
-            s.escape_debug()
-        )),
-    }
-}
-
-/// Declares a string newtype whose `Deserialize` runs `$check` on the value.
-macro_rules! checked_string {
-    ($(#[$doc:meta])* $name:ident, $expecting:literal, $check:path) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq)]
-        pub(crate) struct $name(pub String);
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl Visitor<'_> for V {
-                    type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($expecting)
-                    }
-                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
-                        $check(v).map_err(E::custom)?;
-                        Ok($name(v.to_owned()))
-                    }
-                }
-                d.deserialize_str(V)
-            }
-        }
-    };
-}
-
-checked_string!(
-    /// Any text without NUL characters.
-    Text, "a string", check_text);
-checked_string!(
-    /// Text with at least one non-space character.
-    NonEmptyText, "a non-empty string", check_non_empty);
-checked_string!(
-    /// A job name or group: `[a-z0-9][a-z0-9-]{0,62}`.
-    Name, "a name like `add-greeting`", check_name);
-checked_string!(
-    /// An environment variable or secret name.
-    EnvName, "a variable name like `RUST_LOG`", check_env_name);
-checked_string!(
-    /// An `http://` or `https://` URL.
-    HttpUrl, "a URL like `https://api.example.com/v1`", check_http_url);
-checked_string!(
-    /// A branch, tag or commit name.
-    GitRef, "a git ref like `main`", check_git_ref);
 
 /// Declares an integer newtype that accepts only `$min..=$max`.
 macro_rules! bounded_int {
@@ -281,7 +149,9 @@ impl<'de> Deserialize<'de> for Memory {
                 )))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Memory, E> {
-                Err(E::custom(format!("{v} is negative: use a size from 6m to 1t, like `2g`")))
+                Err(E::custom(format!(
+                    "{v} is negative: use a size from 6m to 1t, like `2g`"
+                )))
             }
         }
         d.deserialize_any(V)
@@ -321,9 +191,227 @@ impl<'de> Deserialize<'de> for Timeout {
                 V::check(Duration::from_secs(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timeout, E> {
-                Err(E::custom(format!("{v} is negative: use a duration from 1s to 7d, like `30m`")))
+                Err(E::custom(format!(
+                    "{v} is negative: use a duration from 1s to 7d, like `30m`"
+                )))
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{assert_agent_error as assert_error, ok, AGENT};
+
+    #[test]
+    fn cpus_must_be_positive_and_at_most_256() {
+        assert_error(
+            "resources:\n  cpus: 0\n",
+            (4, 9),
+            "resources.cpus: 0 is out of range",
+        );
+        assert_error(
+            "resources:\n  cpus: -1.5\n",
+            (4, 9),
+            "resources.cpus: -1.5 is negative",
+        );
+        assert_error(
+            "resources:\n  cpus: 256.5\n",
+            (4, 9),
+            "resources.cpus: 256.5 is out of range",
+        );
+        assert_error(
+            "resources:\n  cpus: .nan\n",
+            (4, 9),
+            "resources.cpus: NaN is not a finite number",
+        );
+        assert_error(
+            "resources:\n  cpus: lots\n",
+            (4, 9),
+            "resources.cpus: invalid type",
+        );
+        assert_eq!(
+            ok(&format!("{AGENT}resources: {{ cpus: 256 }}\n"))
+                .resources
+                .cpus,
+            256.0
+        );
+    }
+
+    #[test]
+    fn memory_is_between_6m_and_1t() {
+        assert_error(
+            "resources: { memory: 5m }\n",
+            (3, 22),
+            "resources.memory: 5m is out of range: use a size from 6m to 1t",
+        );
+        assert_error(
+            "resources: { memory: 2t }\n",
+            (3, 22),
+            "resources.memory: 2t is out of range",
+        );
+        assert_error(
+            "resources: { memory: -1 }\n",
+            (3, 22),
+            "resources.memory: -1 is negative",
+        );
+        assert_error(
+            "resources: { memory: -1g }\n",
+            (3, 22),
+            "resources.memory: size `-1g` is negative",
+        );
+        assert_error(
+            "resources: { memory: 2 gigs }\n",
+            (3, 22),
+            "resources.memory: invalid size",
+        );
+        let spec = ok(&format!("{AGENT}resources: {{ memory: 6m }}\n"));
+        assert_eq!(spec.resources.memory.0, 6 << 20);
+        assert_eq!(
+            ok(&format!("{AGENT}resources: {{ memory: 1t }}\n"))
+                .resources
+                .memory
+                .0,
+            1 << 40
+        );
+        assert_eq!(
+            ok(&format!("{AGENT}resources: {{ memory: 8388608 }}\n"))
+                .resources
+                .memory
+                .0,
+            8 << 20
+        );
+    }
+
+    #[test]
+    fn pids_are_between_16_and_a_million() {
+        assert_error(
+            "resources: { pids: 15 }\n",
+            (3, 20),
+            "resources.pids: 15 is out of range: use a whole number from 16 to 1000000",
+        );
+        assert_error(
+            "resources: { pids: 1000001 }\n",
+            (3, 20),
+            "resources.pids: 1000001 is out of range",
+        );
+        assert_error(
+            "resources: { pids: -1 }\n",
+            (3, 20),
+            "resources.pids: -1 is negative",
+        );
+        assert_error(
+            "resources: { pids: 1.5 }\n",
+            (3, 20),
+            "resources.pids: 1.5 is not a whole number",
+        );
+        assert_error(
+            "resources: { pids: 99999999999999999999 }\n",
+            (3, 20),
+            "resources.pids: 99999999999999999999 is out of range",
+        );
+        assert_eq!(
+            ok(&format!("{AGENT}resources: {{ pids: 16 }}\n"))
+                .resources
+                .pids,
+            16
+        );
+        assert_eq!(
+            ok(&format!("{AGENT}resources: {{ pids: 1000000 }}\n"))
+                .resources
+                .pids,
+            1_000_000
+        );
+    }
+
+    #[test]
+    fn timeout_is_between_1s_and_7d() {
+        assert_error(
+            "timeout: 0s\n",
+            (3, 10),
+            "timeout: 0s is out of range: use a duration from 1s to 7d",
+        );
+        assert_error(
+            "timeout: 500ms\n",
+            (3, 10),
+            "timeout: 500ms is out of range",
+        );
+        assert_error("timeout: 8d\n", (3, 10), "timeout: 8d is out of range");
+        assert_error("timeout: -5\n", (3, 10), "timeout: -5 is negative");
+        assert_error(
+            "timeout: -5m\n",
+            (3, 10),
+            "timeout: duration `-5m` is negative",
+        );
+        assert_error(
+            "timeout: soon\n",
+            (3, 10),
+            "timeout: invalid duration `soon`",
+        );
+        assert_eq!(ok(&format!("{AGENT}timeout: 1s\n")).timeout.as_secs(), 1);
+        assert_eq!(
+            ok(&format!("{AGENT}timeout: 7d\n")).timeout.as_secs(),
+            7 * 86_400
+        );
+        assert_eq!(ok(&format!("{AGENT}timeout: 90\n")).timeout.as_secs(), 90);
+    }
+
+    #[test]
+    fn retries_and_max_turns_are_bounded() {
+        assert_error(
+            "retries: 11\n",
+            (3, 10),
+            "retries: 11 is out of range: use a whole number from 0 to 10",
+        );
+        assert_error("retries: -1\n", (3, 10), "retries: -1 is negative");
+        assert_error(
+            "manager: { max_turns: 0 }\n",
+            (3, 23),
+            "manager.max_turns: 0 is out of range",
+        );
+        assert_error(
+            "manager: { max_turns: 1001 }\n",
+            (3, 23),
+            "manager.max_turns: 1001 is out of range",
+        );
+        assert_eq!(ok(&format!("{AGENT}retries: 10\n")).retries, 10);
+        assert_eq!(
+            ok(&format!("{AGENT}manager: {{ max_turns: 1000 }}\n"))
+                .manager
+                .max_turns,
+            1000
+        );
+    }
+
+    #[test]
+    fn budgets_are_positive_and_finite() {
+        assert_error(
+            "budget: { tokens: 0 }\n",
+            (3, 19),
+            "budget.tokens: 0 is out of range",
+        );
+        assert_error(
+            "budget: { tokens: -5 }\n",
+            (3, 19),
+            "budget.tokens: -5 is negative",
+        );
+        assert_error(
+            "budget: { usd: 0 }\n",
+            (3, 16),
+            "budget.usd: 0 is out of range",
+        );
+        assert_error(
+            "budget: { usd: -2.5 }\n",
+            (3, 16),
+            "budget.usd: -2.5 is negative",
+        );
+        assert_error(
+            "budget: { usd: .inf }\n",
+            (3, 16),
+            "budget.usd: inf is not a finite number",
+        );
+        let budget = ok(&format!("{AGENT}budget: {{ tokens: 1, usd: 0.01 }}\n")).budget;
+        assert_eq!((budget.tokens, budget.usd), (Some(1), Some(0.01)));
     }
 }

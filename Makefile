@@ -1,0 +1,35 @@
+# `make demo` and `make test` work on a fresh machine with only Docker: they build the binary and
+# the base image (debootstrap, installed if missing; needs root or sudo) when missing.
+
+CARGO   ?= cargo
+RUNNER  := target/release/runner
+SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: all build images demo test test-unit lint bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+# The base image is made from a Debian root file system (no registry is needed).
+images: build
+	$(SUDO) $(RUNNER) images build base --if-missing $(if $(RUNNER_CA_BUNDLE),--ca-bundle $(RUNNER_CA_BUNDLE),)
+
+demo: images
+	$(RUNNER) --state-dir .runner run jobs/
+
+test: images
+	$(CARGO) build --locked --all-targets
+	$(CARGO) test --locked -- --test-threads 4
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+bench: images
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf .runner

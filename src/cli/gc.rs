@@ -1,0 +1,44 @@
+//! `runner gc [--dry-run] [--older-than 7d]`: removes this state dir's containers that no active
+//! job owns (left by a crash, say) and the logs of jobs that ended long ago.
+
+use super::exit::{CmdResult, SUCCESS};
+use crate::sandbox::Sandbox;
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdResult {
+    let mut store = super::open_store(state_dir)?;
+    let sandbox = super::connect_docker().await?;
+    let owned = sandbox.list_owned(store.state_id()).await?;
+    let live: HashSet<String> = store
+        .active()?
+        .into_iter()
+        .filter_map(|(_, attempt)| attempt.map(|a| a.container))
+        .collect();
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for container in owned.iter().filter(|c| !live.contains(&c.name)) {
+        if !dry_run {
+            sandbox.remove(&container.name).await?;
+        }
+        println!("{verb} container {}", container.name);
+    }
+    let cutoff = time::OffsetDateTime::now_utc() - older_than;
+    let expired = store.ended_before(&crate::state::format_rfc3339(cutoff))?;
+    for id in expired {
+        let dir = state_dir.join("logs").join(id.as_str());
+        if !dir.exists() && store.artifacts(&id)?.is_empty() {
+            continue;
+        }
+        if !dry_run {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| {
+                    super::exit::Failure::environment(format!("cannot remove {}: {e}", dir.display()))
+                })?;
+            }
+            store.forget_artifacts(&id)?;
+        }
+        println!("{verb} logs and artifacts of {id}");
+    }
+    Ok(SUCCESS)
+}

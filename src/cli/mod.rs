@@ -1,0 +1,274 @@
+//! The command line: clap definitions, one file per subcommand, exit codes in [`exit`].
+
+mod cancel;
+mod daemon;
+pub mod exit;
+mod follow;
+mod gc;
+mod images;
+mod logs;
+mod output;
+mod progress;
+mod ps;
+mod run;
+mod show;
+mod submit;
+mod validate;
+
+use clap::{Args, Parser, Subcommand};
+use exit::{CmdResult, Failure};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Runs AI coding tasks and plain commands in hardened Docker sandboxes.
+#[derive(Debug, Parser)]
+#[command(name = "runner", version, about)]
+pub struct Cli {
+    /// State directory: database, logs, artifacts, caches.
+    #[arg(long, global = true, env = "RUNNER_STATE_DIR", default_value = ".runner")]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check job files (or directories of *.yaml/*.yml); exit 2 with located errors if any is invalid.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Validate and queue jobs (durable when this returns); print their ids.
+    Submit {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Follow the jobs until they end, like `run` (a scheduler must be running).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run jobs in the foreground until all have ended; exit 0 if all succeeded.
+    Run {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Print the jobs as a JSON array on stdout at the end.
+        #[arg(long)]
+        json: bool,
+        /// Write a JUnit XML report (one test case per job).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+    },
+    /// Long-lived scheduler: runs submitted jobs and submits new or changed files of --jobs-dir.
+    Daemon {
+        /// Directory whose job files are submitted once per content.
+        #[arg(long, value_name = "DIR")]
+        jobs_dir: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List jobs (queued and active; --all for every job).
+    Ps {
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job in full: spec, state, attempts, usage, artifacts.
+    Show {
+        /// Job id, unique id prefix, or name (the newest job of that name).
+        job: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's output; -f follows it until the job ends.
+    Logs {
+        job: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a queued job, or stop a running one (grace, then kill).
+    Cancel {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Remove Docker objects of this state dir that no live job owns, and expired logs.
+    Gc {
+        /// Show what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Logs and artifacts of jobs that ended longer ago than this are removed.
+        #[arg(long, default_value = "7d", value_parser = parse_duration_arg)]
+        older_than: Duration,
+    },
+    /// Build the shipped images.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Build shipped images (all when no name is given): base.
+    Build {
+        name: Option<String>,
+        /// PEM bundle added to the image's trust store (TLS-inspecting proxies).
+        #[arg(long, env = "RUNNER_CA_BUNDLE", value_name = "FILE")]
+        ca_bundle: Option<PathBuf>,
+        /// Do nothing for images already present.
+        #[arg(long)]
+        if_missing: bool,
+    },
+}
+
+/// Scheduler limits shared by `run` and `daemon`.
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Most jobs running at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: u32,
+    /// Most jobs running at once in a group, as NAME=N (repeatable).
+    #[arg(long = "group-limit", value_name = "NAME=N", value_parser = parse_group_limit)]
+    pub group_limits: Vec<(String, usize)>,
+    /// CPU budget shared by running jobs (default: the engine's CPU count).
+    #[arg(long)]
+    pub host_cpus: Option<f64>,
+    /// Memory budget shared by running jobs, e.g. 16g (default: the engine's memory).
+    #[arg(long, value_parser = parse_size_arg)]
+    pub host_memory: Option<u64>,
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub stop_grace: Duration,
+}
+
+fn parse_group_limit(s: &str) -> Result<(String, usize), String> {
+    let (name, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=N (e.g. --group-limit db=1)"))?;
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("{n:?} is not a number (e.g. --group-limit db=1)"))?;
+    if n == 0 {
+        return Err("a group limit must be at least 1".into());
+    }
+    Ok((name.to_string(), n))
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::job::units::parse_duration(s)
+}
+
+fn parse_size_arg(s: &str) -> Result<u64, String> {
+    crate::job::units::parse_size(s).map(|b| b.0)
+}
+
+impl LimitArgs {
+    fn config(&self, state_dir: &Path) -> crate::scheduler::SchedulerConfig {
+        let mut config = crate::scheduler::SchedulerConfig::new(state_dir.join("logs"));
+        config.parallel = self.parallel as usize;
+        config.group_limits = self.group_limits.iter().cloned().collect();
+        config.host_cpus = self.host_cpus;
+        config.host_memory = self.host_memory;
+        config.stop_grace = self.stop_grace;
+        config
+    }
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub async fn main(cli: Cli) -> i32 {
+    let state_dir = cli.state_dir.clone();
+    let result: CmdResult = match cli.command {
+        Command::Validate { paths } => validate::run(&paths),
+        Command::Submit { paths, wait, json } => submit::run(&state_dir, &paths, wait, json).await,
+        Command::Run {
+            paths,
+            limits,
+            json,
+            junit,
+        } => run::run(&state_dir, &paths, &limits, json, junit.as_deref()).await,
+        Command::Daemon { jobs_dir, limits } => daemon::run(&state_dir, jobs_dir, &limits).await,
+        Command::Ps { all, json } => ps::run(&state_dir, all, json),
+        Command::Show { job, json } => show::run(&state_dir, &job, json),
+        Command::Logs { job, follow } => logs::run(&state_dir, &job, follow).await,
+        Command::Cancel { jobs } => cancel::run(&state_dir, &jobs),
+        Command::Gc {
+            dry_run,
+            older_than,
+        } => gc::run(&state_dir, dry_run, older_than).await,
+        Command::Images { command } => match command {
+            ImagesCommand::Build {
+                name,
+                ca_bundle,
+                if_missing,
+            } => images::build(&state_dir, name.as_deref(), ca_bundle, if_missing).await,
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("runner: {}", failure.message);
+            failure.code
+        }
+    }
+}
+
+/// Opens the state dir's store (exit 3 when that fails).
+fn open_store(state_dir: &Path) -> Result<crate::store::Store, Failure> {
+    Ok(crate::store::Store::open(state_dir)?)
+}
+
+/// Connects to Docker (exit 3 naming DOCKER_HOST when unreachable).
+async fn connect_docker() -> Result<crate::sandbox::DockerSandbox, Failure> {
+    Ok(crate::sandbox::DockerSandbox::connect().await?)
+}
+
+/// Loads job files, printing every error; exit 2 if any is invalid.
+fn load_jobs(paths: &[PathBuf]) -> Result<Vec<crate::job::LoadedJob>, Failure> {
+    let (loaded, errors) = crate::job::load_paths(paths);
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("{e}");
+        }
+        return Err(Failure::invalid(format!(
+            "{} invalid job file problem{}; nothing was submitted",
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(loaded)
+}
+
+/// Resolves the shutdown signals: the first SIGINT/SIGTERM drains, the second kills.
+fn install_signals() -> crate::scheduler::Shutdown {
+    let shutdown = crate::scheduler::Shutdown::default();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!("runner: draining: no new jobs start, running jobs finish (signal again to stop them)");
+                s.drain.cancel();
+            } else {
+                eprintln!("runner: stopping running jobs");
+                s.kill.cancel();
+                break;
+            }
+        }
+    });
+    shutdown
+}

@@ -1,0 +1,61 @@
+//! `runner show JOB [--json]`
+
+use super::exit::{CmdResult, SUCCESS};
+use super::output;
+use std::path::Path;
+
+pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
+    let store = super::open_store(state_dir)?;
+    let id = store.resolve(query)?;
+    let job = store.job(&id)?;
+    if json {
+        println!("{}", output::job_json(&store, &job)?);
+        return Ok(SUCCESS);
+    }
+    println!("id:        {}", job.id);
+    println!("name:      {}", job.name);
+    if let Some(source) = &job.source {
+        println!("source:    {source}");
+    }
+    println!("state:     {}", job.state);
+    if let Some(reason) = job.reason {
+        println!("reason:    {reason}");
+    }
+    if let Some(code) = job.exit_code {
+        println!("exit code: {code}");
+    }
+    if let Some(detail) = &job.detail {
+        println!("detail:    {detail}");
+    }
+    println!("submitted: {}", job.submitted_at);
+    if let Some(t) = &job.started_at {
+        println!("started:   {t}");
+    }
+    if let Some(t) = &job.finished_at {
+        println!("finished:  {t}");
+    }
+    for a in store.attempts(&id)? {
+        println!(
+            "attempt {}: {} {} {}{}",
+            a.n,
+            a.container,
+            a.state,
+            a.reason.map(|r| r.to_string()).unwrap_or_default(),
+            a.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+        );
+    }
+    for a in store.artifacts(&id)? {
+        println!("artifact:  {} {}", a.kind, a.path);
+    }
+    println!("events:");
+    for e in store.events(&id)? {
+        println!(
+            "  {}  {:<9} {}{}",
+            e.at,
+            e.state,
+            e.reason.map(|r| format!("{r} ")).unwrap_or_default(),
+            e.detail.unwrap_or_default()
+        );
+    }
+    Ok(SUCCESS)
+}
