@@ -91,9 +91,9 @@ pub(crate) fn too_deep(text: &str) -> Option<Location> {
             let prev = i.checked_sub(1).map(|p| chars[p]);
             let spaced = |ch: Option<char>| ch.map_or(true, |ch| ch == ' ' || ch == '\t');
             if let Some(q) = quote {
-                if c == '\\' && q == '"' {
-                    i += 1;
-                } else if c == q && q == '\'' && next == Some('\'') {
+                let escaped = c == '\\' && q == '"';
+                let doubled_quote = c == q && q == '\'' && next == Some('\'');
+                if escaped || doubled_quote {
                     i += 1;
                 } else if c == q {
                     quote = None;
@@ -146,7 +146,35 @@ pub(crate) fn too_deep(text: &str) -> Option<Location> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testutil::parse;
+    use super::super::{load_file, JobError};
     use super::*;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    /// Runs `f`, asserting it finishes well under a second: hostile input must be refused fast.
+    #[track_caller]
+    fn quickly<T>(f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let result = f();
+        let elapsed = start.elapsed();
+        assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+        result
+    }
+
+    /// Parses `text` quickly, expecting exactly one error.
+    #[track_caller]
+    fn refused(text: &str) -> JobError {
+        let errors = quickly(|| parse(text)).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.into_iter().next().unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
 
     #[test]
     fn sizes_up_to_the_cap_pass() {
@@ -207,5 +235,103 @@ mod tests {
     fn anchors_and_sequence_items_start_values() {
         let deep = format!("- &a !!seq {}\n", "[".repeat(100));
         assert!(too_deep(&deep).is_some());
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "big.yaml", vec![b'#'; 2 << 20]);
+        let errors = quickly(|| load_file(&path)).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        let msg = &errors[0].message;
+        assert!(
+            msg.contains("2097152 bytes") && msg.contains("1048576-byte (1 MiB) limit"),
+            "{msg}"
+        );
+        let text = "#".repeat(2 << 20);
+        assert!(refused(&text).message.contains("2097152 bytes"));
+    }
+
+    #[test]
+    fn a_file_just_under_the_cap_is_parsed_quickly() {
+        let line = "  lorem ipsum dolor sit amet, [consectetur] {adipiscing} 'elit'\n";
+        let body = line.repeat((MAX_JOB_FILE_BYTES as usize - 100) / line.len());
+        let spec = quickly(|| parse(&format!("name: big\ntask: |\n{body}"))).unwrap();
+        assert!(spec.is_agent());
+    }
+
+    #[test]
+    fn binary_garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let path = write(dir.path(), "garbage.yaml", &garbage);
+        let errors = quickly(|| load_file(&path)).unwrap_err();
+        assert!(
+            errors[0].message.contains("NUL bytes"),
+            "{}",
+            errors[0].message
+        );
+        let path = write(dir.path(), "latin1.yaml", b"name: caf\xe9\ntask: x\n");
+        let errors = load_file(&path).unwrap_err();
+        assert_eq!(errors[0].location, Some((1, 10)));
+        assert!(
+            errors[0].message.contains("not valid UTF-8"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly() {
+        let mut bomb = String::from(
+            "name: bomb\ntask: x\nlol0: &lol0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n",
+        );
+        for i in 1..10 {
+            let refs = vec![format!("*lol{}", i - 1); 9].join(", ");
+            bomb.push_str(&format!("lol{i}: &lol{i} [{refs}]\n"));
+        }
+        let err = refused(&bomb);
+        assert_eq!(err.location, Some((3, 1)));
+        assert!(
+            err.message.starts_with("unknown field `lol0`"),
+            "{}",
+            err.message
+        );
+
+        // The same bomb inside known fields: no field holds nested lists, so nothing expands.
+        let inside = bomb
+            .replace("\nlol", "\n  lol")
+            .replacen("task: x\n", "task: x\nenv:\n", 1);
+        let err = refused(&inside);
+        assert!(
+            err.message.contains("invalid type: sequence"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        for text in [
+            format!("name: x\ntask: t\nverify: {}\n", "[".repeat(10_000)),
+            "{a: ".repeat(100_000),
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        ] {
+            let err = refused(&text);
+            assert!(
+                err.message
+                    .starts_with("brackets are nested more than 64 levels deep"),
+                "{}",
+                err.message
+            );
+            assert!(err.location.is_some());
+        }
+        let err = refused(&format!(
+            "name: x\ntask: t\nverify: {}\n",
+            "[".repeat(10_000)
+        ));
+        assert_eq!(err.location, Some((3, 8 + 65)));
     }
 }

@@ -163,3 +163,173 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<LoadedJob>, Vec<JobError>) {
     }
     (jobs, errors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{parse, AGENT};
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Runs `f`, asserting it finishes well under a second: hostile input must be refused fast.
+    #[track_caller]
+    fn quickly<T>(f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let result = f();
+        let elapsed = start.elapsed();
+        assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+        result
+    }
+
+    #[track_caller]
+    fn refused(text: &str) -> JobError {
+        let errors = quickly(|| parse(text)).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.into_iter().next().unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_loaded_file_carries_its_path_and_content_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "demo.yaml", AGENT);
+        let job = load_file(&path).unwrap();
+        assert_eq!(job.path, path);
+        assert_eq!(job.spec.name, "demo");
+        assert_eq!(job.content_hash, sha256_hex(AGENT.as_bytes()));
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn errors_carry_the_file_path_and_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "bad.yaml", format!("{AGENT}privileged: true\n"));
+        let errors = load_file(&path).unwrap_err();
+        let shown = errors[0].to_string();
+        assert_eq!(
+            shown,
+            format!(
+                "{}:3:1: unknown field `privileged`, expected one of `name`, `task`, `command`, \
+                 `repo`, `ref`, `image`, `env`, `secrets`, `resources`, `timeout`, `network`, \
+                 `group`, `retries`, `agent`, `manager`, `llm`, `budget`, `verify`, `output`",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_fields_that_would_loosen_the_sandbox_are_refused() {
+        let err = refused(&format!(
+            "{AGENT}resources:\n  cpus: 1\n  volumes: ['/:/host']\n"
+        ));
+        assert_eq!(err.location, Some((5, 3)));
+        assert!(
+            err.message
+                .starts_with("resources: unknown field `volumes`"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn one_job_per_file() {
+        let err = refused(&format!("---\n{AGENT}---\n{AGENT}"));
+        assert_eq!(err.location, Some((4, 1)));
+        assert_eq!(
+            err.message,
+            "found a second YAML document (`---`): put one job per file"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_refused() {
+        for text in ["", "\n\n", "# just a comment\n", "---\n"] {
+            let err = refused(text);
+            assert_eq!(err.location, None);
+            assert!(
+                err.message
+                    .starts_with("file is empty: a job needs at least `name:`"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_top_level_that_is_not_a_mapping_is_refused() {
+        for text in ["- name: x\n", "just words\n", "42\n"] {
+            let err = refused(text);
+            assert_eq!(err.location, Some((1, 1)));
+            assert!(
+                err.message.contains("expected a job: a mapping of fields"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn yaml_syntax_errors_are_located() {
+        let err = refused("name: x\ntask: 'unterminated\n");
+        assert!(err.message.starts_with("invalid YAML: "), "{}", err.message);
+        assert!(err.location.is_some());
+        let err = refused("name: x\n\ttask: t\n");
+        assert_eq!(err.location, Some((2, 1)));
+    }
+
+    #[test]
+    fn a_directory_is_not_a_job_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let errors = load_file(dir.path()).unwrap_err();
+        assert!(
+            errors[0].message.starts_with("is a directory"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn directories_list_their_yaml_files_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.yaml", "a.yml", ".hidden.yaml", "notes.txt", "c.yaml.bak"] {
+            write(dir.path(), name, AGENT);
+        }
+        std::fs::create_dir(dir.path().join("sub.yaml")).unwrap();
+        write(&dir.path().join("sub.yaml"), "nested.yaml", AGENT);
+        let files = job_files_in(dir.path()).unwrap();
+        assert_eq!(files, [dir.path().join("a.yml"), dir.path().join("b.yaml")]);
+    }
+
+    #[test]
+    fn load_paths_mixes_files_and_directories_and_collects_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs = dir.path().join("jobs");
+        std::fs::create_dir(&jobs).unwrap();
+        write(&jobs, "1-good.yaml", AGENT);
+        write(&jobs, "2-bad.yaml", "name: x\n");
+        let single = write(dir.path(), "single.job", AGENT);
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let missing = dir.path().join("missing.yaml");
+
+        let (loaded, errors) =
+            load_paths(&[jobs.clone(), single.clone(), empty.clone(), missing.clone()]);
+        let paths: Vec<_> = loaded.iter().map(|j| j.path.clone()).collect();
+        assert_eq!(paths, [jobs.join("1-good.yaml"), single]);
+        let shown: Vec<_> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(shown[0].starts_with(&format!("{}: neither", jobs.join("2-bad.yaml").display())));
+        assert!(shown[1].starts_with(&format!("{}: directory has no job files", empty.display())));
+        assert_eq!(
+            shown[2],
+            format!("{}: no such file or directory", missing.display())
+        );
+    }
+}

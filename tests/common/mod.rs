@@ -1,0 +1,201 @@
+//! Shared harness for integration tests: drives the real `runner` binary against a temp state
+//! dir, and removes every Docker object carrying that state dir's label when the test ends, even
+//! when it fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BASE_IMAGE: &str = "runner/base:bookworm";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("state");
+        Env {
+            dir,
+            state,
+            daemons: Vec::new(),
+        }
+    }
+
+    /// A `runner` command on this env's state dir.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+        cmd.arg("--state-dir").arg(&self.state);
+        cmd.env_remove("RUNNER_STATE_DIR");
+        cmd
+    }
+
+    /// Runs `runner ARGS...` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("runner runs")
+    }
+
+    /// Writes a job file into the env's dir and returns its path.
+    pub fn job(&self, file: &str, yaml: &str) -> PathBuf {
+        let path = self.dir.path().join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// Starts `runner daemon ARGS...` in the background (killed at the end of the test).
+    pub fn spawn_daemon(&mut self, args: &[&str]) -> u32 {
+        let child = self
+            .cmd()
+            .arg("daemon")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon starts");
+        let pid = child.id();
+        self.daemons.push(child);
+        pid
+    }
+
+    /// Sends a signal to a daemon started by this env and waits for it to exit.
+    pub fn signal_daemon(&mut self, pid: u32, signal: &str) -> Option<std::process::ExitStatus> {
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        let idx = self.daemons.iter().position(|c| c.id() == pid)?;
+        let mut child = self.daemons.remove(idx);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon {pid} did not exit after SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `runner show JOB --json`.
+    pub fn show(&self, job: &str) -> serde_json::Value {
+        let out = self.run(&["show", job, "--json"]);
+        assert!(out.status.success(), "show failed: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("show prints JSON")
+    }
+
+    /// `runner ps --all --json`.
+    pub fn ps(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["ps", "--all", "--json"]);
+        assert!(out.status.success(), "ps failed: {}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .expect("ps prints JSON")
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// The job's state string.
+    pub fn state_of(&self, job: &str) -> String {
+        self.show(job)["state"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until `job` reaches `state` (or panics after `timeout`).
+    pub fn wait_state(&self, job: &str, state: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.state_of(job);
+            if now == state {
+                return;
+            }
+            assert!(Instant::now() < deadline, "job {job} is {now}, not {state}, after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// This state dir's id (labels), once the database exists.
+    pub fn state_id(&self) -> Option<String> {
+        if !self.state.join("runner.db").exists() {
+            return None;
+        }
+        runner::store::Store::open(&self.state)
+            .ok()
+            .map(|s| s.state_id().to_string())
+    }
+
+    /// Names of containers carrying this state dir's label.
+    pub fn containers(&self) -> Vec<String> {
+        let Some(id) = self.state_id() else {
+            return vec![];
+        };
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("label=runner.state={id}"))
+            .output()
+            .expect("docker cli");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for mut child in self.daemons.drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(id) = self.state_id() {
+            let filter = format!("label=runner.state={id}");
+            let out = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output();
+            if let Ok(out) = out {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+                }
+            }
+            let _ = Command::new("docker")
+                .args(["volume", "prune", "-f", "--filter", &filter])
+                .output();
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A plain job on the base image running `sh -c SCRIPT`.
+pub fn sh_job(name: &str, script: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\nimage: {BASE_IMAGE}\ncommand: [\"sh\", \"-c\", {script:?}]\n{extra}\n",
+    )
+}
+
+/// The stored output of a job.
+pub fn log_of(env: &Env, job: &str) -> String {
+    stdout(&env.run(&["logs", job]))
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
