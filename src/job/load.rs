@@ -333,3 +333,18 @@ mod tests {
         );
     }
 }
+#[cfg(test)]
+mod perf_tmp {
+    #[test]
+    #[ignore]
+    fn perf_shapes() {
+        let mut entries: Vec<_> = std::fs::read_dir("/tmp/jobperf/files").unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for p in entries {
+            let t = std::time::Instant::now();
+            let r = super::load_file(&p);
+            let msg = match &r { Ok(_) => "ok".to_string(), Err(e) => e[0].to_string().chars().take(150).collect() };
+            println!("{:?} {:?} {}", p.file_name().unwrap(), t.elapsed(), msg);
+        }
+    }
+}
