@@ -120,7 +120,7 @@ ls /var/run/docker.sock 2>/dev/null || echo no-docker-socket
     let limit = (128u64 << 20).to_string();
     assert!(log.contains(&format!("mem {limit}")), "{log}");
     assert!(
-        log.contains(&format!("memsw {limit}")) || log.contains(&format!("swap 0")),
+        log.contains(&format!("memsw {limit}")) || log.contains("swap 0"),
         "swap equals memory: {log}"
     );
     assert!(log.contains("cpu 50000"), "half a cpu: {log}");
@@ -235,4 +235,76 @@ fn docker_unreachable_exits_3_naming_docker_host() {
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
     assert!(err.contains("DOCKER_HOST") && err.contains("/nonexistent/docker.sock"), "{err}");
+}
+
+#[test]
+fn log_flood_is_stored_capped_with_head_and_tail() {
+    let env = Env::new();
+    // ~6 MB of numbered lines between two markers.
+    let script = "echo FIRST-LINE; seq 1 800000; echo LAST-LINE";
+    let job = env.job("flood.yaml", &sh_job("flood", script, ""));
+    let out = env.run(&["run", path_str(&job), "--log-cap", "64k"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = log_of(&env, "flood");
+    assert!(log.len() <= 64 * 1024 + 200, "stored log is capped: {} bytes", log.len());
+    assert!(log.starts_with("FIRST-LINE\n1\n2\n"), "head kept");
+    assert!(log.ends_with("799999\n800000\nLAST-LINE\n"), "tail kept");
+    assert!(log.contains("bytes of output cut here"), "cut is marked");
+}
+
+#[test]
+fn logs_follow_streams_a_running_job_until_it_ends() {
+    let mut env = Env::new();
+    let job = env.job("tick.yaml", &sh_job("tick", "for i in 1 2 3; do echo tick-$i; sleep 1; done", ""));
+    let out = env.run(&["submit", path_str(&job)]);
+    let id = stdout(&out).trim().to_string();
+    let daemon = env.spawn_daemon(&[]);
+    env.wait_state(&id, "running", Duration::from_secs(30));
+    let started = Instant::now();
+    let out = env.run(&["logs", "-f", &id]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "tick-1\ntick-2\ntick-3\n");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "followed live, returned at the end");
+    assert_eq!(env.state_of(&id), "succeeded");
+    env.signal_daemon(daemon, "TERM");
+}
+
+#[test]
+fn first_interrupt_drains_running_jobs_and_cancels_queued_ones() {
+    let env = Env::new();
+    let slow = env.job("slow.yaml", &sh_job("slow", "sleep 3; echo done", ""));
+    let later = env.job("later.yaml", &sh_job("later", "echo never", ""));
+    let child = env
+        .cmd()
+        .args(["run", "--parallel", "1", path_str(&slow), path_str(&later)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_state("slow", "running", Duration::from_secs(30));
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "not every job succeeded: {}", stderr(&out));
+    assert_eq!(env.state_of("slow"), "succeeded", "the running job finished");
+    assert_eq!(env.state_of("later"), "cancelled", "the queued job never started");
+    assert!(env.containers().is_empty());
+}
+
+#[test]
+fn gc_removes_labelled_containers_no_job_owns() {
+    let env = Env::new();
+    let job = env.job("a.yaml", &sh_job("a", "true", ""));
+    assert!(env.run(&["run", path_str(&job)]).status.success());
+    let state = env.state_id().unwrap();
+    let created = std::process::Command::new("docker")
+        .args(["create", "--label", &format!("runner.state={state}"), "--label", "runner.job=01ORPHAN"])
+        .args(["--label", "runner.attempt=1", "--name", &format!("runner-{state}-orphan-1"), BASE_IMAGE, "true"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+    let out = env.run(&["gc", "--dry-run"]);
+    assert!(stdout(&out).contains(&format!("would remove container runner-{state}-orphan-1")), "{}", stdout(&out));
+    assert_eq!(env.containers().len(), 1, "dry run removes nothing");
+    let out = env.run(&["gc"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(env.containers().is_empty());
 }

@@ -142,6 +142,17 @@ pub struct LimitArgs {
     /// Time between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub stop_grace: Duration,
+    /// Most output stored per attempt; beyond it the head and the tail are kept and the cut is marked.
+    #[arg(long, default_value = "16m", value_parser = parse_log_cap)]
+    pub log_cap: u64,
+}
+
+fn parse_log_cap(s: &str) -> Result<u64, String> {
+    let bytes = parse_size_arg(s)?;
+    if !(1024..=(1 << 40)).contains(&bytes) {
+        return Err(format!("{s:?} is out of range: give a size from 1k to 1t, like 16m"));
+    }
+    Ok(bytes)
 }
 
 fn parse_group_limit(s: &str) -> Result<(String, usize), String> {
@@ -173,6 +184,7 @@ impl LimitArgs {
         config.host_cpus = self.host_cpus;
         config.host_memory = self.host_memory;
         config.stop_grace = self.stop_grace;
+        config.log_cap = self.log_cap;
         config
     }
 }
@@ -226,14 +238,15 @@ async fn connect_docker() -> Result<crate::sandbox::DockerSandbox, Failure> {
 }
 
 /// Loads job files, printing every error; exit 2 if any is invalid.
-fn load_jobs(paths: &[PathBuf]) -> Result<Vec<crate::job::LoadedJob>, Failure> {
+/// `consequence` ends the summary line ("nothing was submitted").
+fn load_jobs(paths: &[PathBuf], consequence: &str) -> Result<Vec<crate::job::LoadedJob>, Failure> {
     let (loaded, errors) = crate::job::load_paths(paths);
     if !errors.is_empty() {
         for e in &errors {
             eprintln!("{e}");
         }
         return Err(Failure::invalid(format!(
-            "{} invalid job file problem{}; nothing was submitted",
+            "{} problem{} in job files{consequence}",
             errors.len(),
             if errors.len() == 1 { "" } else { "s" }
         )));

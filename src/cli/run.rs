@@ -19,7 +19,7 @@ pub async fn run(
     json: bool,
     junit: Option<&Path>,
 ) -> CmdResult {
-    let loaded = super::load_jobs(paths)?;
+    let loaded = super::load_jobs(paths, "; nothing was run")?;
     let sandbox = super::connect_docker().await?;
     check_images(&sandbox, loaded.iter().map(|l| l.spec.image.as_str())).await?;
     let _lock = StateLock::acquire(state_dir).map_err(|e| {

@@ -8,7 +8,7 @@ use crate::store::{NewJob, SharedStore};
 use std::path::{Path, PathBuf};
 
 pub async fn run(state_dir: &Path, paths: &[PathBuf], wait: bool, json: bool) -> CmdResult {
-    let loaded = super::load_jobs(paths)?;
+    let loaded = super::load_jobs(paths, "; nothing was submitted")?;
     let mut store = super::open_store(state_dir)?;
     let jobs: Vec<NewJob> = loaded
         .into_iter()

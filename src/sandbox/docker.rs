@@ -2,7 +2,9 @@
 //! defaults are applied here, in one place (`host_config`).
 
 use super::plan::{ContainerPlan, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
-use super::{ContainerState, ExitStatus, HostCapacity, OwnedContainer, Sandbox, SandboxError};
+use super::{
+    ContainerState, ExitStatus, HostCapacity, OutputStream, OwnedContainer, Sandbox, SandboxError,
+};
 use crate::job::NetworkMode;
 use async_trait::async_trait;
 use bollard::container::LogOutput;
@@ -12,12 +14,12 @@ use bollard::models::{
     MountTypeEnum, MountVolumeOptions, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
-use futures_util::stream::{BoxStream, StreamExt};
+use futures_util::stream::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -182,6 +184,22 @@ fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
     }
 }
 
+/// Stdout and stderr frames as plain bytes.
+fn output_stream(
+    host: String,
+    frames: impl Stream<Item = Result<LogOutput, BollardError>> + Send + 'static,
+) -> OutputStream {
+    frames
+        .map(move |item| match item {
+            Ok(LogOutput::StdOut { message })
+            | Ok(LogOutput::StdErr { message })
+            | Ok(LogOutput::Console { message })
+            | Ok(LogOutput::StdIn { message }) => Ok(message),
+            Err(e) => Err(map_error(&host, e)),
+        })
+        .boxed()
+}
+
 fn missing_image_hint(image: &str) -> String {
     if image.starts_with("runner/base:") {
         "build it with `runner images build base`".into()
@@ -253,7 +271,7 @@ impl Sandbox for DockerSandbox {
         }
     }
 
-    async fn launch(&self, plan: &ContainerPlan) -> Result<(), SandboxError> {
+    async fn launch(&self, plan: &ContainerPlan) -> Result<Option<OutputStream>, SandboxError> {
         let options = CreateContainerOptionsBuilder::new().name(&plan.name).build();
         let fresh = match self
             .docker
@@ -279,11 +297,25 @@ impl Sandbox for DockerSandbox {
                 .ok_or_else(|| SandboxError::NoSuchContainer(plan.name.clone()))?
         };
         if state != ContainerState::Created {
-            return Ok(());
+            return Ok(None);
         }
         if !plan.secrets.is_empty() {
             self.upload_secrets(plan).await?;
         }
+        // Attach before starting: the attach stream carries every byte the container writes
+        // (following the stored log can lose the last output of a fast exit).
+        let options = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(false)
+            .build();
+        let attached = self
+            .long
+            .attach_container(&plan.name, Some(options))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let output = output_stream(self.host.clone(), attached.output);
         match self
             .docker
             .start_container(
@@ -292,29 +324,19 @@ impl Sandbox for DockerSandbox {
             )
             .await
         {
-            Ok(()) => Ok(()),
-            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            Ok(()) => Ok(Some(output)),
+            Err(e) if status_code(&e) == Some(304) => Ok(Some(output)),
             Err(e) => Err(self.map_err(e)),
         }
     }
 
-    fn logs(&self, name: &str) -> BoxStream<'static, Result<Bytes, SandboxError>> {
+    fn logs(&self, name: &str, follow: bool) -> OutputStream {
         let options = LogsOptionsBuilder::new()
-            .follow(true)
+            .follow(follow)
             .stdout(true)
             .stderr(true)
             .build();
-        let host = self.host.clone();
-        self.long
-            .logs(name, Some(options))
-            .map(move |item| match item {
-                Ok(LogOutput::StdOut { message })
-                | Ok(LogOutput::StdErr { message })
-                | Ok(LogOutput::Console { message })
-                | Ok(LogOutput::StdIn { message }) => Ok(message),
-                Err(e) => Err(map_error(&host, e)),
-            })
-            .boxed()
+        output_stream(self.host.clone(), self.long.logs(name, Some(options)))
     }
 
     async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError> {

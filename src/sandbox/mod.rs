@@ -14,6 +14,9 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use std::time::Duration;
 
+/// A container's output, interleaved stdout and stderr.
+pub type OutputStream = BoxStream<'static, Result<Bytes, SandboxError>>;
+
 /// How a container ended, as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
@@ -85,12 +88,15 @@ pub trait Sandbox: Send + Sync + 'static {
     async fn image_exists(&self, image: &str) -> Result<bool, SandboxError>;
 
     /// Creates the container of `plan` (adopting an existing one of the same name), delivers its
-    /// secrets and starts it. Starting an already running container is not an error.
-    async fn launch(&self, plan: &ContainerPlan) -> Result<(), SandboxError>;
+    /// secrets and starts it. When this call started the container, it attached to its output
+    /// first and returns that stream (every byte, from the start, until it exits). An adopted
+    /// container that was already started gives `None`: read it with [`Sandbox::logs`].
+    async fn launch(&self, plan: &ContainerPlan) -> Result<Option<OutputStream>, SandboxError>;
 
-    /// The container's output (stdout and stderr, interleaved) from its start, following until it
-    /// exits.
-    fn logs(&self, name: &str) -> BoxStream<'static, Result<Bytes, SandboxError>>;
+    /// The container's stored output (stdout and stderr, interleaved) from its start; with
+    /// `follow`, continuing until it exits. Following may miss output produced just before the
+    /// exit (an engine race), so read again without `follow` once it has exited.
+    fn logs(&self, name: &str, follow: bool) -> OutputStream;
 
     /// Waits until the container exits.
     async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError>;

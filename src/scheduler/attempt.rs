@@ -5,7 +5,9 @@
 use super::logfile::CappedLog;
 use super::{Event, SchedulerConfig};
 use crate::job::{JobKind, JobSpec, NetworkMode};
-use crate::sandbox::{ContainerPlan, ExitStatus, Labels, Sandbox, SandboxError, Secret};
+use crate::sandbox::{
+    ContainerPlan, ExitStatus, Labels, OutputStream, Sandbox, SandboxError, Secret,
+};
 use crate::state::{parse_rfc3339, JobState, Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
 use futures_util::StreamExt;
@@ -103,10 +105,13 @@ impl<S: Sandbox> Attempt<S> {
             let _ = self.sandbox.remove(&name).await;
             return Outcome::Cancelled;
         }
-        if let Err(e) = self.sandbox.launch(&plan).await {
-            let _ = self.sandbox.remove(&name).await;
-            return launch_failure(e);
-        }
+        let live = match self.sandbox.launch(&plan).await {
+            Ok(live) => live,
+            Err(e) => {
+                let _ = self.sandbox.remove(&name).await;
+                return launch_failure(e);
+            }
+        };
         let (id, n) = (self.job.id.clone(), self.attempt.n);
         match self.store.call(move |s| s.mark_running(&id, n)).await {
             Ok(true) => self.emit(JobState::Running, None),
@@ -114,25 +119,36 @@ impl<S: Sandbox> Attempt<S> {
             Err(e) => tracing::warn!(job = %self.job.id, "cannot record running: {e}"),
         }
 
-        let log = self.spawn_log_copy(&name);
+        // An adopted container's output is read back from the engine: follow it live, and once
+        // it has exited read it whole again (following can miss the last output).
+        let adopted = live.is_none();
+        let output = live.unwrap_or_else(|| self.sandbox.logs(&name, true));
+        let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
+        let copy = tokio::spawn(copy_output(output, path.clone(), self.config.log_cap));
         let outcome = self.supervise(&name).await;
-        match tokio::time::timeout(Duration::from_secs(30), log).await {
-            Ok(Ok(Some(path))) => {
-                let (id, n) = (self.job.id.clone(), self.attempt.n);
-                let path = path.display().to_string();
-                let _ = self
-                    .store
-                    .call(move |s| {
-                        let known = s.artifacts(&id)?.iter().any(|a| a.path == path);
-                        if !known {
-                            s.add_artifact(&id, n, "log", &path)?;
-                        }
-                        Ok(())
-                    })
-                    .await;
+        let mut stored = match tokio::time::timeout(Duration::from_secs(30), copy).await {
+            Ok(Ok(stored)) => stored,
+            _ => {
+                tracing::warn!(job = %self.job.id, "output copy did not finish within 30s");
+                false
             }
-            Ok(_) => {}
-            Err(_) => tracing::warn!(job = %self.job.id, "log copy did not finish within 30s"),
+        };
+        if adopted {
+            stored = copy_output(self.sandbox.logs(&name, false), path.clone(), self.config.log_cap).await;
+        }
+        if stored {
+            let (id, n) = (self.job.id.clone(), self.attempt.n);
+            let path = path.display().to_string();
+            let _ = self
+                .store
+                .call(move |s| {
+                    let known = s.artifacts(&id)?.iter().any(|a| a.path == path);
+                    if !known {
+                        s.add_artifact(&id, n, "log", &path)?;
+                    }
+                    Ok(())
+                })
+                .await;
         }
         if let Err(e) = self.sandbox.remove(&name).await {
             tracing::warn!(container = %name, "cannot remove container: {e}");
@@ -192,43 +208,37 @@ impl<S: Sandbox> Attempt<S> {
             Err(e) => Outcome::failed(Reason::Lost, None, format!("lost track of the container: {e}")),
         }
     }
+}
 
-    /// Copies the container's output into the capped log file; returns its path when done.
-    fn spawn_log_copy(&self, name: &str) -> tokio::task::JoinHandle<Option<PathBuf>> {
-        let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
-        let mut stream = self.sandbox.logs(name);
-        let cap = self.config.log_cap;
-        tokio::spawn(async move {
-            let mut log = match CappedLog::create(&path, cap).await {
-                Ok(log) => log,
-                Err(e) => {
+/// Copies a container's output into its capped log file (recreated); true when stored.
+async fn copy_output(mut output: OutputStream, path: PathBuf, cap: u64) -> bool {
+    let mut log = match CappedLog::create(&path, cap).await {
+        Ok(log) => log,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "cannot write log: {e}");
+            return false;
+        }
+    };
+    while let Some(chunk) = output.next().await {
+        match chunk {
+            Ok(bytes) => {
+                if let Err(e) = log.write(&bytes).await {
                     tracing::error!(path = %path.display(), "cannot write log: {e}");
-                    return None;
-                }
-            };
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(bytes) => {
-                        if let Err(e) = log.write(&bytes).await {
-                            tracing::error!(path = %path.display(), "cannot write log: {e}");
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!("log stream ended: {e}");
-                        break;
-                    }
+                    break;
                 }
             }
-            let path = log.path().to_path_buf();
-            match log.finish().await {
-                Ok(()) => Some(path),
-                Err(e) => {
-                    tracing::error!(path = %path.display(), "cannot finish log: {e}");
-                    None
-                }
+            Err(e) => {
+                tracing::debug!("output stream ended: {e}");
+                break;
             }
-        })
+        }
+    }
+    match log.finish().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "cannot finish log: {e}");
+            false
+        }
     }
 }
 

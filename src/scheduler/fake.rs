@@ -5,11 +5,12 @@
 //! `["ignore-term"]` runs until killed at the end of the grace period (code 137).
 
 use crate::sandbox::{
-    ContainerPlan, ContainerState, ExitStatus, HostCapacity, OwnedContainer, Sandbox, SandboxError,
+    ContainerPlan, ContainerState, ExitStatus, HostCapacity, OutputStream, OwnedContainer, Sandbox,
+    SandboxError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::stream::{self, BoxStream, StreamExt};
+use futures_util::stream::{self, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,16 +120,23 @@ impl Sandbox for FakeSandbox {
         Ok(true)
     }
 
-    async fn launch(&self, plan: &ContainerPlan) -> Result<(), SandboxError> {
-        let exists = self.inner.lock().unwrap().containers.contains_key(&plan.name);
-        if !exists {
+    async fn launch(&self, plan: &ContainerPlan) -> Result<Option<OutputStream>, SandboxError> {
+        let started = {
+            let inner = self.inner.lock().unwrap();
+            inner.containers.get(&plan.name).map(|c| c.started)
+        };
+        if started.is_none() {
             self.preexisting(plan);
         }
+        if started == Some(true) {
+            return Ok(None);
+        }
+        let output = self.logs(&plan.name, true);
         self.begin(&plan.name);
-        Ok(())
+        Ok(Some(output))
     }
 
-    fn logs(&self, name: &str) -> BoxStream<'static, Result<Bytes, SandboxError>> {
+    fn logs(&self, name: &str, _follow: bool) -> OutputStream {
         let rx = self
             .inner
             .lock()

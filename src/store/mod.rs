@@ -190,7 +190,7 @@ impl Store {
         }
         self.conn
             .query_row(
-                "SELECT id FROM jobs WHERE name = ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id FROM jobs WHERE name = ?1 ORDER BY rowid DESC LIMIT 1",
                 [query],
                 |r| r.get::<_, String>(0),
             )
@@ -214,9 +214,9 @@ impl Store {
     /// Jobs in submission order; only the active and queued ones unless `all`.
     pub fn list(&self, all: bool) -> Result<Vec<JobRecord>> {
         let sql = if all {
-            format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id")
+            format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY rowid")
         } else {
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued','starting','running') ORDER BY id")
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued','starting','running') ORDER BY rowid")
         };
         self.jobs_where(&sql, [])
     }
@@ -229,7 +229,7 @@ impl Store {
     /// Queued jobs not asked to cancel, oldest first.
     pub fn queued(&self, limit: usize) -> Result<Vec<JobRecord>> {
         self.jobs_where(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY id LIMIT ?1"),
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY rowid LIMIT ?1"),
             [limit as i64],
         )
     }
@@ -237,7 +237,7 @@ impl Store {
     /// Jobs in `starting` or `running` with their latest attempt (what a scheduler must own).
     pub fn active(&self) -> Result<Vec<(JobRecord, Option<AttemptRecord>)>> {
         let jobs = self.jobs_where(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('starting','running') ORDER BY id"),
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('starting','running') ORDER BY rowid"),
             [],
         )?;
         jobs.into_iter()
@@ -508,7 +508,7 @@ impl Store {
     /// Terminal jobs that finished before `cutoff` (RFC 3339).
     pub fn ended_before(&self, cutoff: &str) -> Result<Vec<JobId>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id FROM jobs WHERE state IN ('succeeded','failed','cancelled') AND finished_at < ?1 ORDER BY id",
+            "SELECT id FROM jobs WHERE state IN ('succeeded','failed','cancelled') AND finished_at < ?1 ORDER BY rowid",
         )?;
         let ids = stmt
             .query_map([cutoff], |r| r.get::<_, String>(0))?

@@ -25,8 +25,8 @@ CREATE TABLE jobs (
     started_at       TEXT,
     finished_at      TEXT
 );
-CREATE INDEX jobs_by_state ON jobs(state, id);
-CREATE INDEX jobs_by_name ON jobs(name, id);
+CREATE INDEX jobs_by_state ON jobs(state);  -- rowid (submission order) is implied
+CREATE INDEX jobs_by_name ON jobs(name);
 CREATE TABLE attempts (
     job_id      TEXT NOT NULL REFERENCES jobs(id),
     n           INTEGER NOT NULL,

@@ -113,7 +113,14 @@ impl Env {
     pub fn wait_state(&self, job: &str, state: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let now = self.state_of(job);
+            // The job may not be stored yet (a `run` still starting up).
+            let out = self.run(&["show", job, "--json"]);
+            let now = if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                v["state"].as_str().unwrap().to_string()
+            } else {
+                "not stored".to_string()
+            };
             if now == state {
                 return;
             }
