@@ -20,6 +20,15 @@ impl Progress {
         Progress { bars }
     }
 
+    /// Ends the display, leaving the cursor on a fresh line.
+    pub fn done(self) {
+        if let Some((multi, bars)) = self.bars {
+            drop(bars);
+            drop(multi);
+            eprintln!();
+        }
+    }
+
     pub fn show(&mut self, event: &Event) {
         let detail = event
             .detail
@@ -42,7 +51,7 @@ impl Progress {
                 ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {msg}")
                     .expect("valid template"),
             );
-            bar.set_prefix(format!("{} {}", event.name, &event.job.as_str()[..10.min(event.job.as_str().len())]));
+            bar.set_prefix(format!("{} {}", event.name, event.job));
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });

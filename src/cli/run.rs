@@ -42,6 +42,7 @@ pub async fn run(
         while let Some(event) = rx.recv().await {
             progress.show(&event);
         }
+        progress.done();
     });
     let shutdown = super::install_signals();
     let result = crate::scheduler::run(

@@ -22,6 +22,25 @@ pub(crate) fn is_repo_url(repo: &str) -> bool {
     !user.is_empty() && !host.is_empty() && !user_host.contains(['/', ' '])
 }
 
+/// Refuses remote `repo` values that could be read as options by git or ssh
+/// (`-oProxyCommand=...@host:x`, `ssh://-oProxyCommand=...`) or that hold spaces.
+pub(crate) fn check_repo_url(url: &str) -> Result<(), String> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_part = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, host)| host);
+    let dashed =
+        url.starts_with('-') || after_scheme.starts_with('-') || host_part.starts_with('-');
+    if dashed || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "repository URL `{}` has a space, or a part starting with `-` that git could read as \
+             an option: write a plain URL like `https://git.example.com/org/app.git`",
+            url.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// The absolute directory that relative paths in the job file at `job_file` are resolved against.
 pub(crate) fn base_dir(job_file: &Path) -> PathBuf {
     let parent = job_file
@@ -84,6 +103,21 @@ mod tests {
         ] {
             assert!(is_repo_url(url), "{url}");
         }
+    }
+
+    #[test]
+    fn urls_that_look_like_options_are_refused() {
+        for url in [
+            "-oProxyCommand=touch@x:y",
+            "ssh://-oProxyCommand=touch/app",
+            "ssh://git@-oProxyCommand=touch/app",
+            "git@-host:app.git",
+            "https://host/a b",
+        ] {
+            assert!(check_repo_url(url).is_err(), "{url}");
+        }
+        assert!(check_repo_url("git@github.com:org/app.git").is_ok());
+        assert!(check_repo_url("https://user@host/app-1.git").is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use super::argv::Argv;
 use super::numbers::{Cpus, MaxTurns, Memory, Pids, Retries, Timeout, Tokens, Usd};
 use super::spec::{ManagerAction, NetworkMode, OutputMode};
-use super::text::{EnvName, GitRef, HttpUrl, Name, NonEmptyText, Text};
+use super::text::{EnvName, GitRef, HttpUrl, ImageRef, Name, NonEmptyText, Text};
 use super::vars::{Env, Secrets};
 use serde::Deserialize;
 
@@ -25,7 +25,7 @@ pub(crate) struct RawJob {
     pub repo: Option<NonEmptyText>,
     #[serde(rename = "ref")]
     pub git_ref: Option<GitRef>,
-    pub image: Option<NonEmptyText>,
+    pub image: Option<ImageRef>,
     pub env: Option<Env>,
     pub secrets: Option<Secrets>,
     pub resources: Option<RawResources>,

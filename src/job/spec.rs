@@ -47,6 +47,7 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// True for agent jobs (`task:`), false for plain `command:` jobs.
     pub fn is_agent(&self) -> bool {
         matches!(self.kind, JobKind::Task { .. })
     }
@@ -145,10 +146,12 @@ pub mod humane_duration {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Writes `d` like `30m` or `1h30m`.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::super::units::format_duration(*d))
     }
 
+    /// Reads `90s`, `20m`, `1h30m`, ... (see `units::parse_duration`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         super::super::units::parse_duration(&s).map_err(serde::de::Error::custom)
@@ -188,6 +191,7 @@ impl Default for AgentSettings {
 /// The manager loop's configuration (agent jobs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManagerSettings {
+    /// How each turn's answer is produced (default `llm`).
     pub mode: ManagerMode,
     /// Model of the manager LLM (mode `llm`; default `gpt-4o-mini`).
     pub model: String,
@@ -205,6 +209,7 @@ impl Default for ManagerSettings {
     }
 }
 
+/// Where the manager's answers come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ManagerMode {
@@ -219,6 +224,7 @@ pub enum ManagerMode {
 /// One manager answer (see DESIGN.md "Manager protocol").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagerStep {
+    /// What to do.
     pub action: ManagerAction,
     #[serde(default)]
     pub argument: String,
@@ -228,6 +234,7 @@ pub struct ManagerStep {
     pub thought: String,
 }
 
+/// What the manager tells the runner to do next (see DESIGN.md "Manager protocol").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ManagerAction {
@@ -268,7 +275,9 @@ impl Default for LlmSettings {
 /// Spending caps for manager and agent together; `None` is unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
+    /// Prompt plus completion tokens.
     pub tokens: Option<u64>,
+    /// Estimated cost in US dollars.
     pub usd: Option<f64>,
 }
 
@@ -280,6 +289,7 @@ pub struct OutputSettings {
     pub branch: Option<String>,
 }
 
+/// The form of the result: a patch file, a pushed branch, or a pull request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputMode {

@@ -99,6 +99,18 @@ pub(crate) fn check_http_url(s: &str) -> Result<(), String> {
     }
 }
 
+/// The rule for `image`: a Docker image reference, without spaces and not starting with `-`.
+pub(crate) fn check_image(s: &str) -> Result<(), String> {
+    check_non_empty(s)?;
+    if s.starts_with('-') || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{}` is not a valid image reference: use a name like `runner/base:bookworm`",
+            s.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
 /// Declares a string newtype whose `Deserialize` runs `$check` on the value.
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $expecting:literal, $check:path) => {
@@ -131,6 +143,9 @@ checked_string!(
 checked_string!(
     /// Text with at least one non-space character.
     NonEmptyText, "a non-empty string", check_non_empty);
+checked_string!(
+    /// A Docker image reference.
+    ImageRef, "an image like `runner/base:bookworm`", check_image);
 checked_string!(
     /// A job name or group: `[a-z0-9][a-z0-9-]{0,62}`.
     Name, "a name like `add-greeting`", check_name);
@@ -187,6 +202,24 @@ mod tests {
             "ref: \"\"\n",
             (3, 6),
             "ref: `` is not a valid git ref (it is empty)",
+        );
+    }
+
+    #[test]
+    fn images_are_plain_references() {
+        assert_error(
+            "image: 'a b'\n",
+            (3, 8),
+            "image: `a b` is not a valid image reference",
+        );
+        assert_error(
+            "image: --privileged\n",
+            (3, 8),
+            "image: `--privileged` is not a valid",
+        );
+        assert_eq!(
+            ok(&format!("{AGENT}image: localhost:5000/x/y:1.0\n")).image,
+            "localhost:5000/x/y:1.0"
         );
     }
 

@@ -3,12 +3,12 @@
 //! first) and located at the key it is about.
 
 use super::locate::{locate, locate_or_parent};
-use super::paths::{base_dir, is_repo_url, resolve};
+use super::paths::{base_dir, check_repo_url, is_repo_url, resolve};
 use super::raw::RawJob;
 use super::settings::{llm_settings, manager_settings};
 use super::spec::{
-    AgentSettings, Budget, JobKind, JobSpec, NetworkMode, OutputSettings, RepoSource, Resources,
-    DEFAULT_AGENT_IMAGE,
+    AgentSettings, Budget, JobKind, JobSpec, ManagerSettings, NetworkMode, OutputSettings,
+    RepoSource, Resources, DEFAULT_AGENT_IMAGE,
 };
 use super::JobError;
 use std::path::Path;
@@ -92,7 +92,11 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         .repo
         .as_ref()
         .and_then(|r| repo_source(&mut p, &base, &r.0));
-    let manager = manager_settings(&mut p, raw.manager.as_ref());
+    // A command job's `manager` is already an error; its contents would only add noise.
+    let manager = match &raw.manager {
+        Some(manager) if !is_command => manager_settings(&mut p, Some(manager)),
+        _ => ManagerSettings::default(),
+    };
     let llm = llm_settings(&mut p, &base, raw.llm.as_ref());
 
     let resources = raw.resources.as_ref();
@@ -190,7 +194,13 @@ fn job_kind(p: &mut Problems, raw: &RawJob) -> Option<JobKind> {
 /// `repo`: a URL as written, or a local directory resolved against the job file's directory.
 fn repo_source(p: &mut Problems, base: &Path, repo: &str) -> Option<RepoSource> {
     if is_repo_url(repo) {
-        return Some(RepoSource::Url(repo.to_string()));
+        return match check_repo_url(repo) {
+            Ok(()) => Some(RepoSource::Url(repo.to_string())),
+            Err(message) => {
+                p.at(&["repo"], message);
+                None
+            }
+        };
     }
     let path = resolve(base, repo);
     let problem = match std::fs::metadata(&path) {
@@ -211,7 +221,7 @@ fn repo_source(p: &mut Problems, base: &Path, repo: &str) -> Option<RepoSource> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::spec::{ManagerSettings, OutputMode};
+    use super::super::spec::OutputMode;
     use super::super::testutil::{ok, one_error, parse, parse_in, AGENT, COMMAND};
     use super::*;
 
@@ -354,6 +364,16 @@ mod tests {
         let spec = parse_in(dir.path(), &format!("{AGENT}repo: ./app/src/../\n")).unwrap();
         let expected = super::super::paths::normalize(&dir.path().join("app"));
         assert_eq!(spec.repo, Some(RepoSource::Path(expected)));
+    }
+
+    #[test]
+    fn repo_urls_that_look_like_options_are_refused() {
+        let (at, msg) = one_error(&format!("{AGENT}repo: '-oProxyCommand=x@host:app'\n"));
+        assert_eq!(at, Some((3, 1)));
+        assert!(
+            msg.contains("starting with `-` that git could read as an option"),
+            "{msg}"
+        );
     }
 
     #[test]
