@@ -1,9 +1,9 @@
 //! `runner` runs AI coding tasks and plain commands in hardened Docker sandboxes.
 //! See docs/architecture.md for how the modules fit together.
 
+pub mod cli;
 pub mod job;
-pub mod state;
-pub mod store;
 pub mod sandbox;
 pub mod scheduler;
-pub mod cli;
+pub mod state;
+pub mod store;

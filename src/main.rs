@@ -15,7 +15,9 @@ async fn main() {
         "warn"
     };
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new(default)))
+        .with_env_filter(
+            EnvFilter::try_from_env("RUNNER_LOG").unwrap_or_else(|_| EnvFilter::new(default)),
+        )
         .with_writer(std::io::stderr)
         .init();
     std::process::exit(runner::cli::main(cli).await);

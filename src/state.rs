@@ -223,7 +223,8 @@ pub fn format_rfc3339(t: time::OffsetDateTime) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    t.format(&fmt).expect("formatting a UTC timestamp cannot fail")
+    t.format(&fmt)
+        .expect("formatting a UTC timestamp cannot fail")
 }
 
 pub fn parse_rfc3339(s: &str) -> Option<time::OffsetDateTime> {

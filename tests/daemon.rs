@@ -24,16 +24,29 @@ fn cancel_works_for_queued_and_running_jobs() {
 
     let out = env.run(&["cancel", &queued]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(env.state_of(&queued), "cancelled", "a queued job is cancelled at once");
+    assert_eq!(
+        env.state_of(&queued),
+        "cancelled",
+        "a queued job is cancelled at once"
+    );
     let out = env.run(&["cancel", &running]);
     assert!(out.status.success(), "{}", stderr(&out));
     env.wait_state(&running, "cancelled", Duration::from_secs(20));
 
-    assert!(env.show(&queued)["attempts"].as_array().unwrap().is_empty(), "never started");
+    assert!(
+        env.show(&queued)["attempts"].as_array().unwrap().is_empty(),
+        "never started"
+    );
     assert!(log_of(&env, &running).contains("begun"));
-    assert!(env.containers().is_empty(), "the stopped container is removed");
+    assert!(
+        env.containers().is_empty(),
+        "the stopped container is removed"
+    );
     let status = env.signal_daemon(daemon, "TERM").unwrap();
-    assert!(status.success(), "daemon exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "daemon exits cleanly on SIGTERM: {status:?}"
+    );
 }
 
 #[test]
@@ -41,7 +54,11 @@ fn daemon_killed_with_sigkill_adopts_its_containers_on_restart() {
     let mut env = Env::new();
     let job = env.job(
         "slow.yaml",
-        &sh_job("slow", "echo first-half; sleep 4; echo second-half", "resources: { cpus: 0.2, memory: 64m }"),
+        &sh_job(
+            "slow",
+            "echo first-half; sleep 4; echo second-half",
+            "resources: { cpus: 0.2, memory: 64m }",
+        ),
     );
     let ids: Vec<String> = (0..3).map(|_| submit(&env, &job)).collect();
     let daemon = env.spawn_daemon(&["--parallel", "3"]);
@@ -50,15 +67,26 @@ fn daemon_killed_with_sigkill_adopts_its_containers_on_restart() {
     }
     env.signal_daemon(daemon, "KILL");
     let containers = env.containers();
-    assert_eq!(containers.len(), 3, "containers outlive the daemon: {containers:?}");
+    assert_eq!(
+        containers.len(),
+        3,
+        "containers outlive the daemon: {containers:?}"
+    );
 
     let daemon = env.spawn_daemon(&["--parallel", "3"]);
     for id in &ids {
         env.wait_state(id, "succeeded", Duration::from_secs(60));
         let job = env.show(id);
-        assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "adopted, not re-run: {job}");
+        assert_eq!(
+            job["attempts"].as_array().unwrap().len(),
+            1,
+            "adopted, not re-run: {job}"
+        );
         let log = log_of(&env, id);
-        assert!(log.contains("first-half") && log.contains("second-half"), "output kept: {log}");
+        assert!(
+            log.contains("first-half") && log.contains("second-half"),
+            "output kept: {log}"
+        );
     }
     assert!(env.containers().is_empty(), "no container left behind");
     env.signal_daemon(daemon, "TERM");
@@ -76,7 +104,10 @@ fn restart_marks_vanished_containers_lost_and_removes_orphans() {
     env.signal_daemon(daemon, "KILL");
     // The container disappears while no scheduler watches it.
     let name = env.containers().pop().expect("container running");
-    std::process::Command::new("docker").args(["rm", "-f", &name]).output().unwrap();
+    std::process::Command::new("docker")
+        .args(["rm", "-f", &name])
+        .output()
+        .unwrap();
     let daemon = env.spawn_daemon(&[]);
     env.wait_state(&id, "failed", Duration::from_secs(30));
     assert_eq!(env.show(&id)["reason"], "lost");
@@ -100,7 +131,10 @@ fn jobs_dir_files_are_submitted_once_per_content() {
             if done == n && jobs.len() == n {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "expected {n} jobs: {jobs:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {n} jobs: {jobs:?}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
@@ -128,7 +162,10 @@ fn second_scheduler_on_a_state_dir_is_refused_clearly() {
     let out = env.run(&["run", path_str(&job)]);
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
-    assert!(err.contains("another scheduler") && err.contains(&format!("pid {daemon}")), "{err}");
+    assert!(
+        err.contains("another scheduler") && err.contains(&format!("pid {daemon}")),
+        "{err}"
+    );
     env.signal_daemon(daemon, "TERM");
 }
 

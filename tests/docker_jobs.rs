@@ -12,12 +12,26 @@ fn exit_codes_map_to_states_and_reasons() {
     let ok = env.job("ok.yaml", &sh_job("ok", "echo fine", ""));
     let three = env.job("three.yaml", &sh_job("three", "exit 3", ""));
     let signal = env.job("signal.yaml", &sh_job("signal", "kill -KILL $$", ""));
-    let out = env.run(&["run", path_str(&ok), path_str(&three), path_str(&signal), "--json"]);
-    assert_eq!(out.status.code(), Some(1), "one failed job makes run exit 1: {}", stderr(&out));
+    let out = env.run(&[
+        "run",
+        path_str(&ok),
+        path_str(&three),
+        path_str(&signal),
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one failed job makes run exit 1: {}",
+        stderr(&out)
+    );
     let jobs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let by_name = |n: &str| jobs.iter().find(|j| j["name"] == n).unwrap().clone();
     let ok = by_name("ok");
-    assert_eq!((ok["state"].as_str(), ok["reason"].as_str()), (Some("succeeded"), None));
+    assert_eq!(
+        (ok["state"].as_str(), ok["reason"].as_str()),
+        (Some("succeeded"), None)
+    );
     assert!(ok["exit_code"].is_null());
     let three = by_name("three");
     assert_eq!(three["state"], "failed");
@@ -26,7 +40,10 @@ fn exit_codes_map_to_states_and_reasons() {
     assert_eq!(three["attempts"][0]["exit_code"], 3);
     let signal = by_name("signal");
     assert_eq!(signal["reason"], "exit_code");
-    assert_eq!(signal["exit_code"], 137, "a plain SIGKILL is not reported as oom");
+    assert_eq!(
+        signal["exit_code"], 137,
+        "a plain SIGKILL is not reported as oom"
+    );
     assert!(env.containers().is_empty(), "containers are removed");
     assert_eq!(log_of(&env, "ok"), "fine\n");
 }
@@ -64,7 +81,11 @@ fn job_ignoring_sigterm_is_timeout_within_timeout_plus_grace() {
     let env = Env::new();
     let stubborn = env.job(
         "stubborn.yaml",
-        &sh_job("stubborn", "trap '' TERM; echo started; sleep 120", "timeout: 2s"),
+        &sh_job(
+            "stubborn",
+            "trap '' TERM; echo started; sleep 120",
+            "timeout: 2s",
+        ),
     );
     let started = Instant::now();
     let out = env.run(&["run", path_str(&stubborn), "--stop-grace", "2s"]);
@@ -75,7 +96,10 @@ fn job_ignoring_sigterm_is_timeout_within_timeout_plus_grace() {
     assert!(job["exit_code"].is_null());
     // timeout 2s + grace 2s, plus container start and removal.
     assert!(elapsed < Duration::from_secs(12), "took {elapsed:?}");
-    assert!(elapsed >= Duration::from_secs(4), "killed before the grace ran out: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(4),
+        "killed before the grace ran out: {elapsed:?}"
+    );
     assert_eq!(log_of(&env, "stubborn"), "started\n");
     assert!(env.containers().is_empty());
 }
@@ -101,7 +125,11 @@ ls /var/run/docker.sock 2>/dev/null || echo no-docker-socket
 "#;
     let job = env.job(
         "hard.yaml",
-        &sh_job("hard", script, "resources: { cpus: 0.5, memory: 128m, pids: 50 }"),
+        &sh_job(
+            "hard",
+            script,
+            "resources: { cpus: 0.5, memory: 128m, pids: 50 }",
+        ),
     );
     let out = env.run(&["run", path_str(&job)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -131,7 +159,14 @@ fn parallel_is_a_hard_ceiling() {
     let env = Env::new();
     let files: Vec<String> = (0..6)
         .map(|i| {
-            let path = env.job(&format!("p{i}.yaml"), &sh_job(&format!("p{i}"), "sleep 1", "resources: { cpus: 0.1, memory: 32m }"));
+            let path = env.job(
+                &format!("p{i}.yaml"),
+                &sh_job(
+                    &format!("p{i}"),
+                    "sleep 1",
+                    "resources: { cpus: 0.1, memory: 32m }",
+                ),
+            );
             path_str(&path).to_string()
         })
         .collect();
@@ -153,7 +188,10 @@ fn parallel_is_a_hard_ceiling() {
         now += d;
         most = most.max(now);
     }
-    assert_eq!(most, 2, "at most --parallel jobs overlap, and the limit is used");
+    assert_eq!(
+        most, 2,
+        "at most --parallel jobs overlap, and the limit is used"
+    );
 }
 
 #[test]
@@ -181,9 +219,15 @@ sleep 3"#;
     let mut inspected = false;
     while Instant::now() < deadline && !inspected {
         for name in env.containers() {
-            let out = std::process::Command::new("docker").args(["inspect", &name]).output().unwrap();
+            let out = std::process::Command::new("docker")
+                .args(["inspect", &name])
+                .output()
+                .unwrap();
             if out.status.success() {
-                assert!(!stdout(&out).contains(secret), "docker inspect shows the secret");
+                assert!(
+                    !stdout(&out).contains(secret),
+                    "docker inspect shows the secret"
+                );
                 inspected = true;
             }
         }
@@ -196,7 +240,10 @@ sleep 3"#;
     assert!(log.contains("\n0\n"), "not in the environment: {log}");
     for file in ["runner.db", "runner.db-wal"] {
         if let Ok(bytes) = std::fs::read(env.state.join(file)) {
-            assert!(!String::from_utf8_lossy(&bytes).contains(secret), "{file} holds the secret");
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{file} holds the secret"
+            );
         }
     }
     let show = stdout(&env.run(&["show", "secret", "--json"]));
@@ -206,7 +253,10 @@ sleep 3"#;
 #[test]
 fn missing_secret_fails_the_job_naming_the_variable() {
     let env = Env::new();
-    let job = env.job("s.yaml", &sh_job("s", "true", "secrets: [RUNNER_TEST_UNSET_VAR]"));
+    let job = env.job(
+        "s.yaml",
+        &sh_job("s", "true", "secrets: [RUNNER_TEST_UNSET_VAR]"),
+    );
     let out = env.run(&["run", path_str(&job)]);
     assert_eq!(out.status.code(), Some(1));
     let detail = env.show("s")["detail"].as_str().unwrap().to_string();
@@ -216,10 +266,17 @@ fn missing_secret_fails_the_job_naming_the_variable() {
 #[test]
 fn missing_image_exits_3_naming_the_fix() {
     let env = Env::new();
-    let job = env.job("m.yaml", "name: m\nimage: runner/nope:1\ncommand: [\"true\"]\n");
+    let job = env.job(
+        "m.yaml",
+        "name: m\nimage: runner/nope:1\ncommand: [\"true\"]\n",
+    );
     let out = env.run(&["run", path_str(&job)]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("runner/nope:1 is missing"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("runner/nope:1 is missing"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -234,7 +291,10 @@ fn docker_unreachable_exits_3_naming_docker_host() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
-    assert!(err.contains("DOCKER_HOST") && err.contains("/nonexistent/docker.sock"), "{err}");
+    assert!(
+        err.contains("DOCKER_HOST") && err.contains("/nonexistent/docker.sock"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -246,7 +306,11 @@ fn log_flood_is_stored_capped_with_head_and_tail() {
     let out = env.run(&["run", path_str(&job), "--log-cap", "64k"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let log = log_of(&env, "flood");
-    assert!(log.len() <= 64 * 1024 + 200, "stored log is capped: {} bytes", log.len());
+    assert!(
+        log.len() <= 64 * 1024 + 200,
+        "stored log is capped: {} bytes",
+        log.len()
+    );
     assert!(log.starts_with("FIRST-LINE\n1\n2\n"), "head kept");
     assert!(log.ends_with("799999\n800000\nLAST-LINE\n"), "tail kept");
     assert!(log.contains("bytes of output cut here"), "cut is marked");
@@ -255,7 +319,10 @@ fn log_flood_is_stored_capped_with_head_and_tail() {
 #[test]
 fn logs_follow_streams_a_running_job_until_it_ends() {
     let mut env = Env::new();
-    let job = env.job("tick.yaml", &sh_job("tick", "for i in 1 2 3; do echo tick-$i; sleep 1; done", ""));
+    let job = env.job(
+        "tick.yaml",
+        &sh_job("tick", "for i in 1 2 3; do echo tick-$i; sleep 1; done", ""),
+    );
     let out = env.run(&["submit", path_str(&job)]);
     let id = stdout(&out).trim().to_string();
     let daemon = env.spawn_daemon(&[]);
@@ -264,7 +331,10 @@ fn logs_follow_streams_a_running_job_until_it_ends() {
     let out = env.run(&["logs", "-f", &id]);
     assert!(out.status.success());
     assert_eq!(stdout(&out), "tick-1\ntick-2\ntick-3\n");
-    assert!(started.elapsed() >= Duration::from_millis(1500), "followed live, returned at the end");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "followed live, returned at the end"
+    );
     assert_eq!(env.state_of(&id), "succeeded");
     env.signal_daemon(daemon, "TERM");
 }
@@ -281,11 +351,27 @@ fn first_interrupt_drains_running_jobs_and_cancels_queued_ones() {
         .spawn()
         .unwrap();
     env.wait_state("slow", "running", Duration::from_secs(30));
-    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "not every job succeeded: {}", stderr(&out));
-    assert_eq!(env.state_of("slow"), "succeeded", "the running job finished");
-    assert_eq!(env.state_of("later"), "cancelled", "the queued job never started");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "not every job succeeded: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        env.state_of("slow"),
+        "succeeded",
+        "the running job finished"
+    );
+    assert_eq!(
+        env.state_of("later"),
+        "cancelled",
+        "the queued job never started"
+    );
     assert!(env.containers().is_empty());
 }
 
@@ -296,13 +382,30 @@ fn gc_removes_labelled_containers_no_job_owns() {
     assert!(env.run(&["run", path_str(&job)]).status.success());
     let state = env.state_id().unwrap();
     let created = std::process::Command::new("docker")
-        .args(["create", "--label", &format!("runner.state={state}"), "--label", "runner.job=01ORPHAN"])
-        .args(["--label", "runner.attempt=1", "--name", &format!("runner-{state}-orphan-1"), BASE_IMAGE, "true"])
+        .args([
+            "create",
+            "--label",
+            &format!("runner.state={state}"),
+            "--label",
+            "runner.job=01ORPHAN",
+        ])
+        .args([
+            "--label",
+            "runner.attempt=1",
+            "--name",
+            &format!("runner-{state}-orphan-1"),
+            BASE_IMAGE,
+            "true",
+        ])
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", stderr(&created));
     let out = env.run(&["gc", "--dry-run"]);
-    assert!(stdout(&out).contains(&format!("would remove container runner-{state}-orphan-1")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("would remove container runner-{state}-orphan-1")),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(env.containers().len(), 1, "dry run removes nothing");
     let out = env.run(&["gc"]);
     assert!(out.status.success(), "{}", stderr(&out));

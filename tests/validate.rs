@@ -20,11 +20,31 @@ fn valid_files_and_directories_pass() {
 fn bad_job_files_exit_2_with_located_errors_and_nothing_is_submitted() {
     let env = Env::new();
     let cases = [
-        ("unknown-field.yaml", "name: a\nimage: x\ncommand: [\"true\"]\nprivileged: true\n", 4),
-        ("bad-name.yaml", "name: Not_Valid\nimage: x\ncommand: [\"true\"]\n", 1),
-        ("bad-duration.yaml", "name: a\nimage: x\ncommand: [\"true\"]\ntimeout: soon\n", 4),
-        ("both.yaml", "name: a\nimage: x\ncommand: [\"true\"]\ntask: do it\n", 0),
-        ("negative.yaml", "name: a\nimage: x\ncommand: [\"true\"]\nresources:\n  cpus: -1\n", 5),
+        (
+            "unknown-field.yaml",
+            "name: a\nimage: x\ncommand: [\"true\"]\nprivileged: true\n",
+            4,
+        ),
+        (
+            "bad-name.yaml",
+            "name: Not_Valid\nimage: x\ncommand: [\"true\"]\n",
+            1,
+        ),
+        (
+            "bad-duration.yaml",
+            "name: a\nimage: x\ncommand: [\"true\"]\ntimeout: soon\n",
+            4,
+        ),
+        (
+            "both.yaml",
+            "name: a\nimage: x\ncommand: [\"true\"]\ntask: do it\n",
+            0,
+        ),
+        (
+            "negative.yaml",
+            "name: a\nimage: x\ncommand: [\"true\"]\nresources:\n  cpus: -1\n",
+            5,
+        ),
     ];
     for (file, yaml, line) in cases {
         let path = env.job(file, yaml);
@@ -34,7 +54,10 @@ fn bad_job_files_exit_2_with_located_errors_and_nothing_is_submitted() {
         let prefix = format!("{}:", path.display());
         assert!(err.contains(&prefix), "{file}: error names the file: {err}");
         if line > 0 {
-            assert!(err.contains(&format!("{}:{line}:", path.display())), "{file}: located at line {line}: {err}");
+            assert!(
+                err.contains(&format!("{}:{line}:", path.display())),
+                "{file}: located at line {line}: {err}"
+            );
         }
         let out = env.run(&["submit", path_str(&path)]);
         assert_eq!(out.status.code(), Some(2), "{file}");
@@ -48,9 +71,18 @@ fn bad_job_files_exit_2_with_located_errors_and_nothing_is_submitted() {
 fn hostile_files_are_refused_fast() {
     let env = Env::new();
     let bomb = "name: a\nimage: x\ncommand: [\"true\"]\nenv:\n  a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n  i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
-    let huge = format!("name: a\nimage: x\ncommand: [\"true\"]\n# {}\n", "x".repeat(3 << 20));
-    let deep = format!("name: a\nimage: x\ncommand: {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
-    let garbage: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let huge = format!(
+        "name: a\nimage: x\ncommand: [\"true\"]\n# {}\n",
+        "x".repeat(3 << 20)
+    );
+    let deep = format!(
+        "name: a\nimage: x\ncommand: {}{}\n",
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    let garbage: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let paths = [
         env.job("bomb.yaml", bomb),
         env.job("huge.yaml", &huge),
@@ -62,8 +94,22 @@ fn hostile_files_are_refused_fast() {
         let started = Instant::now();
         let out = env.run(&["validate", path_str(path)]);
         let elapsed = started.elapsed();
-        assert_eq!(out.status.code(), Some(2), "{}: {}", path.display(), stderr(&out));
-        assert!(stderr(&out).contains(&path.display().to_string()), "{}", stderr(&out));
-        assert!(elapsed < Duration::from_secs(1), "{} took {elapsed:?}", path.display());
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: {}",
+            path.display(),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(&path.display().to_string()),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{} took {elapsed:?}",
+            path.display()
+        );
     }
 }

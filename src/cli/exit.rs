@@ -36,7 +36,9 @@ impl From<crate::store::StoreError> for Failure {
     fn from(e: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match e {
-            StoreError::NotFound(_) | StoreError::Ambiguous { .. } => Failure::invalid(e.to_string()),
+            StoreError::NotFound(_) | StoreError::Ambiguous { .. } => {
+                Failure::invalid(e.to_string())
+            }
             other => Failure::environment(other.to_string()),
         }
     }

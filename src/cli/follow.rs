@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Waits until every job is terminal, showing changes; returns their final records.
-pub async fn until_done(store: &SharedStore, ids: &[JobId]) -> Result<Vec<JobRecord>, crate::store::StoreError> {
+pub async fn until_done(
+    store: &SharedStore,
+    ids: &[JobId],
+) -> Result<Vec<JobRecord>, crate::store::StoreError> {
     let mut progress = Progress::new();
     let mut seen: HashMap<JobId, (JobState, u32)> = HashMap::new();
     loop {
@@ -23,7 +26,11 @@ pub async fn until_done(store: &SharedStore, ids: &[JobId]) -> Result<Vec<JobRec
                     job: job.id.clone(),
                     name: job.name.clone(),
                     state: job.state,
-                    detail: if job.state.is_terminal() { job.detail.clone() } else { None },
+                    detail: if job.state.is_terminal() {
+                        job.detail.clone()
+                    } else {
+                        None
+                    },
                 });
             }
         }

@@ -33,7 +33,10 @@ pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdRe
         if !dry_run {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(|e| {
-                    super::exit::Failure::environment(format!("cannot remove {}: {e}", dir.display()))
+                    super::exit::Failure::environment(format!(
+                        "cannot remove {}: {e}",
+                        dir.display()
+                    ))
                 })?;
             }
             store.forget_artifacts(&id)?;

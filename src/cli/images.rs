@@ -13,7 +13,11 @@ pub async fn build(
 ) -> CmdResult {
     let names: Vec<&str> = match name {
         Some(n) if IMAGE_NAMES.contains(&n) => vec![n],
-        Some(n) => return Err(Failure::invalid(ImageError::Unknown(n.to_string()).to_string())),
+        Some(n) => {
+            return Err(Failure::invalid(
+                ImageError::Unknown(n.to_string()).to_string(),
+            ))
+        }
         None => IMAGE_NAMES.to_vec(),
     };
     let sandbox = super::connect_docker().await?;
@@ -28,10 +32,13 @@ pub async fn build(
             continue;
         }
         eprintln!("runner: building {image}");
-        let built = sandbox.build_image(name, &opts).await.map_err(|e| match e {
-            ImageError::Unknown(_) | ImageError::CaBundle(_) => Failure::invalid(e.to_string()),
-            other => Failure::environment(other.to_string()),
-        })?;
+        let built = sandbox
+            .build_image(name, &opts)
+            .await
+            .map_err(|e| match e {
+                ImageError::Unknown(_) | ImageError::CaBundle(_) => Failure::invalid(e.to_string()),
+                other => Failure::environment(other.to_string()),
+            })?;
         eprintln!("runner: built {built}");
     }
     Ok(SUCCESS)

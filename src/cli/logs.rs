@@ -15,7 +15,10 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool) -> CmdResult {
     if !follow {
         let job = store.job(&id)?;
         if job.attempts == 0 {
-            eprintln!("runner: {id} has not started yet ({}); no output", job.state);
+            eprintln!(
+                "runner: {id} has not started yet ({}); no output",
+                job.state
+            );
             return Ok(SUCCESS);
         }
         let path = log_path(&logs_dir, id.as_str(), job.attempts);
@@ -31,7 +34,11 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool) -> CmdResult {
         if job.attempts > 0 {
             let (n, offset) = match current {
                 Some((n, _)) if n < job.attempts => {
-                    copy_new(&log_path(&logs_dir, id.as_str(), n), &mut current_offset(current), &mut stdout);
+                    copy_new(
+                        &log_path(&logs_dir, id.as_str(), n),
+                        &mut current_offset(current),
+                        &mut stdout,
+                    );
                     eprintln!("runner: --- attempt {} ---", job.attempts);
                     (job.attempts, 0)
                 }
@@ -39,7 +46,11 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool) -> CmdResult {
                 None => (job.attempts, 0),
             };
             let mut offset = offset;
-            copy_new(&log_path(&logs_dir, id.as_str(), n), &mut offset, &mut stdout);
+            copy_new(
+                &log_path(&logs_dir, id.as_str(), n),
+                &mut offset,
+                &mut stdout,
+            );
             current = Some((n, offset));
         }
         if done {

@@ -25,7 +25,12 @@ use std::time::Duration;
 #[command(name = "runner", version, about)]
 pub struct Cli {
     /// State directory: database, logs, artifacts, caches.
-    #[arg(long, global = true, env = "RUNNER_STATE_DIR", default_value = ".runner")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUNNER_STATE_DIR",
+        default_value = ".runner"
+    )]
     pub state_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -150,7 +155,9 @@ pub struct LimitArgs {
 fn parse_log_cap(s: &str) -> Result<u64, String> {
     let bytes = parse_size_arg(s)?;
     if !(1024..=(1 << 40)).contains(&bytes) {
-        return Err(format!("{s:?} is out of range: give a size from 1k to 1t, like 16m"));
+        return Err(format!(
+            "{s:?} is out of range: give a size from 1k to 1t, like 16m"
+        ));
     }
     Ok(bytes)
 }
@@ -260,9 +267,10 @@ fn install_signals() -> crate::scheduler::Shutdown {
     let s = shutdown.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) =
-            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-        else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };

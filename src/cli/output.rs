@@ -55,7 +55,10 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
     obj.insert("attempts".into(), Value::Array(attempts));
     obj.insert("usage".into(), usage_json());
     obj.insert("artifacts".into(), Value::Array(artifacts));
-    obj.insert("spec".into(), serde_json::to_value(&job.spec).unwrap_or(Value::Null));
+    obj.insert(
+        "spec".into(),
+        serde_json::to_value(&job.spec).unwrap_or(Value::Null),
+    );
     Ok(value)
 }
 
@@ -71,7 +74,9 @@ pub fn table(jobs: &[JobRecord]) -> String {
             (Some(r), None) => r.to_string(),
             _ => "-".into(),
         };
-        let reason = if job.state == JobState::Failed || job.state == JobState::Queued && job.reason.is_some() {
+        let reason = if job.state == JobState::Failed
+            || job.state == JobState::Queued && job.reason.is_some()
+        {
             reason
         } else {
             "-".into()

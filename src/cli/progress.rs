@@ -14,9 +14,12 @@ pub struct Progress {
 impl Progress {
     /// Bars when stderr is a terminal, plain lines otherwise.
     pub fn new() -> Self {
-        let bars = std::io::stderr()
-            .is_terminal()
-            .then(|| (MultiProgress::with_draw_target(ProgressDrawTarget::stderr()), HashMap::new()));
+        let bars = std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                HashMap::new(),
+            )
+        });
         Progress { bars }
     }
 
@@ -57,10 +60,16 @@ impl Progress {
         });
         bar.set_message(format!("{}{detail}", event.state));
         if event.state.is_terminal() {
-            let mark = if event.state == crate::state::JobState::Succeeded { "✔" } else { "✘" };
+            let mark = if event.state == crate::state::JobState::Succeeded {
+                "✔"
+            } else {
+                "✘"
+            };
             bar.set_style(
-                ProgressStyle::with_template(&format!("{mark} {{prefix:.bold}} {{elapsed:>4}} {{msg}}"))
-                    .expect("valid template"),
+                ProgressStyle::with_template(&format!(
+                    "{mark} {{prefix:.bold}} {{elapsed:>4}} {{msg}}"
+                ))
+                .expect("valid template"),
             );
             bar.finish();
         }

@@ -23,7 +23,9 @@ pub async fn run(
     let sandbox = super::connect_docker().await?;
     check_images(&sandbox, loaded.iter().map(|l| l.spec.image.as_str())).await?;
     let _lock = StateLock::acquire(state_dir).map_err(|e| {
-        Failure::environment(format!("{e} (or hand it these jobs with `runner submit --wait`)"))
+        Failure::environment(format!(
+            "{e} (or hand it these jobs with `runner submit --wait`)"
+        ))
     })?;
     let mut store = super::open_store(state_dir)?;
     let jobs: Vec<NewJob> = loaded
@@ -73,10 +75,16 @@ pub async fn run(
     }
     if let Some(path) = junit {
         std::fs::write(path, junit_xml(&records)).map_err(|e| {
-            Failure::environment(format!("cannot write the JUnit report {}: {e}", path.display()))
+            Failure::environment(format!(
+                "cannot write the JUnit report {}: {e}",
+                path.display()
+            ))
         })?;
     }
-    let failed = records.iter().filter(|j| j.state != JobState::Succeeded).count();
+    let failed = records
+        .iter()
+        .filter(|j| j.state != JobState::Succeeded)
+        .count();
     eprintln!(
         "runner: {} of {} jobs succeeded",
         records.len() - failed,
@@ -98,7 +106,9 @@ pub(super) async fn check_images<'a>(
                 i if i.starts_with("runner/aider:") => "build it with `runner images build aider`",
                 _ => "no registry is used: build it or `docker load` it on this host",
             };
-            return Err(Failure::environment(format!("image {image} is missing: {hint}")));
+            return Err(Failure::environment(format!(
+                "image {image} is missing: {hint}"
+            )));
         }
     }
     Ok(())
@@ -121,15 +131,22 @@ fn xml_escape(s: &str) -> String {
 /// A JUnit report: one test case per job; failures carry the reason and detail.
 fn junit_xml(jobs: &[JobRecord]) -> String {
     let failures = jobs.iter().filter(|j| j.state == JobState::Failed).count();
-    let skipped = jobs.iter().filter(|j| j.state == JobState::Cancelled).count();
+    let skipped = jobs
+        .iter()
+        .filter(|j| j.state == JobState::Cancelled)
+        .count();
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"runner\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\">\n",
         jobs.len()
     );
     for job in jobs {
         let duration = match (
-            job.started_at.as_deref().and_then(crate::state::parse_rfc3339),
-            job.finished_at.as_deref().and_then(crate::state::parse_rfc3339),
+            job.started_at
+                .as_deref()
+                .and_then(crate::state::parse_rfc3339),
+            job.finished_at
+                .as_deref()
+                .and_then(crate::state::parse_rfc3339),
         ) {
             (Some(a), Some(b)) => (b - a).as_seconds_f64(),
             _ => 0.0,
@@ -144,7 +161,11 @@ fn junit_xml(jobs: &[JobRecord]) -> String {
             JobState::Cancelled => xml.push_str("<skipped message=\"cancelled\"/>"),
             _ => xml.push_str(&format!(
                 "<failure message=\"{}\">{}</failure>",
-                xml_escape(&job.reason.map(|r| r.to_string()).unwrap_or_else(|| job.state.to_string())),
+                xml_escape(
+                    &job.reason
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| job.state.to_string())
+                ),
                 xml_escape(job.detail.as_deref().unwrap_or(""))
             )),
         }

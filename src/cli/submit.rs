@@ -43,16 +43,27 @@ pub async fn run(state_dir: &Path, paths: &[PathBuf], wait: bool, json: bool) ->
     let done = super::follow::until_done(&shared, &ids).await?;
     if json {
         let list = shared
-            .call(move |s| done.iter().map(|j| output::job_json(s, j)).collect::<Result<Vec<_>, _>>())
+            .call(move |s| {
+                done.iter()
+                    .map(|j| output::job_json(s, j))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .await?;
         println!("{}", serde_json::Value::Array(list));
         let all_ok = list_ok(&shared, &ids).await?;
         return Ok(if all_ok { SUCCESS } else { JOB_FAILED });
     }
-    Ok(if list_ok(&shared, &ids).await? { SUCCESS } else { JOB_FAILED })
+    Ok(if list_ok(&shared, &ids).await? {
+        SUCCESS
+    } else {
+        JOB_FAILED
+    })
 }
 
-async fn list_ok(store: &SharedStore, ids: &[crate::state::JobId]) -> Result<bool, crate::store::StoreError> {
+async fn list_ok(
+    store: &SharedStore,
+    ids: &[crate::state::JobId],
+) -> Result<bool, crate::store::StoreError> {
     let ids = ids.to_vec();
     let jobs = store.call(move |s| s.jobs(&ids)).await?;
     Ok(jobs.iter().all(|j| j.state == JobState::Succeeded))

@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_command_string_runs_in_a_shell() {
-        let spec = ok("name: x\nimage: i\ncommand: make test && echo ok\nverify: pytest -q\n");
+        let spec = ok("name: x\nimage: i\ncommand: make test && echo ok\n");
         let sh = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
         assert_eq!(
             spec.kind,
@@ -109,7 +109,8 @@ mod tests {
                 command: sh("make test && echo ok")
             }
         );
-        assert_eq!(spec.verify, Some(sh("pytest -q")));
+        let agent = ok("name: x\ntask: t\nverify: pytest -q\n");
+        assert_eq!(agent.verify, Some(sh("pytest -q")));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
             ("agent", raw.agent.is_some()),
             ("manager", raw.manager.is_some()),
             ("output", raw.output.is_some()),
+            // A plain job's command is its own check; `verify` runs in an agent's sandbox.
+            ("verify", raw.verify.is_some()),
         ] {
             if present {
                 p.at(
@@ -333,12 +335,18 @@ mod tests {
     }
 
     #[test]
-    fn verify_llm_and_budget_are_fine_on_a_command_job() {
+    fn llm_and_budget_are_fine_on_a_command_job() {
         let spec = ok(&format!(
-            "{COMMAND}verify: [true]\nllm: {{ api_key_env: KEY }}\nbudget: {{ usd: 1 }}\n"
+            "{COMMAND}llm: {{ api_key_env: KEY }}\nbudget: {{ usd: 1 }}\n"
         ));
-        assert_eq!(spec.verify, Some(vec!["true".to_string()]));
         assert_eq!(spec.llm.api_key_env, "KEY");
+    }
+
+    #[test]
+    fn verify_on_a_command_job_is_refused() {
+        let (at, msg) = one_error(&format!("{COMMAND}verify: [true]\n"));
+        assert!(at.is_some());
+        assert!(msg.starts_with("`verify` is only for agent jobs"), "{msg}");
     }
 
     #[test]

@@ -14,8 +14,9 @@ use bollard::models::{
     MountTypeEnum, MountVolumeOptions, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -42,7 +43,9 @@ pub struct DockerSandbox {
 
 impl std::fmt::Debug for DockerSandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerSandbox").field("host", &self.host).finish()
+        f.debug_struct("DockerSandbox")
+            .field("host", &self.host)
+            .finish()
     }
 }
 
@@ -64,7 +67,9 @@ impl DockerSandbox {
             })?
             .map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
-        let long = docker.clone().with_timeout(Duration::from_secs(60 * 60 * 24 * 30));
+        let long = docker
+            .clone()
+            .with_timeout(Duration::from_secs(60 * 60 * 24 * 30));
         Ok(DockerSandbox { docker, long, host })
     }
 
@@ -164,13 +169,7 @@ fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(plan.image.clone()),
         cmd: Some(plan.command.clone()),
-        env: Some(
-            plan.env
-                .0
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect(),
-        ),
+        env: Some(plan.env.0.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         user: Some(CONTAINER_USER.into()),
         working_dir: Some("/workspace".into()),
         labels: Some(plan.labels.to_map()),
@@ -224,9 +223,10 @@ pub(crate) fn map_error(host: &str, e: BollardError) -> SandboxError {
             status_code: 404,
             message,
         } if message.contains("No such container") => SandboxError::NoSuchContainer(message),
-        BollardError::DockerResponseServerError { status_code, message } => {
-            SandboxError::Engine(format!("{message} (HTTP {status_code})"))
-        }
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => SandboxError::Engine(format!("{message} (HTTP {status_code})")),
         BollardError::DockerStreamError { error } => SandboxError::Engine(error),
         BollardError::JsonDataError { message, .. } => SandboxError::Engine(message),
         other => SandboxError::Unreachable {
@@ -272,7 +272,9 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn launch(&self, plan: &ContainerPlan) -> Result<Option<OutputStream>, SandboxError> {
-        let options = CreateContainerOptionsBuilder::new().name(&plan.name).build();
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&plan.name)
+            .build();
         let fresh = match self
             .docker
             .create_container(Some(options), create_body(plan))
@@ -340,9 +342,10 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError> {
-        let mut stream = self
-            .long
-            .wait_container(name, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut stream = self.long.wait_container(
+            name,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
         // bollard reports a non-zero exit as an error; the exit status comes from inspect below.
         while let Some(item) = stream.next().await {
             match item {
@@ -364,7 +367,10 @@ impl Sandbox for DockerSandbox {
             .t(grace.as_secs().clamp(0, i32::MAX as u64) as i32)
             .build();
         // The engine blocks for up to the grace period; give the call that much more time.
-        let client = self.docker.clone().with_timeout(grace + Duration::from_secs(60));
+        let client = self
+            .docker
+            .clone()
+            .with_timeout(grace + Duration::from_secs(60));
         match client.stop_container(name, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if status_code(&e) == Some(304) => Ok(()),
@@ -375,7 +381,10 @@ impl Sandbox for DockerSandbox {
     async fn inspect(&self, name: &str) -> Result<Option<ContainerState>, SandboxError> {
         match self
             .docker
-            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await
         {
             Ok(inspect) => Ok(Some(state_of(&inspect))),
@@ -385,7 +394,10 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn remove(&self, name: &str) -> Result<(), SandboxError> {
-        let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(name, Some(options)).await {
             Ok(()) => Ok(()),
             // Gone already, or another remove is under way.

@@ -7,7 +7,9 @@ pub mod images;
 mod plan;
 
 pub use docker::DockerSandbox;
-pub use plan::{ContainerPlan, Labels, Secret, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
+pub use plan::{
+    ContainerPlan, Labels, Secret, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -25,7 +25,12 @@ impl Labels {
     /// The deterministic container name: a crash between "created" and "recorded" finds the same
     /// container again instead of making a second one.
     pub fn container_name(&self) -> String {
-        format!("runner-{}-{}-{}", self.state, self.job.to_ascii_lowercase(), self.attempt)
+        format!(
+            "runner-{}-{}-{}",
+            self.state,
+            self.job.to_ascii_lowercase(),
+            self.attempt
+        )
     }
 
     pub fn to_map(&self) -> std::collections::HashMap<String, String> {

@@ -114,18 +114,33 @@ mod tests {
     fn group_limit_holds_while_other_groups_run() {
         let mut held = Held::default();
         held.take(&spec(0.1, 1, "db"));
-        assert_eq!(admit(&spec(0.1, 1, "db"), &held, &limits()), Admission::Wait);
-        assert_eq!(admit(&spec(0.1, 1, "web"), &held, &limits()), Admission::Start);
+        assert_eq!(
+            admit(&spec(0.1, 1, "db"), &held, &limits()),
+            Admission::Wait
+        );
+        assert_eq!(
+            admit(&spec(0.1, 1, "web"), &held, &limits()),
+            Admission::Start
+        );
     }
 
     #[test]
     fn resource_sum_stays_within_the_host_budget() {
         let mut held = Held::default();
         held.take(&spec(1.5, 1 << 30, "a"));
-        assert_eq!(admit(&spec(1.0, 1 << 30, "b"), &held, &limits()), Admission::Wait);
-        assert_eq!(admit(&spec(0.5, 1 << 30, "b"), &held, &limits()), Admission::Start);
+        assert_eq!(
+            admit(&spec(1.0, 1 << 30, "b"), &held, &limits()),
+            Admission::Wait
+        );
+        assert_eq!(
+            admit(&spec(0.5, 1 << 30, "b"), &held, &limits()),
+            Admission::Start
+        );
         held.release(&spec(1.5, 1 << 30, "a"));
-        assert_eq!(admit(&spec(1.0, 3 << 30, "b"), &held, &limits()), Admission::Start);
+        assert_eq!(
+            admit(&spec(1.0, 3 << 30, "b"), &held, &limits()),
+            Admission::Start
+        );
     }
 
     #[test]

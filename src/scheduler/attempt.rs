@@ -66,7 +66,10 @@ impl<S: Sandbox> Attempt<S> {
                 FinishResult::Finished(state)
             }
             Ok(FinishResult::Requeued) => {
-                self.emit(JobState::Queued, Some("retrying after an infrastructure failure".into()));
+                self.emit(
+                    JobState::Queued,
+                    Some("retrying after an infrastructure failure".into()),
+                );
                 FinishResult::Requeued
             }
             Ok(other) => other,
@@ -134,7 +137,12 @@ impl<S: Sandbox> Attempt<S> {
             }
         };
         if adopted {
-            stored = copy_output(self.sandbox.logs(&name, false), path.clone(), self.config.log_cap).await;
+            stored = copy_output(
+                self.sandbox.logs(&name, false),
+                path.clone(),
+                self.config.log_cap,
+            )
+            .await;
         }
         if stored {
             let (id, n) = (self.job.id.clone(), self.attempt.n);
@@ -159,8 +167,8 @@ impl<S: Sandbox> Attempt<S> {
     /// Waits for the container, enforcing the deadline and honouring cancellation.
     async fn supervise(&self, name: &str) -> Outcome {
         let spec = &self.job.spec;
-        let started = parse_rfc3339(&self.attempt.started_at)
-            .unwrap_or_else(time::OffsetDateTime::now_utc);
+        let started =
+            parse_rfc3339(&self.attempt.started_at).unwrap_or_else(time::OffsetDateTime::now_utc);
         let elapsed = (time::OffsetDateTime::now_utc() - started)
             .try_into()
             .unwrap_or(Duration::ZERO);
@@ -205,7 +213,11 @@ impl<S: Sandbox> Attempt<S> {
                 None,
                 "the container vanished while the job was running",
             ),
-            Err(e) => Outcome::failed(Reason::Lost, None, format!("lost track of the container: {e}")),
+            Err(e) => Outcome::failed(
+                Reason::Lost,
+                None,
+                format!("lost track of the container: {e}"),
+            ),
         }
     }
 }
@@ -275,7 +287,11 @@ fn read_secrets(spec: &JobSpec) -> Result<Vec<(String, Secret)>, Outcome> {
 }
 
 fn launch_failure(e: SandboxError) -> Outcome {
-    Outcome::failed(Reason::Infra, None, format!("cannot start the container: {e}"))
+    Outcome::failed(
+        Reason::Infra,
+        None,
+        format!("cannot start the container: {e}"),
+    )
 }
 
 /// Maps an engine exit status to an outcome. OOM comes only from the engine's flag.
@@ -295,9 +311,17 @@ pub(crate) fn exit_outcome(status: ExitStatus, spec: &JobSpec) -> Outcome {
         code if code > 128 && code < 160 => Outcome::failed(
             Reason::ExitCode,
             Some(code),
-            format!("killed by signal {} ({})", code - 128, signal_name(code - 128)),
+            format!(
+                "killed by signal {} ({})",
+                code - 128,
+                signal_name(code - 128)
+            ),
         ),
-        code => Outcome::failed(Reason::ExitCode, Some(code), format!("exited with code {code}")),
+        code => Outcome::failed(
+            Reason::ExitCode,
+            Some(code),
+            format!("exited with code {code}"),
+        ),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::admission::{admit, Admission, Held, Limits};
 use super::attempt::Attempt;
-use super::{Event, Scope, SchedulerConfig, SchedulerError, Shutdown};
+use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
 use crate::job::{self, JobSpec};
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Reason};
@@ -75,7 +75,10 @@ impl<S: Sandbox> Dispatcher<S> {
         loop {
             if shutdown.drain.is_cancelled() && !draining {
                 draining = true;
-                tracing::info!("draining: no new jobs start; {} running", self.running.len());
+                tracing::info!(
+                    "draining: no new jobs start; {} running",
+                    self.running.len()
+                );
                 if let Scope::Only(ids) = &scope {
                     self.cancel_queued(ids).await?;
                 }
@@ -150,7 +153,11 @@ impl<S: Sandbox> Dispatcher<S> {
             })
             .await?;
         for job in cancelled {
-            self.emit(&job, JobState::Cancelled, Some("interrupted before it started".into()));
+            self.emit(
+                &job,
+                JobState::Cancelled,
+                Some("interrupted before it started".into()),
+            );
         }
         Ok(())
     }
@@ -292,7 +299,9 @@ impl<S: Sandbox> Dispatcher<S> {
                 .call(move |s| s.submit_from_jobs_dir(&key, &loaded.content_hash, &loaded.spec))
                 .await;
             match result {
-                Ok(Some(id)) => tracing::info!(job = %id, file = %path.display(), "submitted from jobs dir"),
+                Ok(Some(id)) => {
+                    tracing::info!(job = %id, file = %path.display(), "submitted from jobs dir")
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(file = %path.display(), "cannot submit: {e}"),
             }

@@ -95,7 +95,10 @@ impl FakeSandbox {
         let this = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
-            let code = |c: i64| ExitStatus { code: c, oom_killed: false };
+            let code = |c: i64| ExitStatus {
+                code: c,
+                oom_killed: false,
+            };
             match command.first().map(String::as_str) {
                 Some("sleep") => {
                     let ms = command[1].parse().unwrap();
@@ -103,7 +106,13 @@ impl FakeSandbox {
                     this.exit(&name, code(0));
                 }
                 Some("exit") => this.exit(&name, code(command[1].parse().unwrap())),
-                Some("oom") => this.exit(&name, ExitStatus { code: 137, oom_killed: true }),
+                Some("oom") => this.exit(
+                    &name,
+                    ExitStatus {
+                        code: 137,
+                        oom_killed: true,
+                    },
+                ),
                 _ => {}
             }
         });
@@ -113,7 +122,10 @@ impl FakeSandbox {
 #[async_trait]
 impl Sandbox for FakeSandbox {
     async fn capacity(&self) -> Result<HostCapacity, SandboxError> {
-        Ok(HostCapacity { cpus: 64.0, memory: 1 << 40 })
+        Ok(HostCapacity {
+            cpus: 64.0,
+            memory: 1 << 40,
+        })
     }
 
     async fn image_exists(&self, _image: &str) -> Result<bool, SandboxError> {
@@ -183,9 +195,21 @@ impl Sandbox for FakeSandbox {
             .ok_or_else(|| SandboxError::NoSuchContainer(name.into()))?;
         if command.first().map(String::as_str) == Some("ignore-term") {
             tokio::time::sleep(grace).await;
-            self.exit(name, ExitStatus { code: 137, oom_killed: false });
+            self.exit(
+                name,
+                ExitStatus {
+                    code: 137,
+                    oom_killed: false,
+                },
+            );
         } else {
-            self.exit(name, ExitStatus { code: 143, oom_killed: false });
+            self.exit(
+                name,
+                ExitStatus {
+                    code: 143,
+                    oom_killed: false,
+                },
+            );
         }
         Ok(())
     }
@@ -200,7 +224,13 @@ impl Sandbox for FakeSandbox {
     }
 
     async fn remove(&self, name: &str) -> Result<(), SandboxError> {
-        self.exit(name, ExitStatus { code: 137, oom_killed: false });
+        self.exit(
+            name,
+            ExitStatus {
+                code: 137,
+                oom_killed: false,
+            },
+        );
         self.inner.lock().unwrap().containers.remove(name);
         Ok(())
     }
@@ -217,7 +247,12 @@ impl Sandbox for FakeSandbox {
         let mut out = Vec::new();
         for (name, job, attempt) in names {
             if let Some(state) = self.inspect(&name).await? {
-                out.push(OwnedContainer { name, job, attempt, state });
+                out.push(OwnedContainer {
+                    name,
+                    job,
+                    attempt,
+                    state,
+                });
             }
         }
         Ok(out)

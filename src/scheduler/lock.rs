@@ -81,7 +81,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _held = StateLock::acquire(dir.path()).unwrap();
         let err = StateLock::acquire(dir.path()).unwrap_err().to_string();
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         assert!(StateLock::is_held(dir.path()));
     }
 

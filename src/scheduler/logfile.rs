@@ -129,6 +129,9 @@ mod tests {
         let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
         assert!(text.starts_with("HEAD-HEAD-"), "{text}");
         assert!(text.ends_with("TAIL-TAIL-"), "{text}");
-        assert!(text.contains("[runner: 6000 bytes of output cut here"), "{text}");
+        assert!(
+            text.contains("[runner: 6000 bytes of output cut here"),
+            "{text}"
+        );
     }
 }

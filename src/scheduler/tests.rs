@@ -72,7 +72,11 @@ async fn parallel_is_a_hard_ceiling_and_every_job_finishes() {
     let mut h = harness();
     h.config.parallel = 2;
     let ids = h
-        .submit((0..6).map(|i| job(&format!("j{i}"), &["sleep", "60"])).collect())
+        .submit(
+            (0..6)
+                .map(|i| job(&format!("j{i}"), &["sleep", "60"]))
+                .collect(),
+        )
         .await;
     h.run(&ids).await;
     assert_eq!(h.sandbox.max_running(), 2);
@@ -128,14 +132,20 @@ async fn exit_codes_and_oom_map_to_states_and_reasons() {
         .await;
     h.run(&ids).await;
     let ok = h.record(&ids[0]).await;
-    assert_eq!((ok.state, ok.reason, ok.exit_code), (JobState::Succeeded, None, None));
+    assert_eq!(
+        (ok.state, ok.reason, ok.exit_code),
+        (JobState::Succeeded, None, None)
+    );
     let three = h.record(&ids[1]).await;
     assert_eq!(
         (three.state, three.reason, three.exit_code),
         (JobState::Failed, Some(Reason::ExitCode), Some(3))
     );
     let oom = h.record(&ids[2]).await;
-    assert_eq!((oom.state, oom.reason), (JobState::Failed, Some(Reason::Oom)));
+    assert_eq!(
+        (oom.state, oom.reason),
+        (JobState::Failed, Some(Reason::Oom))
+    );
 }
 
 #[tokio::test]
@@ -148,7 +158,10 @@ async fn a_job_ignoring_sigterm_is_killed_after_grace_with_reason_timeout() {
     h.run(&ids).await;
     let elapsed = started.elapsed();
     let rec = h.record(&ids[0]).await;
-    assert_eq!((rec.state, rec.reason), (JobState::Failed, Some(Reason::Timeout)));
+    assert_eq!(
+        (rec.state, rec.reason),
+        (JobState::Failed, Some(Reason::Timeout))
+    );
     assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
 }
 
@@ -182,7 +195,10 @@ async fn a_job_larger_than_the_host_budget_fails_without_starting() {
     let ids = h.submit(vec![spec]).await;
     h.run(&ids).await;
     let rec = h.record(&ids[0]).await;
-    assert_eq!((rec.state, rec.reason), (JobState::Failed, Some(Reason::Infra)));
+    assert_eq!(
+        (rec.state, rec.reason),
+        (JobState::Failed, Some(Reason::Infra))
+    );
     assert!(rec.detail.unwrap().contains("--host-cpus"));
     assert_eq!(h.sandbox.launches(), 0);
 }
@@ -191,7 +207,10 @@ async fn a_job_larger_than_the_host_budget_fails_without_starting() {
 async fn restart_adopts_running_containers_marks_vanished_lost_and_removes_orphans() {
     let h = harness();
     let ids = h
-        .submit(vec![job("adopt", &["sleep", "50"]), job("vanished", &["hang"])])
+        .submit(vec![
+            job("adopt", &["sleep", "50"]),
+            job("vanished", &["hang"]),
+        ])
         .await;
     let state = h.store.state_id();
     // Simulate a scheduler that claimed both and died: only the first container survives.
@@ -202,7 +221,14 @@ async fn restart_adopts_running_containers_marks_vanished_lost_and_removes_orpha
             .store
             .call(move |s| {
                 let a = s
-                    .claim(&id, |n| Labels { state, job: id.to_string(), attempt: n }.container_name())?
+                    .claim(&id, |n| {
+                        Labels {
+                            state,
+                            job: id.to_string(),
+                            attempt: n,
+                        }
+                        .container_name()
+                    })?
                     .unwrap();
                 s.mark_running(&id, a.n)?;
                 Ok(a)
@@ -212,17 +238,35 @@ async fn restart_adopts_running_containers_marks_vanished_lost_and_removes_orpha
         attempts.push(attempt);
     }
     let adopt_job = h.record(&ids[0]).await;
-    let labels = Labels { state: state.clone(), job: ids[0].to_string(), attempt: 1 };
-    let plan = ContainerPlan::for_command(&adopt_job.spec, &["sleep".into(), "50".into()], labels, vec![], 1);
+    let labels = Labels {
+        state: state.clone(),
+        job: ids[0].to_string(),
+        attempt: 1,
+    };
+    let plan = ContainerPlan::for_command(
+        &adopt_job.spec,
+        &["sleep".into(), "50".into()],
+        labels,
+        vec![],
+        1,
+    );
     h.sandbox.preexisting(&plan);
-    let orphan = Labels { state, job: "01ORPHAN".into(), attempt: 1 };
-    let orphan_plan = ContainerPlan::for_command(&adopt_job.spec, &["hang".into()], orphan, vec![], 1);
+    let orphan = Labels {
+        state,
+        job: "01ORPHAN".into(),
+        attempt: 1,
+    };
+    let orphan_plan =
+        ContainerPlan::for_command(&adopt_job.spec, &["hang".into()], orphan, vec![], 1);
     h.sandbox.preexisting(&orphan_plan);
 
     h.run(&ids).await;
     assert_eq!(h.record(&ids[0]).await.state, JobState::Succeeded);
     let lost = h.record(&ids[1]).await;
-    assert_eq!((lost.state, lost.reason), (JobState::Failed, Some(Reason::Lost)));
+    assert_eq!(
+        (lost.state, lost.reason),
+        (JobState::Failed, Some(Reason::Lost))
+    );
     assert_eq!(h.sandbox.container_count(), 0);
     let _ = attempts;
 }
@@ -237,7 +281,14 @@ async fn lost_job_with_retries_runs_again() {
     h.store
         .call(move |s| {
             let a = s
-                .claim(&id, |n| Labels { state, job: id.to_string(), attempt: n }.container_name())?
+                .claim(&id, |n| {
+                    Labels {
+                        state,
+                        job: id.to_string(),
+                        attempt: n,
+                    }
+                    .container_name()
+                })?
                 .unwrap();
             s.mark_running(&id, a.n)?;
             Ok(())

@@ -104,10 +104,7 @@ impl Store {
         &self.state_id
     }
 
-    fn write<T>(
-        &mut self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
+    fn write<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -120,9 +117,7 @@ impl Store {
     pub fn submit(&mut self, jobs: &[NewJob]) -> Result<Vec<JobId>> {
         self.write(|tx| {
             let now = now_rfc3339();
-            jobs.iter()
-                .map(|job| insert_job(tx, job, &now))
-                .collect()
+            jobs.iter().map(|job| insert_job(tx, job, &now)).collect()
         })
     }
 
@@ -164,7 +159,9 @@ impl Store {
     pub fn resolve(&self, query: &str) -> Result<JobId> {
         if let Some(id) = self
             .conn
-            .query_row("SELECT id FROM jobs WHERE id = ?1", [query], |r| r.get::<_, String>(0))
+            .query_row("SELECT id FROM jobs WHERE id = ?1", [query], |r| {
+                r.get::<_, String>(0)
+            })
             .optional()?
         {
             return Ok(JobId(id));
@@ -229,7 +226,9 @@ impl Store {
     /// Queued jobs not asked to cancel, oldest first.
     pub fn queued(&self, limit: usize) -> Result<Vec<JobRecord>> {
         self.jobs_where(
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY rowid LIMIT ?1"),
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY rowid LIMIT ?1"
+            ),
             [limit as i64],
         )
     }
@@ -549,7 +548,9 @@ impl SharedStore {
     {
         let inner = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             f(&mut guard)
         })
         .await
@@ -592,8 +593,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 
 fn ensure_state_id(conn: &mut Connection) -> Result<String> {
     let read = |c: &Connection| -> rusqlite::Result<Option<String>> {
-        c.query_row("SELECT value FROM meta WHERE key = 'state_id'", [], |r| r.get(0))
-            .optional()
+        c.query_row("SELECT value FROM meta WHERE key = 'state_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()
     };
     if let Some(id) = read(conn)? {
         return Ok(id);

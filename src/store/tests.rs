@@ -72,7 +72,10 @@ fn a_job_walks_claim_running_finish_and_records_each_step() {
     let id = submit_one(&mut store, "a");
     let attempt = store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
     assert_eq!((attempt.n, attempt.container.as_str()), (1, "c-1"));
-    assert!(store.claim(&id, |n| format!("c-{n}")).unwrap().is_none(), "claimed twice");
+    assert!(
+        store.claim(&id, |n| format!("c-{n}")).unwrap().is_none(),
+        "claimed twice"
+    );
     assert!(store.mark_running(&id, 1).unwrap());
     let outcome = Outcome::failed(Reason::ExitCode, Some(3), "exited with code 3");
     assert_eq!(
@@ -80,13 +83,26 @@ fn a_job_walks_claim_running_finish_and_records_each_step() {
         FinishResult::Finished(JobState::Failed)
     );
     let job = store.job(&id).unwrap();
-    assert_eq!((job.state, job.reason, job.exit_code), (JobState::Failed, Some(Reason::ExitCode), Some(3)));
+    assert_eq!(
+        (job.state, job.reason, job.exit_code),
+        (JobState::Failed, Some(Reason::ExitCode), Some(3))
+    );
     assert!(job.finished_at.is_some());
     let states: Vec<_> = store.events(&id).unwrap().iter().map(|e| e.state).collect();
-    assert_eq!(states, [JobState::Queued, JobState::Starting, JobState::Running, JobState::Failed]);
+    assert_eq!(
+        states,
+        [
+            JobState::Queued,
+            JobState::Starting,
+            JobState::Running,
+            JobState::Failed
+        ]
+    );
     // A second finish (say, after a crash) changes nothing.
     assert_eq!(
-        store.finish_attempt(&id, 1, &Outcome::Succeeded, 1).unwrap(),
+        store
+            .finish_attempt(&id, 1, &Outcome::Succeeded, 1)
+            .unwrap(),
         FinishResult::AlreadyFinished
     );
 }
@@ -98,7 +114,10 @@ fn infra_failure_with_retries_left_requeues_then_fails_for_good() {
     let id = submit_one(&mut store, "a");
     let lost = Outcome::failed(Reason::Lost, None, "container vanished");
     store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
-    assert_eq!(store.finish_attempt(&id, 1, &lost, 2).unwrap(), FinishResult::Requeued);
+    assert_eq!(
+        store.finish_attempt(&id, 1, &lost, 2).unwrap(),
+        FinishResult::Requeued
+    );
     assert_eq!(store.job(&id).unwrap().state, JobState::Queued);
     let second = store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
     assert_eq!(second.n, 2);
@@ -131,7 +150,10 @@ fn cancel_ends_a_queued_job_and_flags_a_running_one() {
     store.claim(&running, |n| format!("c-{n}")).unwrap();
     assert_eq!(store.cancel(&queued).unwrap(), CancelResult::Cancelled);
     assert_eq!(store.job(&queued).unwrap().state, JobState::Cancelled);
-    assert!(store.claim(&queued, |n| format!("c-{n}")).unwrap().is_none());
+    assert!(store
+        .claim(&queued, |n| format!("c-{n}"))
+        .unwrap()
+        .is_none());
     assert_eq!(store.cancel(&running).unwrap(), CancelResult::Requested);
     assert_eq!(store.cancel_requests().unwrap(), vec![running.clone()]);
     assert_eq!(
@@ -147,9 +169,17 @@ fn resolve_accepts_id_prefix_and_name() {
     let first = submit_one(&mut store, "same");
     let newest = submit_one(&mut store, "same");
     assert_eq!(store.resolve(first.as_str()).unwrap(), first);
-    assert_eq!(store.resolve(&newest.as_str().to_lowercase()[..20]).unwrap(), newest);
+    assert_eq!(
+        store
+            .resolve(&newest.as_str().to_lowercase()[..20])
+            .unwrap(),
+        newest
+    );
     assert_eq!(store.resolve("same").unwrap(), newest);
-    assert!(matches!(store.resolve("nope"), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.resolve("nope"),
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -157,9 +187,18 @@ fn jobs_dir_file_is_submitted_once_per_content() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let s = spec("a");
-    assert!(store.submit_from_jobs_dir("/j/a.yaml", "h1", &s).unwrap().is_some());
-    assert!(store.submit_from_jobs_dir("/j/a.yaml", "h1", &s).unwrap().is_none());
-    assert!(store.submit_from_jobs_dir("/j/a.yaml", "h2", &s).unwrap().is_some());
+    assert!(store
+        .submit_from_jobs_dir("/j/a.yaml", "h1", &s)
+        .unwrap()
+        .is_some());
+    assert!(store
+        .submit_from_jobs_dir("/j/a.yaml", "h1", &s)
+        .unwrap()
+        .is_none());
+    assert!(store
+        .submit_from_jobs_dir("/j/a.yaml", "h2", &s)
+        .unwrap()
+        .is_some());
 }
 
 #[test]

@@ -124,7 +124,10 @@ impl Env {
             if now == state {
                 return;
             }
-            assert!(Instant::now() < deadline, "job {job} is {now}, not {state}, after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "job {job} is {now}, not {state}, after {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -173,7 +176,10 @@ impl Drop for Env {
                     .map(str::to_string)
                     .collect();
                 if !ids.is_empty() {
-                    let _ = Command::new("docker").args(["rm", "-f", "-v"]).args(&ids).output();
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f", "-v"])
+                        .args(&ids)
+                        .output();
                 }
             }
             let _ = Command::new("docker")
@@ -193,9 +199,7 @@ pub fn stderr(out: &Output) -> String {
 
 /// A plain job on the base image running `sh -c SCRIPT`.
 pub fn sh_job(name: &str, script: &str, extra: &str) -> String {
-    format!(
-        "name: {name}\nimage: {BASE_IMAGE}\ncommand: [\"sh\", \"-c\", {script:?}]\n{extra}\n",
-    )
+    format!("name: {name}\nimage: {BASE_IMAGE}\ncommand: [\"sh\", \"-c\", {script:?}]\n{extra}\n",)
 }
 
 /// The stored output of a job.
