@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod job;
+pub mod llm;
 pub mod sandbox;
 pub mod scheduler;
 pub mod state;

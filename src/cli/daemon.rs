@@ -19,7 +19,7 @@ pub async fn run(state_dir: &Path, jobs_dir: Option<PathBuf>, limits: &LimitArgs
     let sandbox = super::connect_docker().await?;
     let _lock = StateLock::acquire(state_dir)?;
     let store = SharedStore::new(super::open_store(state_dir)?);
-    let mut config = limits.config(state_dir);
+    let mut config = limits.config(state_dir)?;
     config.jobs_dir = jobs_dir;
     let shutdown = super::install_signals();
     tracing::info!(state_dir = %state_dir.display(), parallel = config.parallel, "daemon started");

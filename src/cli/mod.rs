@@ -184,16 +184,25 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 }
 
 impl LimitArgs {
-    fn config(&self, state_dir: &Path) -> crate::scheduler::SchedulerConfig {
+    fn config(&self, state_dir: &Path) -> Result<crate::scheduler::SchedulerConfig, Failure> {
         let mut config = crate::scheduler::SchedulerConfig::new(state_dir.join("logs"));
+        config.prices = load_prices(state_dir)?;
         config.parallel = self.parallel as usize;
         config.group_limits = self.group_limits.iter().cloned().collect();
         config.host_cpus = self.host_cpus;
         config.host_memory = self.host_memory;
         config.stop_grace = self.stop_grace;
         config.log_cap = self.log_cap;
-        config
+        Ok(config)
     }
+}
+
+/// The price table: built in, plus `RUNNER_PRICES` or `<state dir>/prices.json` when present.
+fn load_prices(state_dir: &Path) -> Result<crate::llm::Prices, Failure> {
+    let file = std::env::var_os("RUNNER_PRICES")
+        .map(PathBuf::from)
+        .or_else(|| Some(state_dir.join("prices.json")).filter(|p| p.exists()));
+    crate::llm::Prices::load(file.as_deref()).map_err(Failure::invalid)
 }
 
 /// Runs the parsed command line; returns the process exit code.

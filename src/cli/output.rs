@@ -1,13 +1,21 @@
 //! The JSON shape of jobs (stable: scripts and CI read it) and the human table.
 
 use crate::state::JobState;
-use crate::store::{JobRecord, Store, StoreError};
+use crate::store::{JobRecord, RoleUsage, Store, StoreError};
 use serde_json::{json, Value};
 
-/// Usage per role; zero until an attempt makes LLM calls.
-fn usage_json() -> Value {
-    let zero = json!({"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0});
-    json!({"manager": zero.clone(), "agent": zero})
+/// Usage per role, as metered by the LLM gateway.
+fn usage_json(usage: &RoleUsage) -> Value {
+    let role = |u: &crate::store::Usage| {
+        json!({
+            "requests": u.requests,
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "cost_usd": (u.cost_usd * 1e12).round() / 1e12,
+            "unpriced_requests": u.unpriced_requests,
+        })
+    };
+    json!({"manager": role(&usage.manager), "agent": role(&usage.agent)})
 }
 
 /// The short form used by `ps --json` (no attempts, usage or artifacts).
@@ -31,7 +39,8 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
         .attempts(&job.id)?
         .iter()
         .map(|a| {
-            json!({
+            let usage = store.attempt_usage(&job.id, a.n)?;
+            Ok(json!({
                 "n": a.n,
                 "container": a.container,
                 "state": a.state,
@@ -40,10 +49,10 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
                 "detail": a.detail,
                 "started_at": a.started_at,
                 "finished_at": a.finished_at,
-                "usage": usage_json(),
-            })
+                "usage": usage_json(&usage),
+            }))
         })
-        .collect();
+        .collect::<Result<_, StoreError>>()?;
     let artifacts: Vec<Value> = store
         .artifacts(&job.id)?
         .iter()
@@ -53,7 +62,7 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
     let obj = value.as_object_mut().expect("summary is an object");
     obj.insert("source".into(), json!(job.source));
     obj.insert("attempts".into(), Value::Array(attempts));
-    obj.insert("usage".into(), usage_json());
+    obj.insert("usage".into(), usage_json(&store.job_usage(&job.id)?));
     obj.insert("artifacts".into(), Value::Array(artifacts));
     obj.insert(
         "spec".into(),

@@ -50,7 +50,7 @@ pub async fn run(
     let result = crate::scheduler::run(
         store.clone(),
         Arc::new(sandbox),
-        limits.config(state_dir),
+        limits.config(state_dir)?,
         Scope::Only(ids.clone()),
         shutdown,
         Some(tx),

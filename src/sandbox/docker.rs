@@ -3,7 +3,8 @@
 
 use super::plan::{ContainerPlan, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
 use super::{
-    ContainerState, ExitStatus, HostCapacity, OutputStream, OwnedContainer, Sandbox, SandboxError,
+    ContainerState, ExitStatus, HostCapacity, LlmNetwork, OutputStream, OwnedContainer, Sandbox,
+    SandboxError,
 };
 use crate::job::NetworkMode;
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountTypeEnum, MountVolumeOptions, RestartPolicy, RestartPolicyNameEnum,
+    MountTypeEnum, MountVolumeOptions, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -153,8 +154,7 @@ fn host_config(plan: &ContainerPlan) -> HostConfig {
             match plan.network {
                 NetworkMode::None => "none",
                 NetworkMode::Bridge => "bridge",
-                // The gateway network is attached by name once it exists (LLM gateway).
-                NetworkMode::Llm => "none",
+                NetworkMode::Llm => plan.llm_network.as_deref().unwrap_or("none"),
             }
             .into(),
         ),
@@ -404,6 +404,61 @@ impl Sandbox for DockerSandbox {
             Err(e) if matches!(status_code(&e), Some(404) | Some(409)) => Ok(()),
             Err(e) => Err(self.map_err(e)),
         }
+    }
+
+    async fn ensure_llm_network(&self, state_id: &str) -> Result<LlmNetwork, SandboxError> {
+        let name = format!("runner-llm-{state_id}");
+        let existing = match self
+            .docker
+            .inspect_network(
+                &name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(network) => Some(network),
+            Err(e) if status_code(&e) == Some(404) => None,
+            Err(e) => return Err(self.map_err(e)),
+        };
+        let network = match existing {
+            Some(network) => network,
+            None => {
+                let request = NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".into()),
+                    internal: Some(true),
+                    labels: Some(HashMap::from([(
+                        LABEL_STATE.to_string(),
+                        state_id.to_string(),
+                    )])),
+                    ..Default::default()
+                };
+                match self.docker.create_network(request).await {
+                    Ok(_) => {}
+                    // Created meanwhile by another process: use it.
+                    Err(e) if status_code(&e) == Some(409) => {}
+                    Err(e) => return Err(self.map_err(e)),
+                }
+                self.docker
+                    .inspect_network(
+                        &name,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )
+                    .await
+                    .map_err(|e| self.map_err(e))?
+            }
+        };
+        let gateway = network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .find_map(|g| g.parse::<std::net::IpAddr>().ok().filter(|ip| ip.is_ipv4()))
+            .ok_or_else(|| {
+                SandboxError::Engine(format!("network {name} has no IPv4 gateway address"))
+            })?;
+        Ok(LlmNetwork { name, gateway })
     }
 
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {

@@ -47,6 +47,13 @@ pub struct OwnedContainer {
     pub state: ContainerState,
 }
 
+/// The internal network agent containers join: no route out; the host is reachable at `gateway`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LlmNetwork {
+    pub name: String,
+    pub gateway: std::net::IpAddr,
+}
+
 /// What the host can give to jobs, as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HostCapacity {
@@ -111,6 +118,9 @@ pub trait Sandbox: Send + Sync + 'static {
 
     /// Removes the container and its anonymous volumes; a missing container is not an error.
     async fn remove(&self, name: &str) -> Result<(), SandboxError>;
+
+    /// Creates (or finds) this state dir's internal network for `network: llm`.
+    async fn ensure_llm_network(&self, state_id: &str) -> Result<LlmNetwork, SandboxError>;
 
     /// Every container carrying `runner.state=<state_id>`.
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError>;

@@ -76,6 +76,8 @@ pub struct ContainerPlan {
     pub secrets: Vec<(String, Secret)>,
     pub resources: Resources,
     pub network: NetworkMode,
+    /// For `network: llm`: the internal network to join.
+    pub llm_network: Option<String>,
     /// Seconds the engine waits after SIGTERM before SIGKILL on a plain `docker stop`.
     pub stop_grace_secs: i64,
 }
@@ -98,6 +100,7 @@ impl ContainerPlan {
             secrets,
             resources: spec.resources,
             network: spec.network,
+            llm_network: None,
             stop_grace_secs,
         }
     }

@@ -26,7 +26,16 @@ pub(crate) struct Attempt<S: Sandbox> {
     pub attempt: AttemptRecord,
     /// Fired by `runner cancel` or by a second interrupt.
     pub cancel: CancellationToken,
+    /// The LLM gateway and its network, for `network: llm` jobs.
+    pub llm: Option<LlmAccess>,
     pub events: Option<UnboundedSender<Event>>,
+}
+
+/// What a `network: llm` attempt needs: the network to join and the gateway on it.
+#[derive(Clone, Debug)]
+pub(crate) struct LlmAccess {
+    pub network: String,
+    pub gateway: crate::llm::Gateway,
 }
 
 /// Where attempt `n` of a job writes its output.
@@ -102,6 +111,10 @@ impl<S: Sandbox> Attempt<S> {
             secrets,
             self.config.stop_grace.as_secs() as i64,
         );
+        let mut plan = plan;
+        if let Err(outcome) = self.connect_llm(&mut plan).await {
+            return outcome;
+        }
         let name = self.attempt.container.clone();
         debug_assert_eq!(plan.name, name);
         if self.cancel.is_cancelled() {
@@ -161,7 +174,51 @@ impl<S: Sandbox> Attempt<S> {
         if let Err(e) = self.sandbox.remove(&name).await {
             tracing::warn!(container = %name, "cannot remove container: {e}");
         }
+        if let Some(llm) = &self.llm {
+            if let Err(e) = llm.gateway.revoke(&self.job.id, self.attempt.n).await {
+                tracing::warn!(job = %self.job.id, "cannot revoke gateway tokens: {e}");
+            }
+        }
         outcome
+    }
+
+    /// For `network: llm`: joins the gateway's network and gives the container a fresh token.
+    async fn connect_llm(&self, plan: &mut ContainerPlan) -> Result<(), Outcome> {
+        if self.job.spec.network != NetworkMode::Llm {
+            return Ok(());
+        }
+        let spec = &self.job.spec;
+        let Some(llm) = &self.llm else {
+            return Err(Outcome::failed(
+                Reason::Infra,
+                None,
+                "the LLM gateway is not available",
+            ));
+        };
+        if spec.llm.replay.is_none() && crate::llm::upstream_base(spec).is_none() {
+            return Err(Outcome::failed(
+                Reason::Infra,
+                None,
+                "no LLM upstream: set llm.base_url in the job, or OPENAI_BASE_URL where the runner runs (or replay a cassette with llm.replay)",
+            ));
+        }
+        let token = llm
+            .gateway
+            .grant(&self.job.id, self.attempt.n, spec)
+            .await
+            .map_err(|e| {
+                Outcome::failed(
+                    Reason::Infra,
+                    None,
+                    format!("cannot grant a gateway token: {e}"),
+                )
+            })?;
+        let base = llm.gateway.base_url();
+        plan.llm_network = Some(llm.network.clone());
+        plan.env.0.insert("OPENAI_API_BASE".into(), base.clone());
+        plan.env.0.insert("OPENAI_BASE_URL".into(), base);
+        plan.env.0.insert("OPENAI_API_KEY".into(), token);
+        Ok(())
     }
 
     /// Waits for the container, enforcing the deadline and honouring cancellation.
@@ -179,15 +236,22 @@ impl<S: Sandbox> Attempt<S> {
             Exited(Result<ExitStatus, SandboxError>),
             Timeout,
             Cancelled,
+            Budget,
         }
+        let budget = self
+            .llm
+            .as_ref()
+            .map(|l| l.gateway.budget_signal(&self.job.id))
+            .unwrap_or_default();
         let why = tokio::select! {
             status = self.sandbox.wait(name) => Why::Exited(status),
             _ = tokio::time::sleep_until(deadline) => Why::Timeout,
             _ = self.cancel.cancelled() => Why::Cancelled,
+            _ = budget.cancelled() => Why::Budget,
         };
         let status = match why {
             Why::Exited(status) => status,
-            Why::Timeout | Why::Cancelled => {
+            Why::Timeout | Why::Cancelled | Why::Budget => {
                 if let Err(e) = self.sandbox.stop(name, self.config.stop_grace).await {
                     tracing::warn!(container = %name, "stop failed: {e}");
                 }
@@ -195,6 +259,9 @@ impl<S: Sandbox> Attempt<S> {
                 let _ = self.sandbox.wait(name).await;
                 if matches!(why, Why::Cancelled) {
                     return Outcome::Cancelled;
+                }
+                if matches!(why, Why::Budget) {
+                    return budget_outcome(spec);
                 }
                 return Outcome::failed(
                     Reason::Timeout,
@@ -206,6 +273,10 @@ impl<S: Sandbox> Attempt<S> {
                 );
             }
         };
+        // A job that ended on its own after the gateway refused it for budget failed for budget.
+        if budget.is_cancelled() {
+            return budget_outcome(spec);
+        }
         match status {
             Ok(status) => exit_outcome(status, spec),
             Err(SandboxError::NoSuchContainer(_)) => Outcome::failed(
@@ -257,12 +328,7 @@ async fn copy_output(mut output: OutputStream, path: PathBuf, cap: u64) -> bool 
 /// The command a job runs, or why it cannot run in this build.
 fn runnable_command(spec: &JobSpec) -> Result<Vec<String>, Outcome> {
     match &spec.kind {
-        JobKind::Command { command } if spec.network != NetworkMode::Llm => Ok(command.clone()),
-        JobKind::Command { .. } => Err(Outcome::failed(
-            Reason::Infra,
-            None,
-            "network: llm needs the LLM gateway, which this runner does not have yet: use network: none or bridge",
-        )),
+        JobKind::Command { command } => Ok(command.clone()),
         JobKind::Task { .. } => Err(Outcome::failed(
             Reason::Infra,
             None,
@@ -284,6 +350,24 @@ fn read_secrets(spec: &JobSpec) -> Result<Vec<(String, Secret)>, Outcome> {
             )),
         })
         .collect()
+}
+
+fn budget_outcome(spec: &JobSpec) -> Outcome {
+    let mut limits = Vec::new();
+    if let Some(t) = spec.budget.tokens {
+        limits.push(format!("{t} tokens"));
+    }
+    if let Some(u) = spec.budget.usd {
+        limits.push(format!("${u}"));
+    }
+    Outcome::failed(
+        Reason::Budget,
+        None,
+        format!(
+            "its LLM budget ({}) is spent; the gateway refused further calls",
+            limits.join(", ")
+        ),
+    )
 }
 
 fn launch_failure(e: SandboxError) -> Outcome {

@@ -2,7 +2,7 @@
 //! attempts, forwards cancel requests, scans the jobs dir, and turns signals into a drain or a kill.
 
 use super::admission::{admit, Admission, Held, Limits};
-use super::attempt::Attempt;
+use super::attempt::{Attempt, LlmAccess};
 use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
 use crate::job::{self, JobSpec};
 use crate::sandbox::Sandbox;
@@ -34,6 +34,8 @@ pub(crate) struct Dispatcher<S: Sandbox> {
     tasks: JoinSet<(JobId, FinishResult)>,
     /// Jobs-dir files already reported as invalid (path and message), so each is said once.
     reported: HashSet<String>,
+    /// The LLM gateway, started when the first `network: llm` job needs it.
+    llm: Option<LlmAccess>,
 }
 
 /// Runs a scheduler until its scope is done (`Scope::Only`) or it is shut down.
@@ -62,9 +64,14 @@ pub async fn run<S: Sandbox>(
         running: HashMap::new(),
         tasks: JoinSet::new(),
         reported: HashSet::new(),
+        llm: None,
     };
     d.reconcile().await?;
-    d.run_loop(scope, shutdown).await
+    let result = d.run_loop(scope, shutdown).await;
+    if let Some(llm) = &d.llm {
+        llm.gateway.shutdown();
+    }
+    result
 }
 
 impl<S: Sandbox> Dispatcher<S> {
@@ -218,7 +225,7 @@ impl<S: Sandbox> Dispatcher<S> {
                         .await?;
                     if let Some(attempt) = claimed {
                         self.emit(&job, JobState::Starting, None);
-                        self.start(job, attempt);
+                        self.start(job, attempt).await;
                     }
                     if self.held.jobs >= self.limits.parallel {
                         break;
@@ -229,8 +236,44 @@ impl<S: Sandbox> Dispatcher<S> {
         Ok(())
     }
 
+    /// The gateway for `network: llm` jobs, started on first use.
+    async fn llm_access(&mut self) -> Result<LlmAccess, String> {
+        if let Some(llm) = &self.llm {
+            return Ok(llm.clone());
+        }
+        let network = self
+            .sandbox
+            .ensure_llm_network(&self.store.state_id())
+            .await
+            .map_err(|e| format!("cannot create the LLM network: {e}"))?;
+        let gateway = crate::llm::Gateway::start(
+            self.store.clone(),
+            network.gateway,
+            self.config.prices.clone(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let access = LlmAccess {
+            network: network.name,
+            gateway,
+        };
+        self.llm = Some(access.clone());
+        Ok(access)
+    }
+
     /// Spawns the task of one attempt and accounts for what it holds.
-    pub(crate) fn start(&mut self, job: JobRecord, attempt: AttemptRecord) {
+    pub(crate) async fn start(&mut self, job: JobRecord, attempt: AttemptRecord) {
+        let llm = if job.spec.network == crate::job::NetworkMode::Llm {
+            match self.llm_access().await {
+                Ok(access) => Some(access),
+                Err(why) => {
+                    tracing::error!(job = %job.id, "{why}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let cancel = CancellationToken::new();
         if job.cancel_requested {
             cancel.cancel();
@@ -251,6 +294,7 @@ impl<S: Sandbox> Dispatcher<S> {
             job,
             attempt,
             cancel,
+            llm,
             events: self.events.clone(),
         };
         self.tasks.spawn(async move { (id, task.run().await) });

@@ -235,6 +235,16 @@ impl Sandbox for FakeSandbox {
         Ok(())
     }
 
+    async fn ensure_llm_network(
+        &self,
+        state_id: &str,
+    ) -> Result<crate::sandbox::LlmNetwork, SandboxError> {
+        Ok(crate::sandbox::LlmNetwork {
+            name: format!("fake-llm-{state_id}"),
+            gateway: std::net::IpAddr::from([127, 0, 0, 1]),
+        })
+    }
+
     async fn list_owned(&self, _state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {
         let names: Vec<(String, String, u32)> = {
             let inner = self.inner.lock().unwrap();

@@ -52,6 +52,8 @@ pub struct SchedulerConfig {
     pub jobs_dir: Option<PathBuf>,
     /// How often the jobs dir is scanned.
     pub jobs_dir_interval: Duration,
+    /// Model prices for metering LLM calls.
+    pub prices: crate::llm::Prices,
 }
 
 impl SchedulerConfig {
@@ -68,6 +70,7 @@ impl SchedulerConfig {
             tick: Duration::from_millis(200),
             jobs_dir: None,
             jobs_dir_interval: Duration::from_secs(2),
+            prices: crate::llm::Prices::default(),
         }
     }
 }

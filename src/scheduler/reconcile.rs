@@ -27,7 +27,7 @@ impl<S: Sandbox> Dispatcher<S> {
             if exists || job.state == JobState::Starting {
                 tracing::info!(job = %job.id, container = %attempt.container, "adopting");
                 keep.insert(attempt.container.clone());
-                self.start(job, attempt);
+                self.start(job, attempt).await;
             } else {
                 let (id, n, max) = (job.id.clone(), attempt.n, 1 + job.spec.retries);
                 let outcome = Outcome::failed(

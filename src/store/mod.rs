@@ -9,8 +9,10 @@
 
 mod records;
 mod schema;
+mod usage;
 
 pub use records::*;
+pub use usage::{Role, RoleUsage, Usage};
 
 use crate::job::JobSpec;
 use crate::state::{now_rfc3339, JobId, JobState, Outcome, Reason};

@@ -65,4 +65,26 @@ CREATE TABLE jobs_dir_files (
     PRIMARY KEY (path, content_hash)
 );
 "#,
+    // 2: LLM gateway: per-attempt tokens (hashed) and metered usage per attempt and role.
+    r#"
+CREATE TABLE tokens (
+    hash       TEXT PRIMARY KEY,            -- sha256 of the token; the token itself is never stored
+    job_id     TEXT NOT NULL REFERENCES jobs(id),
+    attempt    INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE INDEX tokens_by_attempt ON tokens(job_id, attempt);
+CREATE TABLE usage (
+    job_id            TEXT NOT NULL REFERENCES jobs(id),
+    attempt           INTEGER NOT NULL,
+    role              TEXT NOT NULL,         -- agent | manager
+    requests          INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd          REAL NOT NULL DEFAULT 0,
+    unpriced_requests INTEGER NOT NULL DEFAULT 0, -- calls to models missing from the price table
+    PRIMARY KEY (job_id, attempt, role)
+);
+"#,
 ];

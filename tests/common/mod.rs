@@ -185,6 +185,14 @@ impl Drop for Env {
             let _ = Command::new("docker")
                 .args(["volume", "prune", "-f", "--filter", &filter])
                 .output();
+            if let Ok(out) = Command::new("docker")
+                .args(["network", "ls", "-q", "--filter", &filter])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["network", "rm", id]).output();
+                }
+            }
         }
     }
 }

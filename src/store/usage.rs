@@ -1,0 +1,244 @@
+//! Gateway bookkeeping: per-attempt tokens (only their hashes) and metered LLM usage.
+
+use super::{Result, Store};
+use crate::state::{now_rfc3339, JobId};
+use rusqlite::{params, OptionalExtension};
+
+/// Who made an LLM call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Calls from inside the sandbox (Aider, or a command job's own client).
+    Agent,
+    /// The runner's own manager calls.
+    Manager,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+/// One role's metered usage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Usage {
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+    /// Calls whose model has no price (counted as cost 0).
+    pub unpriced_requests: u64,
+}
+
+impl Usage {
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+
+    pub fn add(&mut self, other: &Usage) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cost_usd += other.cost_usd;
+        self.unpriced_requests += other.unpriced_requests;
+    }
+}
+
+/// Usage of one attempt by role.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RoleUsage {
+    pub manager: Usage,
+    pub agent: Usage,
+}
+
+impl RoleUsage {
+    pub fn total(&self) -> Usage {
+        let mut t = self.manager;
+        t.add(&self.agent);
+        t
+    }
+
+    fn slot(&mut self, role: &str) -> Option<&mut Usage> {
+        match role {
+            "manager" => Some(&mut self.manager),
+            "agent" => Some(&mut self.agent),
+            _ => None,
+        }
+    }
+}
+
+impl Store {
+    /// Records a token's hash for attempt `n`.
+    pub fn add_token(&mut self, hash: &str, id: &JobId, n: u32) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO tokens (hash, job_id, attempt, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, id.as_str(), n, now_rfc3339()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The attempt a live (unrevoked) token belongs to.
+    pub fn token_owner(&self, hash: &str) -> Result<Option<(JobId, u32)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT job_id, attempt FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                [hash],
+                |r| Ok((JobId(r.get(0)?), r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Revokes every token of attempt `n`.
+    pub fn revoke_tokens(&mut self, id: &JobId, n: u32) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?3 WHERE job_id = ?1 AND attempt = ?2 AND revoked_at IS NULL",
+                params![id.as_str(), n, now_rfc3339()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Adds one call's usage to attempt `n`'s total for `role`.
+    pub fn add_usage(&mut self, id: &JobId, n: u32, role: Role, usage: &Usage) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO usage (job_id, attempt, role, requests, prompt_tokens, completion_tokens, cost_usd, unpriced_requests)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (job_id, attempt, role) DO UPDATE SET
+                   requests = requests + excluded.requests,
+                   prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                   completion_tokens = completion_tokens + excluded.completion_tokens,
+                   cost_usd = cost_usd + excluded.cost_usd,
+                   unpriced_requests = unpriced_requests + excluded.unpriced_requests",
+                params![
+                    id.as_str(),
+                    n,
+                    role.as_str(),
+                    usage.requests as i64,
+                    usage.prompt_tokens as i64,
+                    usage.completion_tokens as i64,
+                    usage.cost_usd,
+                    usage.unpriced_requests as i64
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Usage of attempt `n` by role.
+    pub fn attempt_usage(&self, id: &JobId, n: u32) -> Result<RoleUsage> {
+        self.usage_where("job_id = ?1 AND attempt = ?2", params![id.as_str(), n])
+    }
+
+    /// Usage of every attempt of a job, by role (what budgets count).
+    pub fn job_usage(&self, id: &JobId) -> Result<RoleUsage> {
+        self.usage_where("job_id = ?1", params![id.as_str()])
+    }
+
+    fn usage_where(&self, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<RoleUsage> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT role, sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), sum(unpriced_requests)
+             FROM usage WHERE {filter} GROUP BY role"
+        ))?;
+        let mut out = RoleUsage::default();
+        let rows = stmt.query_map(p, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Usage {
+                    requests: r.get::<_, i64>(1)? as u64,
+                    prompt_tokens: r.get::<_, i64>(2)? as u64,
+                    completion_tokens: r.get::<_, i64>(3)? as u64,
+                    cost_usd: r.get(4)?,
+                    unpriced_requests: r.get::<_, i64>(5)? as u64,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (role, usage) = row?;
+            if let Some(slot) = out.slot(&role) {
+                *slot = usage;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A value kept in the meta table (for example the gateway's port).
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewJob;
+
+    #[test]
+    fn usage_accumulates_per_attempt_and_role_and_sums_per_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = store
+            .submit(&[NewJob {
+                spec: crate::store::tests_support::spec("a"),
+                source: None,
+            }])
+            .unwrap()
+            .remove(0);
+        let call = Usage {
+            requests: 1,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cost_usd: 0.5,
+            unpriced_requests: 0,
+        };
+        store.add_usage(&id, 1, Role::Agent, &call).unwrap();
+        store.add_usage(&id, 1, Role::Agent, &call).unwrap();
+        store.add_usage(&id, 1, Role::Manager, &call).unwrap();
+        store.add_usage(&id, 2, Role::Agent, &call).unwrap();
+        let first = store.attempt_usage(&id, 1).unwrap();
+        assert_eq!(first.agent.requests, 2);
+        assert_eq!(first.agent.tokens(), 30);
+        assert_eq!(first.manager.requests, 1);
+        let all = store.job_usage(&id).unwrap();
+        assert_eq!(all.total().requests, 4);
+        assert!((all.total().cost_usd - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn revoked_tokens_have_no_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = store
+            .submit(&[NewJob {
+                spec: crate::store::tests_support::spec("a"),
+                source: None,
+            }])
+            .unwrap()
+            .remove(0);
+        store.add_token("h1", &id, 1).unwrap();
+        assert_eq!(store.token_owner("h1").unwrap(), Some((id.clone(), 1)));
+        store.revoke_tokens(&id, 1).unwrap();
+        assert_eq!(store.token_owner("h1").unwrap(), None);
+    }
+}
