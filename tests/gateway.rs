@@ -14,9 +14,9 @@ const UPSTREAM_KEY: &str = "upstream-key-4d2f9a";
 const CLIENT: &str = r#"
 import json, os, socket, sys, time, urllib.error, urllib.request
 BASE = os.environ["OPENAI_BASE_URL"]
-def call(stream=False, key=None):
-    body = json.dumps({"model": "gpt-4o-mini", "stream": stream,
-                       "messages": [{"role": "user", "content": "say something"}]}).encode()
+def call(stream=False, key=None, model="gpt-4o-mini", content="say something"):
+    body = json.dumps({"model": model, "stream": stream,
+                       "messages": [{"role": "user", "content": content}]}).encode()
     req = urllib.request.Request(BASE + "/chat/completions", data=body, headers={
         "Authorization": "Bearer " + (key or os.environ["OPENAI_API_KEY"]),
         "Content-Type": "application/json"})
@@ -272,5 +272,27 @@ fn streamed_answer_arrives_incrementally() {
     assert!(
         usage["completion_tokens"].as_u64().unwrap() > 0,
         "estimated from the stream: {usage}"
+    );
+}
+
+#[test]
+fn upstream_errors_pass_through_and_huge_requests_are_refused() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    let script = r#"
+status, text = call(model="overloaded")
+print("upstream", status, json.loads(text)["error"]["message"])
+print("huge", call(content="x" * (9 << 20))[0])
+"#;
+    let job = env.job("err.yaml", &llm_job("err", script, ""));
+    let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = log_of(&env, "err");
+    assert!(log.contains("upstream 503 upstream is overloaded"), "{log}");
+    assert!(log.contains("huge 413"), "{log}");
+    assert_eq!(
+        upstream.calls(),
+        1,
+        "the huge request never reached the upstream"
     );
 }

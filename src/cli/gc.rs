@@ -23,6 +23,16 @@ pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdRe
         }
         println!("{verb} container {}", container.name);
     }
+    if live.is_empty() {
+        let removed = if dry_run {
+            false
+        } else {
+            sandbox.remove_llm_network(store.state_id()).await?
+        };
+        if removed {
+            println!("removed network runner-llm-{}", store.state_id());
+        }
+    }
     let cutoff = time::OffsetDateTime::now_utc() - older_than;
     let expired = store.ended_before(&crate::state::format_rfc3339(cutoff))?;
     for id in expired {

@@ -461,6 +461,19 @@ impl Sandbox for DockerSandbox {
         Ok(LlmNetwork { name, gateway })
     }
 
+    async fn remove_llm_network(&self, state_id: &str) -> Result<bool, SandboxError> {
+        match self
+            .docker
+            .remove_network(&format!("runner-llm-{state_id}"))
+            .await
+        {
+            Ok(()) => Ok(true),
+            // Missing, or still in use by a container.
+            Err(e) if matches!(status_code(&e), Some(404) | Some(403) | Some(409)) => Ok(false),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {
         let filters = HashMap::from([("label", vec![format!("{LABEL_STATE}={state_id}")])]);
         let options = ListContainersOptionsBuilder::new()

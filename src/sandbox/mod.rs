@@ -122,6 +122,10 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Creates (or finds) this state dir's internal network for `network: llm`.
     async fn ensure_llm_network(&self, state_id: &str) -> Result<LlmNetwork, SandboxError>;
 
+    /// Removes this state dir's LLM network; true when it existed and is gone (it stays while a
+    /// container uses it).
+    async fn remove_llm_network(&self, state_id: &str) -> Result<bool, SandboxError>;
+
     /// Every container carrying `runner.state=<state_id>`.
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError>;
 }

@@ -245,6 +245,10 @@ impl Sandbox for FakeSandbox {
         })
     }
 
+    async fn remove_llm_network(&self, _state_id: &str) -> Result<bool, SandboxError> {
+        Ok(false)
+    }
+
     async fn list_owned(&self, _state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {
         let names: Vec<(String, String, u32)> = {
             let inner = self.inner.lock().unwrap();

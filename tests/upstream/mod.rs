@@ -80,6 +80,15 @@ fn answer(seen: Arc<Mutex<Seen>>, headers: HeaderMap, body: Bytes) -> axum::resp
         s.calls
     };
     let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if request["model"] == "overloaded" {
+        return axum::response::Response::builder()
+            .status(503)
+            .header("content-type", "application/json")
+            .body(Body::from(
+                r#"{"error":{"message":"upstream is overloaded","type":"overloaded"}}"#,
+            ))
+            .unwrap();
+    }
     if request["stream"].as_bool() == Some(true) {
         let stream = futures_util::stream::unfold(0, move |i| async move {
             if i == 4 {
