@@ -3,8 +3,8 @@
 
 use super::plan::{ContainerPlan, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
 use super::{
-    ContainerState, ExitStatus, HostCapacity, LlmNetwork, OutputStream, OwnedContainer, Sandbox,
-    SandboxError,
+    ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, LlmNetwork, OutputStream,
+    OwnedContainer, Sandbox, SandboxError,
 };
 use crate::job::NetworkMode;
 use async_trait::async_trait;
@@ -173,8 +173,9 @@ fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         user: Some(CONTAINER_USER.into()),
         working_dir: Some("/workspace".into()),
         labels: Some(plan.labels.to_map()),
-        attach_stdin: Some(false),
-        open_stdin: Some(false),
+        attach_stdin: Some(plan.stdin),
+        open_stdin: Some(plan.stdin),
+        stdin_once: Some(false),
         tty: Some(false),
         stop_timeout: Some(plan.stop_grace_secs),
         network_disabled: Some(plan.network == NetworkMode::None),
@@ -271,7 +272,7 @@ impl Sandbox for DockerSandbox {
         }
     }
 
-    async fn launch(&self, plan: &ContainerPlan) -> Result<Option<OutputStream>, SandboxError> {
+    async fn launch(&self, plan: &ContainerPlan) -> Result<Launched, SandboxError> {
         let options = CreateContainerOptionsBuilder::new()
             .name(&plan.name)
             .build();
@@ -299,7 +300,10 @@ impl Sandbox for DockerSandbox {
                 .ok_or_else(|| SandboxError::NoSuchContainer(plan.name.clone()))?
         };
         if state != ContainerState::Created {
-            return Ok(None);
+            return Ok(Launched {
+                output: None,
+                input: None,
+            });
         }
         if !plan.secrets.is_empty() {
             self.upload_secrets(plan).await?;
@@ -308,6 +312,7 @@ impl Sandbox for DockerSandbox {
         // (following the stored log can lose the last output of a fast exit).
         let options = AttachContainerOptionsBuilder::new()
             .stream(true)
+            .stdin(plan.stdin)
             .stdout(true)
             .stderr(true)
             .logs(false)
@@ -318,6 +323,7 @@ impl Sandbox for DockerSandbox {
             .await
             .map_err(|e| self.map_err(e))?;
         let output = output_stream(self.host.clone(), attached.output);
+        let input = plan.stdin.then_some(attached.input);
         match self
             .docker
             .start_container(
@@ -326,10 +332,79 @@ impl Sandbox for DockerSandbox {
             )
             .await
         {
-            Ok(()) => Ok(Some(output)),
-            Err(e) if status_code(&e) == Some(304) => Ok(Some(output)),
+            Ok(()) => Ok(Launched {
+                output: Some(output),
+                input,
+            }),
+            Err(e) if status_code(&e) == Some(304) => Ok(Launched {
+                output: Some(output),
+                input,
+            }),
             Err(e) => Err(self.map_err(e)),
         }
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        stdin: Option<Bytes>,
+        limit: usize,
+    ) -> Result<ExecOutput, SandboxError> {
+        let config = bollard::models::ExecConfig {
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(argv.to_vec()),
+            user: Some(CONTAINER_USER.into()),
+            working_dir: Some("/workspace".into()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(name, config)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let started = self
+            .long
+            .start_exec(&created.id, None::<bollard::exec::StartExecOptions>)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let bollard::exec::StartExecResults::Attached { output, mut input } = started else {
+            return Err(SandboxError::Engine("exec started detached".into()));
+        };
+        // Feed stdin beside reading output, so a command that writes before it has read
+        // everything cannot deadlock against us.
+        let feeder = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            if let Some(data) = stdin {
+                let _ = input.write_all(&data).await;
+            }
+            let _ = input.shutdown().await;
+        });
+        let mut output = output_stream(self.host.clone(), output);
+        let mut collected = Vec::new();
+        let mut truncated = false;
+        while let Some(chunk) = output.next().await {
+            let chunk = chunk?;
+            let room = limit.saturating_sub(collected.len());
+            if chunk.len() > room {
+                truncated = true;
+            }
+            collected.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        let _ = feeder.await;
+        let inspect = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(ExecOutput {
+            code: inspect.exit_code.unwrap_or(-1),
+            output: Bytes::from(collected),
+            truncated,
+        })
     }
 
     fn logs(&self, name: &str, follow: bool) -> OutputStream {

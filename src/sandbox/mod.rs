@@ -19,6 +19,28 @@ use std::time::Duration;
 /// A container's output, interleaved stdout and stderr.
 pub type OutputStream = BoxStream<'static, Result<Bytes, SandboxError>>;
 
+/// A container's stdin (plans with `stdin: true`).
+pub type InputStream = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// What `launch` attached to.
+pub struct Launched {
+    /// Every byte of output from the start, when this call started the container; `None` for an
+    /// adopted container that was already running (read it with [`Sandbox::logs`]).
+    pub output: Option<OutputStream>,
+    /// The container's stdin, when the plan asked for it and this call started the container.
+    pub input: Option<InputStream>,
+}
+
+/// The result of a command run inside a running container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i64,
+    /// Stdout and stderr interleaved, cut at the requested limit.
+    pub output: Bytes,
+    /// True when output beyond the limit was dropped.
+    pub truncated: bool,
+}
+
 /// How a container ended, as the engine reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitStatus {
@@ -100,7 +122,17 @@ pub trait Sandbox: Send + Sync + 'static {
     /// secrets and starts it. When this call started the container, it attached to its output
     /// first and returns that stream (every byte, from the start, until it exits). An adopted
     /// container that was already started gives `None`: read it with [`Sandbox::logs`].
-    async fn launch(&self, plan: &ContainerPlan) -> Result<Option<OutputStream>, SandboxError>;
+    async fn launch(&self, plan: &ContainerPlan) -> Result<Launched, SandboxError>;
+
+    /// Runs `argv` inside the running container as the job's user in /workspace, feeding it
+    /// `stdin` (then EOF), and returns its exit code and at most `limit` bytes of its output.
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        stdin: Option<Bytes>,
+        limit: usize,
+    ) -> Result<ExecOutput, SandboxError>;
 
     /// The container's stored output (stdout and stderr, interleaved) from its start; with
     /// `follow`, continuing until it exits. Following may miss output produced just before the

@@ -78,6 +78,8 @@ pub struct ContainerPlan {
     pub network: NetworkMode,
     /// For `network: llm`: the internal network to join.
     pub llm_network: Option<String>,
+    /// Keep stdin open and attach to it (agent sessions).
+    pub stdin: bool,
     /// Seconds the engine waits after SIGTERM before SIGKILL on a plain `docker stop`.
     pub stop_grace_secs: i64,
 }
@@ -101,6 +103,7 @@ impl ContainerPlan {
             resources: spec.resources,
             network: spec.network,
             llm_network: None,
+            stdin: false,
             stop_grace_secs,
         }
     }

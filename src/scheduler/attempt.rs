@@ -122,7 +122,7 @@ impl<S: Sandbox> Attempt<S> {
             return Outcome::Cancelled;
         }
         let live = match self.sandbox.launch(&plan).await {
-            Ok(live) => live,
+            Ok(launched) => launched.output,
             Err(e) => {
                 let _ = self.sandbox.remove(&name).await;
                 return launch_failure(e);

@@ -5,8 +5,8 @@
 //! `["ignore-term"]` runs until killed at the end of the grace period (code 137).
 
 use crate::sandbox::{
-    ContainerPlan, ContainerState, ExitStatus, HostCapacity, OutputStream, OwnedContainer, Sandbox,
-    SandboxError,
+    ContainerPlan, ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, OutputStream,
+    OwnedContainer, Sandbox, SandboxError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -132,7 +132,7 @@ impl Sandbox for FakeSandbox {
         Ok(true)
     }
 
-    async fn launch(&self, plan: &ContainerPlan) -> Result<Option<OutputStream>, SandboxError> {
+    async fn launch(&self, plan: &ContainerPlan) -> Result<Launched, SandboxError> {
         let started = {
             let inner = self.inner.lock().unwrap();
             inner.containers.get(&plan.name).map(|c| c.started)
@@ -141,11 +141,31 @@ impl Sandbox for FakeSandbox {
             self.preexisting(plan);
         }
         if started == Some(true) {
-            return Ok(None);
+            return Ok(Launched {
+                output: None,
+                input: None,
+            });
         }
         let output = self.logs(&plan.name, true);
         self.begin(&plan.name);
-        Ok(Some(output))
+        Ok(Launched {
+            output: Some(output),
+            input: None,
+        })
+    }
+
+    async fn exec(
+        &self,
+        _name: &str,
+        _argv: &[String],
+        _stdin: Option<Bytes>,
+        _limit: usize,
+    ) -> Result<ExecOutput, SandboxError> {
+        Ok(ExecOutput {
+            code: 0,
+            output: Bytes::new(),
+            truncated: false,
+        })
     }
 
     fn logs(&self, name: &str, _follow: bool) -> OutputStream {
