@@ -1,6 +1,7 @@
 //! `runner` runs AI coding tasks and plain commands in hardened Docker sandboxes.
 //! See docs/architecture.md for how the modules fit together.
 
+pub mod agent;
 pub mod cli;
 pub mod job;
 pub mod llm;

@@ -212,7 +212,7 @@ impl Outcome {
     }
 }
 
-/// Current time as RFC 3339 UTC with second precision, the format of every stored timestamp.
+/// Current time as RFC 3339 UTC with millisecond precision, the format of every stored timestamp.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
     format_rfc3339(now)

@@ -6,7 +6,7 @@ use crate::sandbox::{DockerSandbox, Sandbox};
 use std::path::{Path, PathBuf};
 
 pub async fn build(
-    state_dir: &Path,
+    _state_dir: &Path,
     name: Option<&str>,
     ca_bundle: Option<PathBuf>,
     if_missing: bool,
@@ -23,7 +23,9 @@ pub async fn build(
     let sandbox = super::connect_docker().await?;
     let opts = BuildOptions {
         ca_bundle,
-        work_dir: state_dir.join("cache").join("images"),
+        // A scratch dir outside the state dir: builds often run under sudo, and a root-owned
+        // state dir would lock the user out of it.
+        work_dir: std::env::temp_dir().join(format!("runner-images-{}", std::process::id())),
     };
     for name in names {
         let image = DockerSandbox::image_ref(name).expect("known image");

@@ -270,7 +270,8 @@ fn load_jobs(paths: &[PathBuf], consequence: &str) -> Result<Vec<crate::job::Loa
     Ok(loaded)
 }
 
-/// Resolves the shutdown signals: the first SIGINT/SIGTERM drains, the second kills.
+/// Resolves the shutdown signals: the first SIGINT/SIGTERM drains, the second stops running jobs,
+/// a third leaves at once.
 fn install_signals() -> crate::scheduler::Shutdown {
     let shutdown = crate::scheduler::Shutdown::default();
     let s = shutdown.clone();
@@ -293,10 +294,15 @@ fn install_signals() -> crate::scheduler::Shutdown {
             if count == 1 {
                 eprintln!("runner: draining: no new jobs start, running jobs finish (signal again to stop them)");
                 s.drain.cancel();
-            } else {
-                eprintln!("runner: stopping running jobs");
+            } else if count == 2 {
+                eprintln!("runner: stopping running jobs (grace, then kill; signal again to leave at once)");
                 s.kill.cancel();
-                break;
+            } else {
+                // Containers left running are adopted by the next scheduler on this state dir.
+                eprintln!(
+                    "runner: leaving now; running containers are adopted by the next scheduler"
+                );
+                std::process::exit(130);
             }
         }
     });

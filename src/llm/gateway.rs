@@ -353,7 +353,9 @@ async fn over_budget(inner: &Arc<Inner>, grant: &Grant) -> Option<Response> {
     ))
 }
 
-fn record_usage(inner: &Arc<Inner>, grant: &Grant, role: Role, model: &str, tokens: Tokens) {
+/// Adds one call's usage to the attempt. Awaited before the answer completes, so the next call's
+/// budget check sees it.
+async fn record_usage(inner: &Arc<Inner>, grant: &Grant, role: Role, model: &str, tokens: Tokens) {
     let cost = inner.prices.cost(model, tokens.prompt, tokens.completion);
     let usage = Usage {
         requests: 1,
@@ -457,7 +459,8 @@ async fn replay(
             completion: found.completion_tokens,
             reported: true,
         },
-    );
+    )
+    .await;
     let status = StatusCode::from_u16(found.status).unwrap_or(StatusCode::OK);
     let content_type = found.content_type.clone();
     if content_type.starts_with("text/event-stream") {
@@ -562,7 +565,7 @@ async fn forward(
     };
     if status.is_success() {
         let tokens = meter::from_body(&request, &bytes);
-        record_usage(inner, grant, role, &summary.model, tokens);
+        record_usage(inner, grant, role, &summary.model, tokens).await;
         record_exchange(
             inner,
             grant,
@@ -603,6 +606,7 @@ fn stream_through(
     tokio::spawn(async move {
         let mut meter = StreamMeter::default();
         let mut recorded = String::new();
+        let mut metered = false;
         let mut chunks = upstream.bytes_stream();
         while let Some(chunk) = chunks.next().await {
             match chunk {
@@ -610,6 +614,13 @@ fn stream_through(
                     meter.feed(&bytes);
                     if grant.spec.llm.record.is_some() {
                         recorded.push_str(&String::from_utf8_lossy(&bytes));
+                    }
+                    // Record usage before the client sees the end of the answer, so its next
+                    // call's budget check counts this one.
+                    if !metered && status.is_success() && bytes.windows(6).any(|w| w == b"[DONE]") {
+                        metered = true;
+                        let tokens = meter.tokens(&request);
+                        record_usage(&inner, &grant, role, &summary.model, tokens).await;
                     }
                     if tx.send(Ok(bytes)).await.is_err() {
                         break; // the client went away
@@ -621,9 +632,11 @@ fn stream_through(
                 }
             }
         }
-        let tokens = meter.finish(&request);
-        record_usage(&inner, &grant, role, &summary.model, tokens);
+        let tokens = meter.tokens(&request);
         if status.is_success() {
+            if !metered {
+                record_usage(&inner, &grant, role, &summary.model, tokens).await;
+            }
             record_exchange(
                 &inner,
                 &grant,
@@ -638,6 +651,7 @@ fn stream_through(
                 },
             );
         }
+        drop(tx);
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))

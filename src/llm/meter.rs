@@ -112,7 +112,8 @@ impl StreamMeter {
         }
     }
 
-    pub fn finish(mut self, request: &Value) -> Tokens {
+    /// The tokens counted so far (the whole call once the stream has ended).
+    pub fn tokens(&mut self, request: &Value) -> Tokens {
         if !self.partial.is_empty() {
             let rest = std::mem::take(&mut self.partial);
             self.line(&rest);
@@ -169,7 +170,7 @@ mod tests {
         let mut m = StreamMeter::default();
         m.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"abcd\"}}]}\n\nda");
         m.feed(b"ta: {\"choices\":[{\"delta\":{\"content\":\"efgh\"}}]}\n\ndata: [DONE]\n\n");
-        assert_eq!(m.finish(&json!({})).completion, 2);
+        assert_eq!(m.tokens(&json!({})).completion, 2);
     }
 
     #[test]
@@ -177,7 +178,7 @@ mod tests {
         let mut m = StreamMeter::default();
         m.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":9}}\n");
         assert_eq!(
-            m.finish(&json!({})),
+            m.tokens(&json!({})),
             Tokens {
                 prompt: 7,
                 completion: 9,

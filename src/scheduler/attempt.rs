@@ -57,9 +57,12 @@ impl<S: Sandbox> Attempt<S> {
 
     /// Runs the attempt to its end and records the outcome. Returns the job's resulting state.
     pub async fn run(self) -> FinishResult {
-        let outcome = self.execute().await;
         let (id, n) = (self.job.id.clone(), self.attempt.n);
-        let max_attempts = 1 + self.job.spec.retries;
+        // A job that can never start as written (no image, no secret...) is not retried.
+        let (outcome, max_attempts) = match self.execute().await {
+            Ok(outcome) => (outcome, 1 + self.job.spec.retries),
+            Err(permanent) => (permanent, n),
+        };
         let recorded = outcome.clone();
         let result = self
             .store
@@ -89,16 +92,11 @@ impl<S: Sandbox> Attempt<S> {
         }
     }
 
-    async fn execute(&self) -> Outcome {
+    /// Runs the attempt; `Err` is a failure that no retry can cure.
+    async fn execute(&self) -> Result<Outcome, Outcome> {
         let spec = &self.job.spec;
-        let command = match runnable_command(spec) {
-            Ok(command) => command,
-            Err(outcome) => return outcome,
-        };
-        let secrets = match read_secrets(spec) {
-            Ok(secrets) => secrets,
-            Err(outcome) => return outcome,
-        };
+        let command = runnable_command(spec)?;
+        let secrets = read_secrets(spec)?;
         let labels = Labels {
             state: self.store.state_id(),
             job: self.job.id.to_string(),
@@ -112,20 +110,24 @@ impl<S: Sandbox> Attempt<S> {
             self.config.stop_grace.as_secs() as i64,
         );
         let mut plan = plan;
-        if let Err(outcome) = self.connect_llm(&mut plan).await {
-            return outcome;
-        }
+        self.connect_llm(&mut plan).await?;
         let name = self.attempt.container.clone();
         debug_assert_eq!(plan.name, name);
         if self.cancel.is_cancelled() {
             let _ = self.sandbox.remove(&name).await;
-            return Outcome::Cancelled;
+            return Ok(Outcome::Cancelled);
         }
         let live = match self.sandbox.launch(&plan).await {
             Ok(launched) => launched.output,
             Err(e) => {
                 let _ = self.sandbox.remove(&name).await;
-                return launch_failure(e);
+                let missing_image = matches!(e, SandboxError::ImageMissing { .. });
+                let outcome = launch_failure(e);
+                return if missing_image {
+                    Err(outcome)
+                } else {
+                    Ok(outcome)
+                };
             }
         };
         let (id, n) = (self.job.id.clone(), self.attempt.n);
@@ -179,7 +181,7 @@ impl<S: Sandbox> Attempt<S> {
                 tracing::warn!(job = %self.job.id, "cannot revoke gateway tokens: {e}");
             }
         }
-        outcome
+        Ok(outcome)
     }
 
     /// For `network: llm`: joins the gateway's network and gives the container a fresh token.

@@ -185,15 +185,14 @@ impl<S: Sandbox> Dispatcher<S> {
         if self.held.jobs >= self.limits.parallel {
             return Ok(());
         }
-        let queued = self.store.call(|s| s.queued(QUEUE_WINDOW)).await?;
-        let wanted: Option<HashSet<&JobId>> = match scope {
-            Scope::Only(ids) => Some(ids.iter().collect()),
-            Scope::All => None,
+        let queued = match scope {
+            Scope::Only(ids) => {
+                let ids = ids.clone();
+                self.store.call(move |s| s.queued_among(&ids)).await?
+            }
+            Scope::All => self.store.call(|s| s.queued(QUEUE_WINDOW)).await?,
         };
         for job in queued {
-            if wanted.as_ref().is_some_and(|w| !w.contains(&job.id)) {
-                continue;
-            }
             match admit(&job.spec, &self.held, &self.limits) {
                 Admission::Wait => continue,
                 Admission::Never(why) => {

@@ -235,6 +235,15 @@ impl Store {
         )
     }
 
+    /// Which of these jobs are queued, in the order given.
+    pub fn queued_among(&self, ids: &[JobId]) -> Result<Vec<JobRecord>> {
+        Ok(self
+            .jobs(ids)?
+            .into_iter()
+            .filter(|j| j.state == JobState::Queued)
+            .collect())
+    }
+
     /// Jobs in `starting` or `running` with their latest attempt (what a scheduler must own).
     pub fn active(&self) -> Result<Vec<(JobRecord, Option<AttemptRecord>)>> {
         let jobs = self.jobs_where(

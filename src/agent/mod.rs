@@ -1,0 +1,5 @@
+//! Agent jobs: the Aider session over attached stdio (`session`, `parse`), the manager protocol
+//! (`protocol`), the manager itself (`manager`: llm, script or none), and the attempt that ties
+//! them to a sandbox, a repository and the result export (`run`).
+
+pub mod protocol;
