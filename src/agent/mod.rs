@@ -2,4 +2,5 @@
 //! (`protocol`), the manager itself (`manager`: llm, script or none), and the attempt that ties
 //! them to a sandbox, a repository and the result export (`run`).
 
+pub mod manager;
 pub mod protocol;

@@ -43,6 +43,17 @@ pub enum GatewayError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// Why a manager call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerCallError {
+    #[error("{0}")]
+    Budget(String),
+    #[error("HTTP {0}: {1}")]
+    Status(u16, String),
+    #[error("{0}")]
+    Transport(String),
+}
+
 /// An attempt allowed to call the gateway.
 #[derive(Debug)]
 struct Grant {
@@ -195,6 +206,43 @@ impl Gateway {
             .entry(job.clone())
             .or_default()
             .clone()
+    }
+
+    /// A manager call for attempt `n`: through the same meter, budget and cassette as the
+    /// agent's calls, as role `manager`. Returns the answer's JSON body.
+    pub async fn manager_call(
+        &self,
+        job: &JobId,
+        n: u32,
+        spec: &JobSpec,
+        request: Value,
+    ) -> Result<Value, ManagerCallError> {
+        let grant = Grant {
+            job: job.clone(),
+            attempt: n,
+            spec: spec.clone(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&request).expect("JSON serializes"));
+        let response = exchange(&self.inner, &grant, Role::Manager, request, body).await;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 32 << 20)
+            .await
+            .map_err(|e| ManagerCallError::Transport(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ManagerCallError::Transport(format!("the answer is not JSON: {e}")))?;
+        let message = || {
+            value["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_string()
+        };
+        if status == StatusCode::PAYMENT_REQUIRED {
+            return Err(ManagerCallError::Budget(message()));
+        }
+        if !status.is_success() {
+            return Err(ManagerCallError::Status(status.as_u16(), message()));
+        }
+        Ok(value)
     }
 
     /// Stops serving.
