@@ -185,7 +185,7 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 
 impl LimitArgs {
     fn config(&self, state_dir: &Path) -> Result<crate::scheduler::SchedulerConfig, Failure> {
-        let mut config = crate::scheduler::SchedulerConfig::new(state_dir.join("logs"));
+        let mut config = crate::scheduler::SchedulerConfig::new(state_dir);
         config.prices = load_prices(state_dir)?;
         config.parallel = self.parallel as usize;
         config.group_limits = self.group_limits.iter().cloned().collect();

@@ -44,6 +44,12 @@ pub struct SchedulerConfig {
     pub stop_grace: Duration,
     /// Where job logs go (`<logs_dir>/<job>/<attempt>.log`).
     pub logs_dir: PathBuf,
+    /// Where results go (`<artifacts_dir>/<job>/`).
+    pub artifacts_dir: PathBuf,
+    /// Repository mirrors.
+    pub cache_dir: PathBuf,
+    /// Scratch work trees (`<work_dir>/<job>-<attempt>`), removed once uploaded.
+    pub work_dir: PathBuf,
     /// Cap of each stored log, bytes.
     pub log_cap: u64,
     /// How often the dispatcher looks at the queue and at cancel requests.
@@ -58,14 +64,17 @@ pub struct SchedulerConfig {
 
 impl SchedulerConfig {
     /// Defaults for a state dir.
-    pub fn new(logs_dir: PathBuf) -> Self {
+    pub fn new(state_dir: &std::path::Path) -> Self {
         SchedulerConfig {
+            logs_dir: state_dir.join("logs"),
+            artifacts_dir: state_dir.join("artifacts"),
+            cache_dir: state_dir.join("cache").join("repos"),
+            work_dir: state_dir.join("work"),
             parallel: 4,
             group_limits: HashMap::new(),
             host_cpus: None,
             host_memory: None,
             stop_grace: Duration::from_secs(10),
-            logs_dir,
             log_cap: logfile::DEFAULT_LOG_CAP,
             tick: Duration::from_millis(200),
             jobs_dir: None,

@@ -18,7 +18,7 @@ struct Harness {
 fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = SharedStore::new(Store::open(dir.path()).unwrap());
-    let mut config = SchedulerConfig::new(dir.path().join("logs"));
+    let mut config = SchedulerConfig::new(dir.path());
     config.tick = Duration::from_millis(20);
     config.stop_grace = Duration::from_millis(300);
     Harness {

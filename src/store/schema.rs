@@ -87,4 +87,16 @@ CREATE TABLE usage (
     PRIMARY KEY (job_id, attempt, role)
 );
 "#,
+    // 3: agent transcripts: both directions, timestamped.
+    r#"
+CREATE TABLE transcript (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id    TEXT NOT NULL REFERENCES jobs(id),
+    attempt   INTEGER NOT NULL,
+    at        TEXT NOT NULL,
+    direction TEXT NOT NULL,               -- out: Aider printed; in: the runner typed
+    text      TEXT NOT NULL
+);
+CREATE INDEX transcript_by_attempt ON transcript(job_id, attempt, seq);
+"#,
 ];

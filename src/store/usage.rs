@@ -1,4 +1,5 @@
-//! Gateway bookkeeping: per-attempt tokens (only their hashes) and metered LLM usage.
+//! Gateway and agent bookkeeping: per-attempt tokens (only their hashes), metered LLM usage, and
+//! agent transcripts.
 
 use super::{Result, Store};
 use crate::state::{now_rfc3339, JobId};
@@ -168,6 +169,30 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Appends transcript entries (at, direction, text) of attempt `n`.
+    pub fn add_transcript(&mut self, id: &JobId, n: u32, rows: &[(String, String, String)]) -> Result<()> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare(
+                "INSERT INTO transcript (job_id, attempt, at, direction, text) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (at, direction, text) in rows {
+                stmt.execute(params![id.as_str(), n, at, direction, text])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Transcript entries (at, direction, text) of attempt `n`, in order.
+    pub fn transcript(&self, id: &JobId, n: u32) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, direction, text FROM transcript WHERE job_id = ?1 AND attempt = ?2 ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![id.as_str(), n], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// A value kept in the meta table (for example the gateway's port).
