@@ -5,6 +5,8 @@ pub mod agent;
 pub mod cli;
 pub mod job;
 pub mod llm;
+pub mod repo;
+pub mod result;
 pub mod sandbox;
 pub mod scheduler;
 pub mod state;

@@ -3,4 +3,7 @@
 //! them to a sandbox, a repository and the result export (`run`).
 
 pub mod manager;
+pub mod parse;
 pub mod protocol;
+pub mod run;
+pub mod session;

@@ -1,12 +1,21 @@
 //! `runner images build [NAME] [--ca-bundle FILE] [--if-missing]`
+//!
+//! The aider build also reads `RUNNER_AIDER_BASE` (its `BASE` image) and `RUNNER_WHEELS_DIR`
+//! (wheels to install from instead of a package index); they stand in for `--base` and
+//! `--wheels` until those flags exist.
 
 use super::exit::{CmdResult, Failure, SUCCESS};
-use crate::sandbox::images::{BuildOptions, ImageError, IMAGE_NAMES};
+use crate::sandbox::images::{BuildOptions, ImageError, HOST_CA_BUNDLE, IMAGE_NAMES};
 use crate::sandbox::{DockerSandbox, Sandbox};
 use std::path::{Path, PathBuf};
 
+/// Env var naming the aider image's base (future `--base IMAGE`).
+const AIDER_BASE_ENV: &str = "RUNNER_AIDER_BASE";
+/// Env var naming a directory of wheels for the aider image (future `--wheels DIR`).
+const WHEELS_DIR_ENV: &str = "RUNNER_WHEELS_DIR";
+
 pub async fn build(
-    _state_dir: &Path,
+    state_dir: &Path,
     name: Option<&str>,
     ca_bundle: Option<PathBuf>,
     if_missing: bool,
@@ -23,9 +32,9 @@ pub async fn build(
     let sandbox = super::connect_docker().await?;
     let opts = BuildOptions {
         ca_bundle,
-        // A scratch dir outside the state dir: builds often run under sudo, and a root-owned
-        // state dir would lock the user out of it.
-        work_dir: std::env::temp_dir().join(format!("runner-images-{}", std::process::id())),
+        work_dir: state_dir.join("cache").join("images"),
+        base: non_empty_env(AIDER_BASE_ENV),
+        wheels: non_empty_env(WHEELS_DIR_ENV).map(PathBuf::from),
     };
     for name in names {
         let image = DockerSandbox::image_ref(name).expect("known image");
@@ -34,14 +43,30 @@ pub async fn build(
             continue;
         }
         eprintln!("runner: building {image}");
+        let mut opts = opts.clone();
+        if name == "aider" && opts.ca_bundle.is_none() && Path::new(HOST_CA_BUNDLE).is_file() {
+            // Package downloads on our build machines pass through a TLS-inspecting proxy.
+            eprintln!(
+                "runner: adding the host's CA bundle {HOST_CA_BUNDLE} to the build \
+                 (for TLS-inspecting proxies; --ca-bundle chooses another)"
+            );
+            opts.ca_bundle = Some(PathBuf::from(HOST_CA_BUNDLE));
+        }
+        let started = std::time::Instant::now();
         let built = sandbox
             .build_image(name, &opts)
             .await
             .map_err(|e| match e {
-                ImageError::Unknown(_) | ImageError::CaBundle(_) => Failure::invalid(e.to_string()),
+                ImageError::Unknown(_) | ImageError::CaBundle(_) | ImageError::Wheels { .. } => {
+                    Failure::invalid(e.to_string())
+                }
                 other => Failure::environment(other.to_string()),
             })?;
-        eprintln!("runner: built {built}");
+        eprintln!("runner: built {built} in {}s", started.elapsed().as_secs());
     }
     Ok(SUCCESS)
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

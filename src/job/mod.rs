@@ -9,6 +9,7 @@ mod hostile;
 mod load;
 mod locate;
 mod numbers;
+mod output;
 mod paths;
 mod raw;
 mod settings;

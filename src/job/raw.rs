@@ -123,12 +123,19 @@ pub(crate) struct RawBudget {
     pub usd: Option<Usd>,
 }
 
-/// `output: { mode, branch }`.
+/// `output: { mode, branch, token_env, base, api_url, title }`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping like `{ mode: patch }`")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping like `{ mode: pr, branch: runner/fix-greeting }`"
+)]
 pub(crate) struct RawOutput {
     pub mode: Option<OutputMode>,
     pub branch: Option<GitRef>,
+    pub token_env: Option<EnvName>,
+    pub base: Option<GitRef>,
+    pub api_url: Option<HttpUrl>,
+    pub title: Option<NonEmptyText>,
 }
 
 #[cfg(test)]

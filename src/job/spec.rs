@@ -281,12 +281,59 @@ pub struct Budget {
     pub usd: Option<f64>,
 }
 
-/// How the result leaves the sandbox.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// GitHub's own REST API: the default `output.api_url`.
+pub const DEFAULT_GITHUB_API: &str = "https://api.github.com";
+/// Host variable holding the GitHub token when `output.token_env` is not set.
+pub const DEFAULT_TOKEN_ENV: &str = "GITHUB_TOKEN";
+/// Branch a pull request targets when neither `output.base` nor `ref` is set.
+pub const DEFAULT_PR_BASE: &str = "main";
+
+/// How the result leaves the sandbox. The fields after `branch` were added later: specs stored
+/// before them read back with their defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputSettings {
     pub mode: OutputMode,
     /// Branch name for `branch` / `pr` (default `runner/<name>-<job id>`).
     pub branch: Option<String>,
+    /// Name of the host env var holding the GitHub token for `pr` (default `GITHUB_TOKEN`).
+    /// The token is used on the host only; it never enters the sandbox.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// Branch the pull request targets (default: the job's `ref`, else `main`).
+    #[serde(default = "default_pr_base")]
+    pub base: String,
+    /// GitHub REST API root (default `https://api.github.com`; GitHub Enterprise uses
+    /// `https://HOST/api/v3`).
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// Pull request title (default: made from the job's name).
+    #[serde(default)]
+    pub title: Option<String>,
+}
+
+fn default_token_env() -> String {
+    DEFAULT_TOKEN_ENV.into()
+}
+
+fn default_pr_base() -> String {
+    DEFAULT_PR_BASE.into()
+}
+
+fn default_api_url() -> String {
+    DEFAULT_GITHUB_API.into()
+}
+
+impl Default for OutputSettings {
+    fn default() -> Self {
+        OutputSettings {
+            mode: OutputMode::default(),
+            branch: None,
+            token_env: default_token_env(),
+            base: default_pr_base(),
+            api_url: default_api_url(),
+            title: None,
+        }
+    }
 }
 
 /// The form of the result: a patch file, a pushed branch, or a pull request.

@@ -262,7 +262,7 @@ mod tests {
             "output.branch: `x.lock` is not a valid git ref",
         );
         let spec = ok(&format!(
-            "{AGENT}ref: v1.2.3\noutput: {{ mode: pr, branch: runner/fix-1 }}\n"
+            "{AGENT}ref: v1.2.3\nrepo: https://github.com/org/app.git\noutput: {{ mode: pr, branch: runner/fix-1 }}\n"
         ));
         assert_eq!(spec.git_ref.as_deref(), Some("v1.2.3"));
         assert_eq!(spec.output.branch.as_deref(), Some("runner/fix-1"));

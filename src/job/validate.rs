@@ -3,12 +3,13 @@
 //! first) and located at the key it is about.
 
 use super::locate::{locate, locate_or_parent};
+use super::output::output_settings;
 use super::paths::{base_dir, check_repo_url, is_repo_url, resolve};
 use super::raw::RawJob;
 use super::settings::{llm_settings, manager_settings};
 use super::spec::{
-    AgentSettings, Budget, JobKind, JobSpec, ManagerSettings, NetworkMode, OutputSettings,
-    RepoSource, Resources, DEFAULT_AGENT_IMAGE,
+    AgentSettings, Budget, JobKind, JobSpec, ManagerSettings, NetworkMode, RepoSource, Resources,
+    DEFAULT_AGENT_IMAGE,
 };
 use super::JobError;
 use std::path::Path;
@@ -125,7 +126,14 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
             .map_or(agent_defaults.edit_format, |f| f.0),
     };
     let budget = raw.budget.as_ref();
-    let output = raw.output.as_ref();
+    // A command job's `output` is already an error; its contents would only add noise.
+    let output = output_settings(
+        &mut p,
+        raw.output.as_ref().filter(|_| !is_command),
+        raw.repo.is_some(),
+        repo.as_ref(),
+        raw.git_ref.as_ref().map(|r| r.0.as_str()),
+    );
 
     let (Some(name), Some(kind), true) = (raw.name, kind, p.errors.is_empty()) else {
         p.errors.sort_by_key(|e| e.location);
@@ -156,10 +164,7 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
             usd: budget.and_then(|b| b.usd).map(|u| u.0),
         },
         verify: raw.verify.map(|v| v.0),
-        output: OutputSettings {
-            mode: output.and_then(|o| o.mode).unwrap_or_default(),
-            branch: output.and_then(|o| o.branch.clone()).map(|b| b.0),
-        },
+        output,
     })
 }
 

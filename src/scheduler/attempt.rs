@@ -6,12 +6,12 @@ use super::logfile::CappedLog;
 use super::{Event, SchedulerConfig};
 use crate::job::{JobKind, JobSpec, NetworkMode};
 use crate::sandbox::{
-    ContainerPlan, ExitStatus, Labels, OutputStream, Sandbox, SandboxError, Secret,
+    ContainerPlan, ExitStatus, Labels, Launched, OutputStream, Sandbox, SandboxError, Secret,
 };
 use crate::state::{parse_rfc3339, JobState, Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
 use futures_util::StreamExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
@@ -95,30 +95,47 @@ impl<S: Sandbox> Attempt<S> {
     /// Runs the attempt; `Err` is a failure that no retry can cure.
     async fn execute(&self) -> Result<Outcome, Outcome> {
         let spec = &self.job.spec;
-        let command = runnable_command(spec)?;
         let secrets = read_secrets(spec)?;
         let labels = Labels {
             state: self.store.state_id(),
             job: self.job.id.to_string(),
             attempt: self.attempt.n,
         };
-        let plan = ContainerPlan::for_command(
-            spec,
-            &command,
-            labels,
-            secrets,
-            self.config.stop_grace.as_secs() as i64,
-        );
-        let mut plan = plan;
+        let grace = self.config.stop_grace.as_secs() as i64;
+        let mut plan = match &spec.kind {
+            JobKind::Command { command } => {
+                ContainerPlan::for_command(spec, command, labels, secrets, grace)
+            }
+            JobKind::Task { .. } => {
+                if spec.network != NetworkMode::Llm {
+                    return Err(Outcome::failed(
+                        Reason::Infra,
+                        None,
+                        "agent jobs reach their model only through the LLM gateway: use network: llm",
+                    ));
+                }
+                crate::agent::run::plan(spec, labels, secrets, grace)
+            }
+        };
         self.connect_llm(&mut plan).await?;
+        let prepared = match &spec.kind {
+            JobKind::Task { .. } => {
+                let work = self
+                    .config
+                    .work_dir
+                    .join(format!("{}-{}", self.job.id, self.attempt.n));
+                Some(crate::agent::run::prepare(spec, &self.config.cache_dir, &work).await?)
+            }
+            JobKind::Command { .. } => None,
+        };
         let name = self.attempt.container.clone();
         debug_assert_eq!(plan.name, name);
         if self.cancel.is_cancelled() {
             let _ = self.sandbox.remove(&name).await;
             return Ok(Outcome::Cancelled);
         }
-        let live = match self.sandbox.launch(&plan).await {
-            Ok(launched) => launched.output,
+        let launched = match self.sandbox.launch(&plan).await {
+            Ok(launched) => launched,
             Err(e) => {
                 let _ = self.sandbox.remove(&name).await;
                 let missing_image = matches!(e, SandboxError::ImageMissing { .. });
@@ -136,29 +153,11 @@ impl<S: Sandbox> Attempt<S> {
             Ok(false) => {}
             Err(e) => tracing::warn!(job = %self.job.id, "cannot record running: {e}"),
         }
-
-        // An adopted container's output is read back from the engine: follow it live, and once
-        // it has exited read it whole again (following can miss the last output).
-        let adopted = live.is_none();
-        let output = live.unwrap_or_else(|| self.sandbox.logs(&name, true));
         let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
-        let copy = tokio::spawn(copy_output(output, path.clone(), self.config.log_cap));
-        let outcome = self.supervise(&name).await;
-        let mut stored = match tokio::time::timeout(Duration::from_secs(30), copy).await {
-            Ok(Ok(stored)) => stored,
-            _ => {
-                tracing::warn!(job = %self.job.id, "output copy did not finish within 30s");
-                false
-            }
+        let (outcome, stored) = match prepared {
+            Some(prepared) => self.run_agent(&name, launched, prepared, &path).await,
+            None => self.run_command(&name, launched, &path).await,
         };
-        if adopted {
-            stored = copy_output(
-                self.sandbox.logs(&name, false),
-                path.clone(),
-                self.config.log_cap,
-            )
-            .await;
-        }
         if stored {
             let (id, n) = (self.job.id.clone(), self.attempt.n);
             let path = path.display().to_string();
@@ -182,6 +181,105 @@ impl<S: Sandbox> Attempt<S> {
             }
         }
         Ok(outcome)
+    }
+
+    /// A plain command: copy its output while it runs; returns the outcome and whether the log
+    /// was stored.
+    async fn run_command(&self, name: &str, launched: Launched, path: &Path) -> (Outcome, bool) {
+        // An adopted container's output is read back from the engine: follow it live, and once
+        // it has exited read it whole again (following can miss the last output).
+        let adopted = launched.output.is_none();
+        let output = launched
+            .output
+            .unwrap_or_else(|| self.sandbox.logs(name, true));
+        let copy = tokio::spawn(copy_output(output, path.to_path_buf(), self.config.log_cap));
+        let outcome = self
+            .supervise(name, false, std::future::pending::<Option<Outcome>>())
+            .await;
+        let mut stored = match tokio::time::timeout(Duration::from_secs(30), copy).await {
+            Ok(Ok(stored)) => stored,
+            _ => {
+                tracing::warn!(job = %self.job.id, "output copy did not finish within 30s");
+                false
+            }
+        };
+        if adopted {
+            stored = copy_output(
+                self.sandbox.logs(name, false),
+                path.to_path_buf(),
+                self.config.log_cap,
+            )
+            .await;
+        }
+        (outcome, stored)
+    }
+
+    /// An agent: upload the workspace, start the Aider session and let the manager drive it.
+    async fn run_agent(
+        &self,
+        name: &str,
+        launched: Launched,
+        prepared: crate::agent::run::Prepared,
+        path: &Path,
+    ) -> (Outcome, bool) {
+        let (Some(output), Some(input), Some(llm)) = (launched.output, launched.input, &self.llm)
+        else {
+            // Adopted after a restart: Aider's session cannot be picked up again.
+            let _ = self.sandbox.stop(name, self.config.stop_grace).await;
+            return (
+                Outcome::failed(
+                    Reason::Lost,
+                    None,
+                    "the agent session cannot be resumed after the runner restarted",
+                ),
+                false,
+            );
+        };
+        let base = match crate::agent::run::upload(self.sandbox.as_ref(), name, prepared).await {
+            Ok(base) => base,
+            Err(outcome) => {
+                let _ = self.sandbox.stop(name, self.config.stop_grace).await;
+                return (outcome, false);
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = tokio::spawn(crate::agent::run::write_transcript(
+            rx,
+            path.to_path_buf(),
+            self.config.log_cap,
+            self.store.clone(),
+            self.job.id.clone(),
+            self.attempt.n,
+        ));
+        let session =
+            crate::agent::session::Session::start(output, input, tx, crate::agent::run::QUIET);
+        let progress = |state: JobState, detail: Option<String>| self.emit(state, detail);
+        let drive = crate::agent::run::Drive {
+            sandbox: self.sandbox.as_ref(),
+            store: &self.store,
+            gateway: &llm.gateway,
+            spec: &self.job.spec,
+            job: &self.job.id,
+            attempt: self.attempt.n,
+            container: name,
+            base,
+            artifacts: self.config.artifacts_dir.join(self.job.id.as_str()),
+            cache: self.config.cache_dir.clone(),
+            progress: &progress,
+        };
+        let work = async move {
+            match drive.run(session).await {
+                crate::agent::run::DriveEnd::Done(outcome) => Some(outcome),
+                crate::agent::run::DriveEnd::AiderExited => None,
+            }
+        };
+        let outcome = self.supervise(name, true, work).await;
+        // The container is stopped by now: the session's output has ended, so the writer ends.
+        let stored = match tokio::time::timeout(Duration::from_secs(30), writer).await {
+            Ok(Ok(stored)) => stored,
+            _ => false,
+        };
+        (outcome, stored)
     }
 
     /// For `network: llm`: joins the gateway's network and gives the container a fresh token.
@@ -223,8 +321,15 @@ impl<S: Sandbox> Attempt<S> {
         Ok(())
     }
 
-    /// Waits for the container, enforcing the deadline and honouring cancellation.
-    async fn supervise(&self, name: &str) -> Outcome {
+    /// Waits for `work` (the agent's manager loop; `None` when Aider exited) or the container's
+    /// exit, enforcing the deadline and honouring cancellation and the budget. The container is
+    /// stopped when this returns.
+    async fn supervise(
+        &self,
+        name: &str,
+        agent: bool,
+        work: impl std::future::Future<Output = Option<Outcome>>,
+    ) -> Outcome {
         let spec = &self.job.spec;
         let started =
             parse_rfc3339(&self.attempt.started_at).unwrap_or_else(time::OffsetDateTime::now_utc);
@@ -235,6 +340,7 @@ impl<S: Sandbox> Attempt<S> {
         let deadline = tokio::time::Instant::now() + remaining;
 
         enum Why {
+            Done(Outcome),
             Exited(Result<ExitStatus, SandboxError>),
             Timeout,
             Cancelled,
@@ -246,33 +352,37 @@ impl<S: Sandbox> Attempt<S> {
             .map(|l| l.gateway.budget_signal(&self.job.id))
             .unwrap_or_default();
         let why = tokio::select! {
-            status = self.sandbox.wait(name) => Why::Exited(status),
-            _ = tokio::time::sleep_until(deadline) => Why::Timeout,
+            biased;
             _ = self.cancel.cancelled() => Why::Cancelled,
             _ = budget.cancelled() => Why::Budget,
+            _ = tokio::time::sleep_until(deadline) => Why::Timeout,
+            end = work => match end {
+                Some(outcome) => Why::Done(outcome),
+                None => Why::Exited(self.sandbox.wait(name).await),
+            },
+            status = self.sandbox.wait(name) => Why::Exited(status),
         };
         let status = match why {
             Why::Exited(status) => status,
-            Why::Timeout | Why::Cancelled | Why::Budget => {
+            Why::Done(_) | Why::Timeout | Why::Cancelled | Why::Budget => {
                 if let Err(e) = self.sandbox.stop(name, self.config.stop_grace).await {
                     tracing::warn!(container = %name, "stop failed: {e}");
                 }
                 // The stop returns once the container is gone or killed; wait to be sure.
                 let _ = self.sandbox.wait(name).await;
-                if matches!(why, Why::Cancelled) {
-                    return Outcome::Cancelled;
-                }
-                if matches!(why, Why::Budget) {
-                    return budget_outcome(spec);
-                }
-                return Outcome::failed(
-                    Reason::Timeout,
-                    None,
-                    format!(
-                        "ran past its {} timeout and was stopped",
-                        crate::job::units::format_duration(spec.timeout)
+                return match why {
+                    Why::Done(outcome) => outcome,
+                    Why::Cancelled => Outcome::Cancelled,
+                    Why::Budget => budget_outcome(spec),
+                    _ => Outcome::failed(
+                        Reason::Timeout,
+                        None,
+                        format!(
+                            "ran past its {} timeout and was stopped",
+                            crate::job::units::format_duration(spec.timeout)
+                        ),
                     ),
-                );
+                };
             }
         };
         // A job that ended on its own after the gateway refused it for budget failed for budget.
@@ -280,6 +390,15 @@ impl<S: Sandbox> Attempt<S> {
             return budget_outcome(spec);
         }
         match status {
+            // Aider leaving before the manager finished is a failure, whatever its exit code.
+            Ok(status) if agent && !status.oom_killed => Outcome::failed(
+                Reason::ExitCode,
+                Some(status.code),
+                format!(
+                    "aider exited (code {}) before the work was finished",
+                    status.code
+                ),
+            ),
             Ok(status) => exit_outcome(status, spec),
             Err(SandboxError::NoSuchContainer(_)) => Outcome::failed(
                 Reason::Lost,
@@ -324,18 +443,6 @@ async fn copy_output(mut output: OutputStream, path: PathBuf, cap: u64) -> bool 
             tracing::error!(path = %path.display(), "cannot finish log: {e}");
             false
         }
-    }
-}
-
-/// The command a job runs, or why it cannot run in this build.
-fn runnable_command(spec: &JobSpec) -> Result<Vec<String>, Outcome> {
-    match &spec.kind {
-        JobKind::Command { command } => Ok(command.clone()),
-        JobKind::Task { .. } => Err(Outcome::failed(
-            Reason::Infra,
-            None,
-            "agent jobs (task:) need the Aider runtime, which this runner does not have yet",
-        )),
     }
 }
 

@@ -262,7 +262,7 @@ impl<S: Sandbox> Dispatcher<S> {
 
     /// Spawns the task of one attempt and accounts for what it holds.
     pub(crate) async fn start(&mut self, job: JobRecord, attempt: AttemptRecord) {
-        let llm = if job.spec.network == crate::job::NetworkMode::Llm {
+        let llm = if job.spec.network == crate::job::NetworkMode::Llm || job.spec.is_agent() {
             match self.llm_access().await {
                 Ok(access) => Some(access),
                 Err(why) => {

@@ -172,7 +172,12 @@ impl Store {
     }
 
     /// Appends transcript entries (at, direction, text) of attempt `n`.
-    pub fn add_transcript(&mut self, id: &JobId, n: u32, rows: &[(String, String, String)]) -> Result<()> {
+    pub fn add_transcript(
+        &mut self,
+        id: &JobId,
+        n: u32,
+        rows: &[(String, String, String)],
+    ) -> Result<()> {
         self.write(|tx| {
             let mut stmt = tx.prepare(
                 "INSERT INTO transcript (job_id, attempt, at, direction, text) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -190,7 +195,9 @@ impl Store {
             "SELECT at, direction, text FROM transcript WHERE job_id = ?1 AND attempt = ?2 ORDER BY seq",
         )?;
         let rows = stmt
-            .query_map(params![id.as_str(), n], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![id.as_str(), n], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }

@@ -52,10 +52,16 @@ impl Env {
 
     /// Starts `runner daemon ARGS...` in the background (killed at the end of the test).
     pub fn spawn_daemon(&mut self, args: &[&str]) -> u32 {
+        self.spawn_daemon_env(args, &[])
+    }
+
+    /// Like `spawn_daemon`, with extra environment variables.
+    pub fn spawn_daemon_env(&mut self, args: &[&str], vars: &[(&str, &str)]) -> u32 {
         let child = self
             .cmd()
             .arg("daemon")
             .args(args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

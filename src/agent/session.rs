@@ -1,0 +1,697 @@
+//! One Aider process driven through its stdio: a reader task decodes its output and copies every
+//! chunk to the transcript; the [`Session`] waits for Aider's prompt (answering its yes/no
+//! questions by policy meanwhile), collects the progress markers of each turn, and types messages.
+//!
+//! Readiness (DESIGN.md, AIDER.md): the output ends in a prompt at the start of a line and nothing
+//! more arrives for the quiet period. A prompt or question only counts once Aider has ended a line
+//! after the runner last typed something: until then the line on screen is the prompt just
+//! answered, or the prompts Aider prints again for each continuation line of a multi-line message
+//! (`> > > ` on one line, then the newline Aider prints after reading the whole block).
+
+use super::parse::{self, AiderEvent, PromptState};
+use crate::sandbox::{InputStream, OutputStream};
+use futures_util::StreamExt;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Who produced a transcript entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Aider printed it.
+    Out,
+    /// The runner typed it.
+    In,
+}
+
+/// One chunk of the conversation, as it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TranscriptEntry {
+    /// RFC 3339 UTC.
+    pub at: String,
+    pub direction: Direction,
+    /// Exactly what was printed or typed.
+    pub text: String,
+}
+
+/// What Aider printed between two moments it was ready for input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turn {
+    /// All output since the previous turn ended (or the start), ending with the prompt.
+    pub output: String,
+    /// The progress markers in the complete lines of `output`, in order.
+    pub events: Vec<AiderEvent>,
+    /// The mode prefix of the prompt that ended the turn (`diff` for `diff> `), if any.
+    pub mode: Option<String>,
+}
+
+/// Why a session cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Aider's output ended: the process exited. `output` is what it printed since the last turn.
+    #[error("aider exited")]
+    Exited { output: String },
+    /// Reading Aider's output or writing its input failed.
+    #[error("aider's stdio failed: {0}")]
+    Io(String),
+}
+
+/// Longest part of the current output line kept for prompt and marker detection. Prompts,
+/// questions and markers are far shorter; a longer line is neither a prompt nor a question.
+const LINE_MAX: usize = 4096;
+
+/// A running Aider process behind its stdio.
+pub struct Session {
+    /// Decoded output from the reader task, in order; an `Err` when the stream failed. Closed when
+    /// the output ended.
+    chunks: mpsc::UnboundedReceiver<Result<String, String>>,
+    /// Aider's stdin; `None` once closed.
+    input: Option<InputStream>,
+    /// Where what the runner types is recorded (the reader task records the output).
+    transcript: mpsc::UnboundedSender<TranscriptEntry>,
+    /// How long the output must stay unchanged after a prompt or question before it counts.
+    quiet: Duration,
+    /// Output since the previous turn ended: the next turn's `output`.
+    output: String,
+    /// Markers from the complete lines of `output`.
+    events: Vec<AiderEvent>,
+    /// The current unfinished output line (its first `LINE_MAX` bytes, from the last `\r`).
+    line: String,
+    /// The current line is longer than `LINE_MAX`.
+    line_overflow: bool,
+    /// False from the moment the runner types something until Aider ends a line: the line on
+    /// screen until then is the prompt or question already answered.
+    fresh: bool,
+}
+
+impl Session {
+    /// Spawns a reader task over `output`; every chunk also goes to `transcript`. `quiet` is how
+    /// long a prompt must stand with no further output before it counts as ready (~50 ms).
+    pub fn start(
+        output: OutputStream,
+        input: InputStream,
+        transcript: mpsc::UnboundedSender<TranscriptEntry>,
+        quiet: Duration,
+    ) -> Session {
+        let (chunks_tx, chunks) = mpsc::unbounded_channel();
+        tokio::spawn(read_output(output, chunks_tx, transcript.clone()));
+        Session {
+            chunks,
+            input: Some(input),
+            transcript,
+            quiet,
+            output: String::new(),
+            events: Vec::new(),
+            line: String::new(),
+            line_overflow: false,
+            fresh: true,
+        }
+    }
+
+    /// Waits until Aider is ready for input (its output ends in a prompt and nothing more arrives
+    /// for `quiet`), answering yes/no questions by policy meanwhile (the answers are sent and
+    /// transcribed as In). No timeout inside: callers wrap it in `tokio::time::timeout`; dropping
+    /// the future loses no output (it stays for the next call).
+    pub async fn wait_ready(&mut self) -> Result<Turn, SessionError> {
+        loop {
+            let chunk = match self.pending() {
+                None => self.chunks.recv().await,
+                Some(state) => match tokio::time::timeout(self.quiet, self.chunks.recv()).await {
+                    Ok(chunk) => chunk,
+                    Err(_quiet) => match state {
+                        PromptState::Ready { mode } => return Ok(self.end_turn(mode)),
+                        PromptState::Question { text, default_yes } => {
+                            let reply = parse::answer(&text, default_yes);
+                            self.type_text(&format!("{reply}\n")).await?;
+                            continue;
+                        }
+                        PromptState::Busy => unreachable!("pending() never returns Busy"),
+                    },
+                },
+            };
+            match chunk {
+                Some(Ok(text)) => self.absorb(&text),
+                Some(Err(message)) => return Err(SessionError::Io(message)),
+                None => {
+                    return Err(SessionError::Exited {
+                        output: std::mem::take(&mut self.output),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Types a message (formatted by [`parse::format_input`]) and transcribes it as In.
+    pub async fn send(&mut self, message: &str) -> Result<(), SessionError> {
+        self.type_text(&parse::format_input(message)).await
+    }
+
+    /// Closes stdin (Aider exits 0 at its prompt on EOF); the next `wait_ready` then reports
+    /// [`SessionError::Exited`] instead of the prompt that is still on screen.
+    pub async fn close_input(&mut self) {
+        self.fresh = false;
+        if let Some(mut input) = self.input.take() {
+            // Aider may already be gone; its exit shows up as the end of the output.
+            let _ = input.shutdown().await;
+        }
+    }
+
+    /// The prompt or question the output ends with, if it may count.
+    fn pending(&self) -> Option<PromptState> {
+        if !self.fresh || self.line_overflow {
+            return None;
+        }
+        match parse::prompt_state(&self.line) {
+            PromptState::Busy => None,
+            state => Some(state),
+        }
+    }
+
+    /// Takes in one chunk of output.
+    fn absorb(&mut self, text: &str) {
+        self.output.push_str(text);
+        let mut rest = text;
+        while let Some(end) = rest.find('\n') {
+            self.extend_line(&rest[..end]);
+            self.end_line();
+            self.fresh = true;
+            rest = &rest[end + 1..];
+        }
+        self.extend_line(rest);
+    }
+
+    /// Finishes the current line: its markers are collected and a new line starts.
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        self.events.extend(parse::events(&line));
+        self.line_overflow = false;
+    }
+
+    /// Adds text without newlines to the current line. A `\r` followed by more text starts the
+    /// line over, as on a terminal (a trailing one may be half of a CRLF and is kept).
+    fn extend_line(&mut self, mut text: &str) {
+        if let Some(cr) = text.rfind('\r') {
+            if cr + 1 < text.len() {
+                self.line.clear();
+                self.line_overflow = false;
+                text = &text[cr + 1..];
+            }
+        }
+        if self.line_overflow {
+            return;
+        }
+        if self.line.len() + text.len() <= LINE_MAX {
+            self.line.push_str(text);
+            return;
+        }
+        let mut cut = LINE_MAX - self.line.len();
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.line.push_str(&text[..cut]);
+        self.line_overflow = true;
+    }
+
+    fn end_turn(&mut self, mode: Option<String>) -> Turn {
+        Turn {
+            output: std::mem::take(&mut self.output),
+            events: std::mem::take(&mut self.events),
+            mode,
+        }
+    }
+
+    /// Writes to Aider's stdin and transcribes it.
+    async fn type_text(&mut self, text: &str) -> Result<(), SessionError> {
+        // Before writing: whatever is on screen now has been answered, even if the write fails.
+        self.fresh = false;
+        // Input is not echoed and Aider does not always print a newline after reading it (it
+        // does not after answering a question), so its next output may continue the answered
+        // line; on a terminal the typed newline would end it. End it here too, so a marker
+        // printed next still starts a line.
+        self.end_line();
+        let Some(input) = self.input.as_mut() else {
+            return Err(SessionError::Io(
+                "aider's stdin is already closed".to_string(),
+            ));
+        };
+        let written = async {
+            input.write_all(text.as_bytes()).await?;
+            input.flush().await
+        };
+        written
+            .await
+            .map_err(|e| SessionError::Io(format!("writing to aider's stdin: {e}")))?;
+        let _ = self.transcript.send(entry(Direction::In, text.to_string()));
+        Ok(())
+    }
+}
+
+fn entry(direction: Direction, text: String) -> TranscriptEntry {
+    TranscriptEntry {
+        at: crate::state::now_rfc3339(),
+        direction,
+        text,
+    }
+}
+
+/// Decodes Aider's output and hands each chunk to the session and the transcript, until the
+/// output ends or fails, or nobody listens any more. It holds at most an incomplete UTF-8
+/// sequence between chunks.
+async fn read_output(
+    mut output: OutputStream,
+    chunks: mpsc::UnboundedSender<Result<String, String>>,
+    transcript: mpsc::UnboundedSender<TranscriptEntry>,
+) {
+    let mut decoder = Utf8Decoder::default();
+    let forward = |text: String| {
+        let _ = transcript.send(entry(Direction::Out, text.clone()));
+        let to_session = chunks.send(Ok(text));
+        to_session.is_ok() || !transcript.is_closed()
+    };
+    while let Some(item) = output.next().await {
+        match item {
+            Ok(bytes) => {
+                let text = decoder.decode(&bytes);
+                if !text.is_empty() && !forward(text) {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = chunks.send(Err(format!("reading aider's output: {e}")));
+                return;
+            }
+        }
+    }
+    let rest = decoder.finish();
+    if !rest.is_empty() {
+        forward(rest);
+    }
+}
+
+/// UTF-8 decoding across chunk boundaries: a sequence split between two chunks is completed
+/// with the next one; invalid bytes become U+FFFD.
+#[derive(Default)]
+struct Utf8Decoder {
+    /// The start of a sequence the last chunk ended in the middle of (at most 3 bytes).
+    pending: Vec<u8>,
+}
+
+impl Utf8Decoder {
+    fn decode(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::with_capacity(self.pending.len());
+        let mut rest: &[u8] = &self.pending;
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(text) => {
+                    out.push_str(text);
+                    rest = &[];
+                    break;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    out.push_str(std::str::from_utf8(valid).expect("checked valid"));
+                    match e.error_len() {
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        None => {
+                            rest = after;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.pending = rest.to_vec();
+        out
+    }
+
+    /// What is left when the output ends: an incomplete sequence, as U+FFFD.
+    fn finish(&mut self) -> String {
+        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::SandboxError;
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::time::{sleep, timeout, Instant};
+
+    const QUIET: Duration = Duration::from_millis(50);
+    /// How long a test watches a session that must not become ready (several quiet periods).
+    const NOT_READY: Duration = Duration::from_millis(300);
+    /// Scheduling slack allowed on top of an expected wait.
+    const SLACK: Duration = Duration::from_millis(500);
+
+    /// `elapsed` is `expected`, give or take the scheduler.
+    fn about(elapsed: Duration, expected: Duration) -> bool {
+        elapsed >= expected && elapsed < expected + SLACK
+    }
+
+    /// A session over in-memory stdio, and the test's ends of it.
+    struct Harness {
+        session: Session,
+        /// Feeds Aider's output.
+        out: mpsc::UnboundedSender<Result<Bytes, SandboxError>>,
+        /// Reads what the session typed.
+        stdin: DuplexStream,
+        transcript: mpsc::UnboundedReceiver<TranscriptEntry>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let (out, mut rx) = mpsc::unbounded_channel::<Result<Bytes, SandboxError>>();
+            let output: OutputStream =
+                futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
+            let (ours, stdin) = tokio::io::duplex(64 * 1024);
+            let (transcript_tx, transcript) = mpsc::unbounded_channel();
+            let session = Session::start(output, Box::pin(ours), transcript_tx, QUIET);
+            Harness {
+                session,
+                out,
+                stdin,
+                transcript,
+            }
+        }
+
+        fn print(&self, text: &str) {
+            self.print_bytes(text.as_bytes());
+        }
+
+        fn print_bytes(&self, bytes: &[u8]) {
+            self.out
+                .send(Ok(Bytes::copy_from_slice(bytes)))
+                .expect("session reader alive");
+        }
+
+        /// Everything typed so far (waits briefly for it to arrive).
+        async fn typed(&mut self) -> String {
+            let mut buf = vec![0; 64 * 1024];
+            let mut typed = Vec::new();
+            while let Ok(Ok(n)) = timeout(Duration::from_millis(1), self.stdin.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                typed.extend_from_slice(&buf[..n]);
+            }
+            String::from_utf8(typed).unwrap()
+        }
+
+        fn transcript(&mut self) -> Vec<TranscriptEntry> {
+            let mut entries = Vec::new();
+            while let Ok(entry) = self.transcript.try_recv() {
+                entries.push(entry);
+            }
+            entries
+        }
+    }
+
+    #[tokio::test]
+    async fn ready_when_a_prompt_split_across_chunks_stays_quiet() {
+        let mut h = Harness::new();
+        for chunk in ["Aider v0.86.2\r", "\nModel: openai/mock\r\n\r\n", ">", " "] {
+            h.print(chunk);
+        }
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output, "Aider v0.86.2\r\nModel: openai/mock\r\n\r\n> ");
+        assert_eq!(turn.mode, None);
+    }
+
+    #[tokio::test]
+    async fn ready_reports_the_mode_prefix() {
+        let mut h = Harness::new();
+        h.print("\nhello.py\ndi");
+        h.print("ff> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.mode.as_deref(), Some("diff"));
+    }
+
+    #[tokio::test]
+    async fn ready_only_after_the_quiet_period() {
+        let mut h = Harness::new();
+        let out = h.out.clone();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            out.send(Ok(Bytes::from_static(b"> "))).unwrap();
+            sleep(Duration::from_millis(30)).await;
+            // More output within the quiet period: the prompt above was not the end.
+            out.send(Ok(Bytes::from_static(b"\nstill working\n> ")))
+                .unwrap();
+            // Keep the output open.
+            sleep(Duration::from_secs(3600)).await;
+        });
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output, "> \nstill working\n> ");
+        let elapsed = started.elapsed();
+        assert!(
+            about(elapsed, Duration::from_millis(30) + QUIET),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn prompt_followed_by_more_output_is_not_ready() {
+        let mut h = Harness::new();
+        h.print("> ");
+        h.print("quoted text from the model\n");
+        let waiting = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert!(waiting.is_err(), "no prompt at the end: still busy");
+        h.print("\n> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output, "> quoted text from the model\n\n> ");
+    }
+
+    #[tokio::test]
+    async fn question_with_yes_default_is_answered_yes_once() {
+        let mut h = Harness::new();
+        h.print("hello.py\nCreate new file? (Y)es/(N)o [Yes]: ");
+        let waiting = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert!(waiting.is_err(), "a question is not readiness");
+        assert_eq!(h.typed().await, "y\n");
+        h.print("Applied edit to hello.py\n\n> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(
+            turn.events,
+            vec![AiderEvent::AppliedEdit("hello.py".into())]
+        );
+        assert_eq!(h.typed().await, "", "answered once only");
+        let typed: Vec<_> = h
+            .transcript()
+            .into_iter()
+            .filter(|e| e.direction == Direction::In)
+            .map(|e| e.text)
+            .collect();
+        assert_eq!(typed, vec!["y\n"]);
+    }
+
+    #[tokio::test]
+    async fn suggested_shell_command_is_declined() {
+        let mut h = Harness::new();
+        h.print("\npython3 hello.py\n");
+        h.print("Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: ");
+        h.print("\n\n> ");
+        // The question above was followed by more output: it is not answered.
+        h.session.wait_ready().await.unwrap();
+        assert_eq!(h.typed().await, "");
+
+        h.print("Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: ");
+        let _ = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert_eq!(h.typed().await, "n\n");
+    }
+
+    #[tokio::test]
+    async fn question_with_no_default_is_answered_no() {
+        let mut h = Harness::new();
+        h.print("Fix lint errors in a.py? (Y)es/(N)o [No]: ");
+        let _ = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert_eq!(h.typed().await, "n\n");
+    }
+
+    #[tokio::test]
+    async fn crash_report_is_declined_then_exit_is_reported() {
+        let mut h = Harness::new();
+        h.print("Traceback ...\nOpen a GitHub Issue pre-filled with the above error in your browser? (Y/n) ");
+        let _ = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert_eq!(h.typed().await, "n\n");
+        drop(h.out);
+        match h.session.wait_ready().await {
+            Err(SessionError::Exited { output }) => assert!(output.starts_with("Traceback")),
+            other => panic!("expected Exited, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn multi_line_message_continuation_prompts_are_not_ready() {
+        let mut h = Harness::new();
+        h.print("\n> ");
+        h.session.wait_ready().await.unwrap();
+
+        h.session.send("first\nsecond").await.unwrap();
+        assert_eq!(h.typed().await, "{runner\nfirst\nsecond\nrunner}\n");
+        let out = h.out.clone();
+        let started = Instant::now();
+        tokio::spawn(async move {
+            // One prompt per continuation line, each well after the quiet period.
+            for _ in 0..3 {
+                sleep(3 * QUIET).await;
+                out.send(Ok(Bytes::from_static(b"> "))).unwrap();
+            }
+            sleep(3 * QUIET).await;
+            out.send(Ok(Bytes::from_static(b"\n"))).unwrap();
+            sleep(3 * QUIET).await;
+            out.send(Ok(Bytes::from_static(b"Applied edit to a.py\n\n> ")))
+                .unwrap();
+            sleep(Duration::from_secs(3600)).await;
+        });
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output, "> > > \nApplied edit to a.py\n\n> ");
+        let elapsed = started.elapsed();
+        assert!(about(elapsed, 15 * QUIET + QUIET), "{elapsed:?}");
+    }
+
+    #[tokio::test]
+    async fn the_prompt_just_answered_is_not_ready_again() {
+        let mut h = Harness::new();
+        h.print("> ");
+        h.session.wait_ready().await.unwrap();
+        h.session.send("do it").await.unwrap();
+        let waiting = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert!(waiting.is_err(), "stale prompt taken for readiness");
+    }
+
+    #[tokio::test]
+    async fn each_turn_has_only_its_own_output_and_events() {
+        let mut h = Harness::new();
+        h.print("Applied edit to a.py\n> ");
+        let first = h.session.wait_ready().await.unwrap();
+        assert_eq!(first.events.len(), 1);
+        h.session.send("again").await.unwrap();
+        h.print("\nTokens: 5 sent, 6 received.\n\n> ");
+        let second = h.session.wait_ready().await.unwrap();
+        assert_eq!(second.output, "\nTokens: 5 sent, 6 received.\n\n> ");
+        assert_eq!(
+            second.events,
+            vec![AiderEvent::Tokens {
+                sent: "5".into(),
+                received: "6".into()
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn end_of_output_is_exited_with_the_output() {
+        let mut h = Harness::new();
+        h.print("partial");
+        drop(h.out);
+        match h.session.wait_ready().await {
+            Err(SessionError::Exited { output }) => assert_eq!(output, "partial"),
+            other => panic!("expected Exited, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_output_stream_is_an_io_error() {
+        let mut h = Harness::new();
+        h.out
+            .send(Err(SandboxError::Engine("attach lost".into())))
+            .unwrap();
+        match h.session.wait_ready().await {
+            Err(SessionError::Io(message)) => assert!(message.contains("attach lost")),
+            other => panic!("expected Io, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn close_input_sends_eof_and_waits_for_the_exit() {
+        let mut h = Harness::new();
+        h.print("> ");
+        h.session.wait_ready().await.unwrap();
+        h.session.close_input().await;
+        let mut rest = Vec::new();
+        h.stdin.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        let waiting = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert!(waiting.is_err(), "the prompt before EOF is not readiness");
+        drop(h.out);
+        assert!(matches!(
+            h.session.wait_ready().await,
+            Err(SessionError::Exited { .. })
+        ));
+        assert!(matches!(
+            h.session.send("late").await,
+            Err(SessionError::Io(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn transcript_has_every_chunk_and_every_typed_line_in_order() {
+        let mut h = Harness::new();
+        h.print("> ");
+        h.session.wait_ready().await.unwrap();
+        h.session.send("hi").await.unwrap();
+        h.print("\n");
+        let entries = h.transcript();
+        let seen: Vec<_> = entries
+            .iter()
+            .map(|e| (e.direction, e.text.as_str()))
+            .collect();
+        assert_eq!(seen, vec![(Direction::Out, "> "), (Direction::In, "hi\n")]);
+        assert!(entries.iter().all(|e| e.at.ends_with('Z')));
+        // The "\n" printed after the send arrives in the transcript too.
+        let _ = timeout(Duration::from_millis(10), h.session.wait_ready()).await;
+        assert_eq!(h.transcript()[0].text, "\n");
+    }
+
+    #[tokio::test]
+    async fn utf8_split_across_chunks_is_decoded_whole() {
+        let mut h = Harness::new();
+        let text = "café ✓\n> ".as_bytes();
+        h.print_bytes(&text[..4]);
+        h.print_bytes(&text[4..8]);
+        h.print_bytes(&text[8..]);
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output, "café ✓\n> ");
+    }
+
+    #[tokio::test]
+    async fn a_huge_line_is_not_a_prompt_and_keeps_memory_bounded() {
+        let mut h = Harness::new();
+        let long = "x".repeat(3 * LINE_MAX);
+        h.print(&long);
+        h.print("> ");
+        let waiting = timeout(NOT_READY, h.session.wait_ready()).await;
+        assert!(waiting.is_err());
+        assert!(h.session.line.len() <= LINE_MAX);
+        h.print("\n> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output.len(), long.len() + 5);
+    }
+
+    #[tokio::test]
+    async fn reaction_to_a_ready_prompt_is_within_the_quiet_period() {
+        let mut h = Harness::new();
+        h.print("Tokens: 1 sent, 1 received.\n\n> ");
+        let started = Instant::now();
+        h.session.wait_ready().await.unwrap();
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= QUIET && elapsed < Duration::from_millis(100),
+            "{elapsed:?}"
+        );
+    }
+
+    #[test]
+    fn decoder_replaces_invalid_bytes_and_flushes_an_incomplete_tail() {
+        let mut d = Utf8Decoder::default();
+        assert_eq!(d.decode(b"a\xffb\xe2\x9c"), "a\u{fffd}b");
+        assert_eq!(d.finish(), "\u{fffd}");
+    }
+}

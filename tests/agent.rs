@@ -1,0 +1,281 @@
+//! Agent jobs end to end: the real `runner/aider:0.86.2` image, a real container, real Aider,
+//! the manager loop, verify and export, against a scripted OpenAI-compatible server on loopback.
+
+mod common;
+mod scripted;
+
+use common::*;
+use scripted::{answer, create_file, ScriptedLlm};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const GREET: &str = "def greet(name):\n    return f\"Hello, {name}!\"\n";
+const VERIFY: &str = "verify: [\"python3\", \"-c\", \"from greet import greet; assert greet('Ann') == 'Hello, Ann!'\"]";
+
+/// A small git repository to work on.
+fn make_repo(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("README.md"), "# demo\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "initial"]);
+}
+
+fn agent_job(env: &Env, name: &str, manager: &str, extra: &str) -> std::path::PathBuf {
+    make_repo(&env.dir.path().join("repo"));
+    env.job(
+        &format!("{name}.yaml"),
+        &format!(
+            "name: {name}\ntask: Add a function greet(name) to greet.py that returns \"Hello, <name>!\".\nrepo: ./repo\nagent: {{ model: openai/mock }}\nmanager: {manager}\ntimeout: 5m\n{extra}\n"
+        ),
+    )
+}
+
+fn run_with(env: &Env, llm: &ScriptedLlm, job: &Path) -> std::process::Output {
+    env.cmd()
+        .args(["run", path_str(job)])
+        .env("OPENAI_BASE_URL", &llm.url)
+        .env("OPENAI_API_KEY", "upstream-key")
+        .output()
+        .unwrap()
+}
+
+fn artifact(job: &serde_json::Value, kind: &str) -> Option<String> {
+    job["artifacts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["kind"] == kind)
+        .map(|a| a["path"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(
+        vec![
+            answer(
+                "instruct",
+                "Create greet.py with greet(name) returning 'Hello, <name>!'.",
+            ),
+            answer("finish", "greet added"),
+        ],
+        vec![create_file("greet.py", GREET)],
+    );
+    let job = agent_job(
+        &env,
+        "greet",
+        "{ mode: llm, model: manager-mock, max_turns: 5 }",
+        VERIFY,
+    );
+    let out = run_with(&env, &llm, &job);
+    let show = env.show("greet");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{show}\n{}",
+        stderr(&out),
+        log_of(&env, "greet")
+    );
+    assert_eq!(show["state"], "succeeded");
+    let patch =
+        std::fs::read_to_string(artifact(&show, "patch").expect("a patch artifact")).unwrap();
+    assert!(patch.contains("+def greet(name):"), "{patch}");
+    assert!(
+        patch.contains("Subject: [PATCH"),
+        "commits are exported: {patch}"
+    );
+    assert!(artifact(&show, "bundle").is_some(), "{show}");
+    let usage = &show["usage"];
+    assert_eq!(usage["manager"]["requests"], 2, "{usage}");
+    assert!(
+        usage["agent"]["requests"].as_u64().unwrap() >= 2,
+        "edit and commit message: {usage}"
+    );
+    assert!(env.containers().is_empty(), "the container is gone");
+    let transcript = log_of(&env, "greet");
+    assert!(
+        transcript.contains("» Create greet.py"),
+        "input is in the transcript: {transcript}"
+    );
+    assert!(
+        transcript.contains("Applied edit to greet.py"),
+        "{transcript}"
+    );
+    let s = llm.script.lock().unwrap();
+    assert!(
+        s.manager_prompts[1].contains("greet.py"),
+        "the manager saw the new output"
+    );
+}
+
+#[test]
+fn verify_failure_is_fed_back_then_ends_verify_failed() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(
+        vec![
+            answer("finish", "nothing to do"),
+            answer("finish", "really"),
+        ],
+        vec![],
+    );
+    let job = agent_job(
+        &env,
+        "vf",
+        "{ mode: llm, model: manager-mock, max_turns: 2 }",
+        VERIFY,
+    );
+    let out = run_with(&env, &llm, &job);
+    assert_eq!(out.status.code(), Some(1));
+    let show = env.show("vf");
+    assert_eq!(show["reason"], "verify_failed", "{show}");
+    let s = llm.script.lock().unwrap();
+    assert_eq!(s.manager_calls, 2);
+    assert!(
+        s.manager_prompts[1].contains("verification failed"),
+        "{}",
+        s.manager_prompts[1]
+    );
+}
+
+#[test]
+fn script_mode_drives_aider_without_a_manager_model() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![create_file("greet.py", GREET)]);
+    let manager = "{ mode: script, steps: [ { action: instruct, argument: \"Create greet.py\" }, { action: finish, argument: done } ] }";
+    let job = agent_job(&env, "scripted", manager, VERIFY);
+    let out = run_with(&env, &llm, &job);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        log_of(&env, "scripted")
+    );
+    assert_eq!(llm.script.lock().unwrap().manager_calls, 0);
+    assert_eq!(env.show("scripted")["usage"]["manager"]["requests"], 0);
+}
+
+#[test]
+fn none_mode_sends_the_task_once_and_finishes_at_the_prompt() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![create_file("greet.py", GREET)]);
+    let job = agent_job(&env, "single", "{ mode: none }", VERIFY);
+    let out = run_with(&env, &llm, &job);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        log_of(&env, "single")
+    );
+    assert!(log_of(&env, "single").contains("» Add a function greet(name)"));
+}
+
+#[test]
+fn repeating_an_action_that_changes_nothing_is_stuck() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let step = "{ action: run, argument: \"true\" }";
+    let manager = format!(
+        "{{ mode: script, max_turns: 10, steps: [ {step}, {step}, {step}, {step}, {step} ] }}"
+    );
+    let job = agent_job(&env, "stuck", &manager, "");
+    let out = run_with(&env, &llm, &job);
+    assert_eq!(out.status.code(), Some(1));
+    let show = env.show("stuck");
+    assert_eq!(show["reason"], "stuck", "{show}");
+}
+
+#[test]
+fn running_out_of_turns_is_max_turns() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let manager = "{ mode: script, max_turns: 2, steps: [ { action: run, argument: \"echo one\" }, { action: run, argument: \"echo two\" }, { action: run, argument: \"echo three\" } ] }";
+    let job = agent_job(&env, "turns", manager, "");
+    let out = run_with(&env, &llm, &job);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(env.show("turns")["reason"], "max_turns");
+}
+
+#[test]
+fn invalid_manager_json_is_returned_once_then_fails_the_job() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(
+        vec![
+            "sure, let me think".into(),
+            "{\"action\": \"dance\"}".into(),
+        ],
+        vec![],
+    );
+    let job = agent_job(&env, "badjson", "{ mode: llm, model: manager-mock }", "");
+    let out = run_with(&env, &llm, &job);
+    assert_eq!(out.status.code(), Some(1));
+    let show = env.show("badjson");
+    assert_eq!(show["reason"], "manager_error", "{show}");
+    assert!(
+        show["detail"].as_str().unwrap().contains("invalid"),
+        "{show}"
+    );
+    let s = llm.script.lock().unwrap();
+    assert_eq!(s.manager_calls, 2, "one retry with the error");
+}
+
+#[test]
+fn aider_exiting_mid_task_fails_the_job() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let manager = "{ mode: script, steps: [ { action: instruct, argument: \"/exit\" }, { action: finish, argument: x } ] }";
+    let job = agent_job(&env, "quits", manager, "");
+    let out = run_with(&env, &llm, &job);
+    assert_eq!(out.status.code(), Some(1));
+    let show = env.show("quits");
+    assert_eq!(show["reason"], "exit_code", "{show}");
+    assert!(
+        show["detail"]
+            .as_str()
+            .unwrap()
+            .contains("before the work was finished"),
+        "{show}"
+    );
+    assert!(env.containers().is_empty());
+}
+
+#[test]
+fn cancelling_mid_turn_stops_the_agent() {
+    let mut env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let manager = "{ mode: script, steps: [ { action: run, argument: \"sleep 120\" }, { action: finish, argument: x } ] }";
+    let job = agent_job(&env, "long", manager, "");
+    let out = env.run(&["submit", path_str(&job)]);
+    let id = stdout(&out).trim().to_string();
+    let daemon = env.spawn_daemon_env(&["--stop-grace", "2s"], &[("OPENAI_BASE_URL", &llm.url)]);
+    env.wait_state(&id, "running", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_of(&env, &id).contains("» /run sleep 120") {
+        assert!(
+            Instant::now() < deadline,
+            "the turn never started: {}",
+            log_of(&env, &id)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    assert!(env.run(&["cancel", &id]).status.success());
+    env.wait_state(&id, "cancelled", Duration::from_secs(30));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(env.containers().is_empty());
+    env.signal_daemon(daemon, "TERM");
+}

@@ -1,0 +1,148 @@
+//! A scripted OpenAI-compatible server for agent tests, on an ephemeral loopback port. Manager
+//! calls (`response_format: json_object`) get the next scripted manager answer; Aider's edit
+//! calls (streamed) get the next scripted edit; Aider's commit-message calls get a fixed message.
+//! Running out of answers is a 500 naming what ran out.
+
+#![allow(dead_code)]
+
+use axum::body::{Body, Bytes};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct Script {
+    pub manager: VecDeque<String>,
+    pub edits: VecDeque<String>,
+    pub manager_calls: usize,
+    pub edit_calls: usize,
+    pub commit_calls: usize,
+    /// Every manager request's user message, for assertions on what the manager saw.
+    pub manager_prompts: Vec<String>,
+}
+
+pub struct ScriptedLlm {
+    pub url: String,
+    pub script: Arc<Mutex<Script>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// A manager answer as the protocol wants it.
+pub fn answer(action: &str, argument: &str) -> String {
+    json!({"progress": format!("{action} step"), "thought": "scripted", "action": action, "argument": argument}).to_string()
+}
+
+/// An edit in Aider's diff format creating (or replacing the whole of) `file`.
+pub fn create_file(file: &str, content: &str) -> String {
+    format!("{file}\n```python\n<<<<<<< SEARCH\n=======\n{content}>>>>>>> REPLACE\n```\n")
+}
+
+impl ScriptedLlm {
+    pub fn start(manager: Vec<String>, edits: Vec<String>) -> ScriptedLlm {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let script = Arc::new(Mutex::new(Script {
+            manager: manager.into(),
+            edits: edits.into(),
+            ..Default::default()
+        }));
+        let state = script.clone();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let app = Router::new().route(
+            "/v1/chat/completions",
+            post(move |body: Bytes| {
+                let state = state.clone();
+                async move { reply(&state, &body) }
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ScriptedLlm {
+            url,
+            script,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for ScriptedLlm {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn json_reply(content: &str, usage: (u64, u64)) -> axum::response::Response {
+    let body = json!({
+        "id": "cmpl", "object": "chat.completion", "model": "mock",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1, "total_tokens": usage.0 + usage.1}
+    });
+    axum::response::Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn error_reply(message: &str) -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(500)
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"error": {"message": message}}).to_string(),
+        ))
+        .unwrap()
+}
+
+fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
+    let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let system = request["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut s = state.lock().unwrap();
+    if request.get("response_format").is_some() {
+        s.manager_calls += 1;
+        let prompt = request["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        s.manager_prompts.push(prompt);
+        return match s.manager.pop_front() {
+            Some(a) => json_reply(&a, (200, 20)),
+            None => error_reply("scripted LLM: no manager answers left"),
+        };
+    }
+    if system.contains("concise, one-line Git commit messages") || request["stream"] != true {
+        s.commit_calls += 1;
+        return json_reply("Add the requested change", (100, 8));
+    }
+    s.edit_calls += 1;
+    let Some(edit) = s.edits.pop_front() else {
+        return error_reply("scripted LLM: no edits left");
+    };
+    let mut events = String::new();
+    for piece in edit.split_inclusive('\n') {
+        let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+        events.push_str(&format!("data: {chunk}\n\n"));
+    }
+    events.push_str("data: [DONE]\n\n");
+    axum::response::Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from(events))
+        .unwrap()
+}
