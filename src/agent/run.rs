@@ -83,6 +83,8 @@ pub fn plan(
         ("PYTHONUNBUFFERED", "1"),
         ("TERM", "dumb"),
         ("HOME", "/tmp/home"),
+        // Byte-code caches written by verify would otherwise end up in the exported patch.
+        ("PYTHONDONTWRITEBYTECODE", "1"),
     ] {
         plan.env.0.entry(k.into()).or_insert_with(|| v.into());
     }

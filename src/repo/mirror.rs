@@ -65,10 +65,61 @@ impl Mirror {
         let cache = self.dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(cache).map_err(RepoError::io(cache))?;
         let _lock = FileLock::take(&lock_path(&self.dir), true, true)?;
+        let source = Path::new(&self.remote);
+        if source.is_dir() && !is_git_repository(source) {
+            return self.snapshot(source);
+        }
         if self.dir.join("HEAD").is_file() {
             return self.fetch();
         }
         self.clone_fresh(cache)
+    }
+
+    /// A local directory that is not a git repository: its files (as they are now) become a
+    /// commit in the mirror, so an agent can work on any folder. Unchanged files add no commit.
+    fn snapshot(&self, source: &Path) -> Result<(), RepoError> {
+        let hint = format!(
+            "check that {} is readable, or make it a git repository",
+            source.display()
+        );
+        if !self.dir.join("HEAD").is_file() {
+            git(None)
+                .args(["init", "--bare", "--quiet", "--template=", "-b", "main"])
+                .arg(&self.dir)
+                .run("creating a snapshot repository", &hint)?;
+        }
+        let in_snapshot = |args: &[&str]| {
+            git(None)
+                .arg(format!("--git-dir={}", self.dir.display()))
+                .arg(format!("--work-tree={}", source.display()))
+                .args([
+                    "-c",
+                    "user.name=runner",
+                    "-c",
+                    "user.email=runner@localhost",
+                ])
+                .args(args.iter().copied())
+        };
+        in_snapshot(&["add", "--all", "."]).run(&format!("snapshotting {}", self.shown), &hint)?;
+        let has_head = in_snapshot(&["rev-parse", "--verify", "--quiet", "HEAD"])
+            .output("reading the snapshot")?
+            .success;
+        if has_head
+            && in_snapshot(&["diff", "--cached", "--quiet", "HEAD"])
+                .output("comparing the snapshot")?
+                .success
+        {
+            return Ok(());
+        }
+        in_snapshot(&[
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "-m",
+            "runner: snapshot of a local folder",
+        ])
+        .run(&format!("snapshotting {}", self.shown), &hint)?;
+        Ok(())
     }
 
     fn fetch(&self) -> Result<(), RepoError> {
@@ -124,6 +175,11 @@ impl Mirror {
         }
         std::fs::rename(&partial, &self.dir).map_err(RepoError::io(&self.dir))
     }
+}
+
+/// A work tree with `.git`, or a bare repository.
+fn is_git_repository(path: &Path) -> bool {
+    path.join(".git").exists() || (path.join("HEAD").is_file() && path.join("objects").is_dir())
 }
 
 /// `<last path segment>-<16 hex digits of SHA-256>.git`: unique per source, readable by people.
@@ -276,30 +332,29 @@ mod tests {
     }
 
     #[test]
-    fn a_source_that_is_no_repository_fails_clearly() {
+    fn a_plain_folder_is_snapshotted_once_per_content() {
         let tmp = tempfile::tempdir().unwrap();
         let plain = tmp.path().join("plain");
         std::fs::create_dir(&plain).unwrap();
+        std::fs::write(plain.join("a.txt"), "one\n").unwrap();
         let cache = tmp.path().join("cache");
-        let err = mirror(&cache, &RepoSource::Path(plain.clone()))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with(&format!("cloning {} failed:", plain.display())),
-            "{err}"
+        let source = RepoSource::Path(plain.clone());
+        let dir = mirror(&cache, &source).unwrap();
+        let first = git_out(&dir, &["rev-parse", "HEAD"]);
+        assert_eq!(git_out(&dir, &["show", "HEAD:a.txt"]), "one");
+        mirror(&cache, &source).unwrap();
+        assert_eq!(
+            git_out(&dir, &["rev-parse", "HEAD"]),
+            first,
+            "unchanged: no new commit"
         );
+        std::fs::write(plain.join("a.txt"), "two\n").unwrap();
+        mirror(&cache, &source).unwrap();
+        assert_ne!(git_out(&dir, &["rev-parse", "HEAD"]), first);
+        assert_eq!(git_out(&dir, &["show", "HEAD:a.txt"]), "two");
         assert!(
-            err.contains("check that `repo` names a git repository"),
-            "{err}"
+            !plain.join(".git").exists(),
+            "the folder itself is left alone"
         );
-        // Nothing half-cloned is left to be mistaken for a mirror.
-        let left: Vec<_> = std::fs::read_dir(&cache)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left.len(), 1, "{left:?}");
-
-        let err = mirror(&cache, &RepoSource::Path(tmp.path().join("gone"))).unwrap_err();
-        assert!(matches!(err, RepoError::Io { .. }), "{err}");
     }
 }
