@@ -15,6 +15,7 @@ build:
 # The base image is made from a Debian root file system (no registry is needed).
 images: build
 	$(SUDO) $(RUNNER) images build base --if-missing $(if $(RUNNER_CA_BUNDLE),--ca-bundle $(RUNNER_CA_BUNDLE),)
+	$(RUNNER) images build aider --if-missing $(if $(RUNNER_CA_BUNDLE),--ca-bundle $(RUNNER_CA_BUNDLE),)
 
 demo: images
 	$(RUNNER) --state-dir .runner run jobs/

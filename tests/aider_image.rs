@@ -94,6 +94,16 @@ fn run(docker_args: &[&str], cmd: &[&str], deadline: Duration) -> Output {
     }
 }
 
+/// An output as text, for assertion messages.
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Runs a shell command in the image (default user, no network) and returns its trimmed stdout.
 fn sh(script: &str) -> String {
     let output = run(
@@ -104,7 +114,7 @@ fn sh(script: &str) -> String {
     assert!(
         output.status.success(),
         "`{script}` failed in {IMAGE}: {}",
-        String::from_utf8_lossy(&output.stderr)
+        describe(&output)
     );
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
@@ -116,7 +126,7 @@ fn aider_is_the_pinned_version() {
         &["aider", "--version"],
         Duration::from_secs(60),
     );
-    assert!(output.status.success(), "{output:?}");
+    assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         "aider 0.86.2"
@@ -197,8 +207,8 @@ fn starts_without_network_under_the_sandbox_hardening_and_exits_on_eof() {
         Duration::from_secs(60),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{output:?}");
-    assert!(stdout.contains("Aider v0.86.2"), "{stdout}");
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(stdout.contains("Aider v0.86.2"), "{}", describe(&output));
     // A model-settings entry with `edit_format: diff` keeps the prompt plain.
-    assert!(stdout.ends_with("\n> "), "{stdout:?}");
+    assert!(stdout.ends_with("\n> "), "{}", describe(&output));
 }

@@ -130,7 +130,7 @@ pub fn format_input(message: &str) -> String {
 }
 
 /// The answer the runner gives to a question (without the `'\n'`): `n` to the questions in
-/// [`DECLINED`], otherwise the question's default.
+/// `DECLINED`, otherwise the question's default.
 pub fn answer(question: &str, default_yes: bool) -> &'static str {
     if DECLINED.iter().any(|d| question.contains(d)) || !default_yes {
         "n"
@@ -557,5 +557,157 @@ mod tests {
             ),
             "n"
         );
+    }
+
+    /// Recorded Aider 0.86.2 output (tests/fixtures/aider/README.md says how each was made).
+    mod recorded {
+        use super::super::*;
+
+        pub const CREATE_FILE: &str = include_str!("../../tests/fixtures/aider/create-file.txt");
+        pub const CREATE_FILE_DIFF_PROMPT: &str =
+            include_str!("../../tests/fixtures/aider/create-file-diff-prompt.txt");
+        pub const MULTI_LINE: &str = include_str!("../../tests/fixtures/aider/multi-line.txt");
+        pub const SHELL_SUGGESTION: &str =
+            include_str!("../../tests/fixtures/aider/shell-suggestion.txt");
+        pub const SHELL_QUESTION: &str =
+            include_str!("../../tests/fixtures/aider/shell-question.txt");
+        pub const COMMANDS: &str = include_str!("../../tests/fixtures/aider/commands.txt");
+        pub const CRASH: &str = include_str!("../../tests/fixtures/aider/crash.txt");
+
+        /// The markers of every complete line.
+        fn all_events(output: &str) -> Vec<AiderEvent> {
+            let mut lines: Vec<&str> = output.split('\n').collect();
+            lines.pop();
+            lines.into_iter().flat_map(events).collect()
+        }
+
+        /// The states at every point where the output stops at a prompt or a question.
+        fn stops(output: &str) -> Vec<PromptState> {
+            (1..=output.len())
+                .filter(|&end| output.is_char_boundary(end) && output[..end].ends_with(' '))
+                .map(|end| prompt_state(&output[..end]))
+                .filter(|state| *state != PromptState::Busy)
+                .collect()
+        }
+
+        fn edit_events(sent: &str, received: &str, usd: f64, sha: &str) -> Vec<AiderEvent> {
+            vec![
+                AiderEvent::Tokens {
+                    sent: sent.into(),
+                    received: received.into(),
+                },
+                AiderEvent::Cost {
+                    message_usd: usd,
+                    session_usd: usd,
+                },
+                AiderEvent::AppliedEdit("hello.py".into()),
+                AiderEvent::Commit {
+                    sha: sha.into(),
+                    message: "feat: Add hello function".into(),
+                },
+            ]
+        }
+
+        #[test]
+        fn create_file_has_tokens_cost_edit_and_commit_and_ends_ready() {
+            assert_eq!(
+                all_events(CREATE_FILE),
+                edit_events("2.3k", "32", 0.0024, "d4eae3d")
+            );
+            assert_eq!(prompt_state(CREATE_FILE), PromptState::Ready { mode: None });
+            assert_eq!(stops(CREATE_FILE).len(), 2, "start and end prompts only");
+        }
+
+        #[test]
+        fn create_file_without_model_settings_shows_the_diff_prompt() {
+            assert_eq!(
+                all_events(CREATE_FILE_DIFF_PROMPT),
+                edit_events("2.3k", "32", 0.0024, "b0df315")
+            );
+            let diff = PromptState::Ready {
+                mode: Some("diff".into()),
+            };
+            assert_eq!(prompt_state(CREATE_FILE_DIFF_PROMPT), diff);
+            assert_eq!(stops(CREATE_FILE_DIFF_PROMPT), vec![diff.clone(), diff]);
+        }
+
+        #[test]
+        fn multi_line_continuation_prompts_share_the_first_prompt_line() {
+            assert!(MULTI_LINE.contains("\n> > > > > \n"));
+            assert_eq!(
+                all_events(MULTI_LINE),
+                edit_events("2.3k", "32", 0.0024, "10546e3")
+            );
+            let ready = PromptState::Ready { mode: None };
+            // Only the first prompt of "> > > > > " and the last prompt stop the output.
+            assert_eq!(stops(MULTI_LINE), vec![ready.clone(), ready.clone()]);
+            assert_eq!(prompt_state(MULTI_LINE), ready);
+        }
+
+        #[test]
+        fn suggested_shell_command_under_yes_always_is_not_a_question() {
+            assert_eq!(
+                all_events(SHELL_SUGGESTION),
+                edit_events("2.4k", "56", 0.0025, "8583c07")
+            );
+            assert!(stops(SHELL_SUGGESTION)
+                .iter()
+                .all(|s| matches!(s, PromptState::Ready { mode: None })));
+        }
+
+        #[test]
+        fn questions_without_yes_always_get_the_policy_answers() {
+            let questions: Vec<(String, bool)> = stops(SHELL_QUESTION)
+                .into_iter()
+                .filter_map(|s| match s {
+                    PromptState::Question { text, default_yes } => Some((text, default_yes)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                questions,
+                vec![
+                    ("Create new file? (Y)es/(N)o [Yes]: ".to_string(), true),
+                    (
+                        "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: ".to_string(),
+                        true
+                    ),
+                ]
+            );
+            let answers: Vec<_> = questions.iter().map(|(q, d)| answer(q, *d)).collect();
+            assert_eq!(answers, vec!["y", "n"]);
+            assert_eq!(
+                prompt_state(SHELL_QUESTION),
+                PromptState::Ready { mode: None }
+            );
+        }
+
+        #[test]
+        fn commands_end_ready_after_each() {
+            assert_eq!(all_events(COMMANDS), vec![]);
+            assert_eq!(stops(COMMANDS).len(), 3);
+            assert_eq!(prompt_state(COMMANDS), PromptState::Ready { mode: None });
+        }
+
+        #[test]
+        fn crash_report_question_is_declined() {
+            let question = stops(CRASH)
+                .into_iter()
+                .find_map(|s| match s {
+                    PromptState::Question { text, default_yes } => Some((text, default_yes)),
+                    _ => None,
+                })
+                .expect("the crash report asks");
+            assert_eq!(
+                question,
+                (
+                    "Open a GitHub Issue pre-filled with the above error in your browser? (Y/n) "
+                        .to_string(),
+                    true
+                )
+            );
+            assert_eq!(answer(&question.0, question.1), "n");
+            assert_eq!(prompt_state(CRASH), PromptState::Busy);
+        }
     }
 }

@@ -37,6 +37,7 @@ done
 mkdir -p "$HOME" && { [ -d /home/runner ] && cp -a /home/runner/. "$HOME"/ 2>/dev/null; true; }
 cd /workspace
 if [ -f /etc/runner/aider-models.json ]; then set -- --model-metadata-file /etc/runner/aider-models.json "$@"; fi
+if [ -f /etc/runner/aider-model-settings.yml ]; then set -- --model-settings-file /etc/runner/aider-model-settings.yml "$@"; fi
 exec aider --openai-api-base "$OPENAI_API_BASE" --openai-api-key "$OPENAI_API_KEY" "$@"
 "#;
 

@@ -118,14 +118,9 @@ impl Session {
                 None => self.chunks.recv().await,
                 Some(state) => match tokio::time::timeout(self.quiet, self.chunks.recv()).await {
                     Ok(chunk) => chunk,
-                    Err(_quiet) => match state {
-                        PromptState::Ready { mode } => return Ok(self.end_turn(mode)),
-                        PromptState::Question { text, default_yes } => {
-                            let reply = parse::answer(&text, default_yes);
-                            self.type_text(&format!("{reply}\n")).await?;
-                            continue;
-                        }
-                        PromptState::Busy => unreachable!("pending() never returns Busy"),
+                    Err(_quiet) => match self.settle(state).await? {
+                        Some(turn) => return Ok(turn),
+                        None => continue,
                     },
                 },
             };
@@ -153,6 +148,20 @@ impl Session {
         if let Some(mut input) = self.input.take() {
             // Aider may already be gone; its exit shows up as the end of the output.
             let _ = input.shutdown().await;
+        }
+    }
+
+    /// Acts on a prompt or question that stayed quiet: a prompt ends the turn, a question gets
+    /// its answer.
+    async fn settle(&mut self, state: PromptState) -> Result<Option<Turn>, SessionError> {
+        match state {
+            PromptState::Ready { mode } => Ok(Some(self.end_turn(mode))),
+            PromptState::Question { text, default_yes } => {
+                let reply = parse::answer(&text, default_yes);
+                self.type_text(&format!("{reply}\n")).await?;
+                Ok(None)
+            }
+            PromptState::Busy => Ok(None),
         }
     }
 
@@ -346,14 +355,8 @@ mod tests {
 
     const QUIET: Duration = Duration::from_millis(50);
     /// How long a test watches a session that must not become ready (several quiet periods).
+    /// The tests run on paused time: waits take no real time and timings are exact.
     const NOT_READY: Duration = Duration::from_millis(300);
-    /// Scheduling slack allowed on top of an expected wait.
-    const SLACK: Duration = Duration::from_millis(500);
-
-    /// `elapsed` is `expected`, give or take the scheduler.
-    fn about(elapsed: Duration, expected: Duration) -> bool {
-        elapsed >= expected && elapsed < expected + SLACK
-    }
 
     /// A session over in-memory stdio, and the test's ends of it.
     struct Harness {
@@ -414,7 +417,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn ready_when_a_prompt_split_across_chunks_stays_quiet() {
         let mut h = Harness::new();
         for chunk in ["Aider v0.86.2\r", "\nModel: openai/mock\r\n\r\n", ">", " "] {
@@ -425,7 +428,7 @@ mod tests {
         assert_eq!(turn.mode, None);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn ready_reports_the_mode_prefix() {
         let mut h = Harness::new();
         h.print("\nhello.py\ndi");
@@ -434,7 +437,7 @@ mod tests {
         assert_eq!(turn.mode.as_deref(), Some("diff"));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn ready_only_after_the_quiet_period() {
         let mut h = Harness::new();
         let out = h.out.clone();
@@ -450,14 +453,10 @@ mod tests {
         });
         let turn = h.session.wait_ready().await.unwrap();
         assert_eq!(turn.output, "> \nstill working\n> ");
-        let elapsed = started.elapsed();
-        assert!(
-            about(elapsed, Duration::from_millis(30) + QUIET),
-            "{elapsed:?}"
-        );
+        assert_eq!(started.elapsed(), Duration::from_millis(30) + QUIET);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn prompt_followed_by_more_output_is_not_ready() {
         let mut h = Harness::new();
         h.print("> ");
@@ -469,7 +468,7 @@ mod tests {
         assert_eq!(turn.output, "> quoted text from the model\n\n> ");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn question_with_yes_default_is_answered_yes_once() {
         let mut h = Harness::new();
         h.print("hello.py\nCreate new file? (Y)es/(N)o [Yes]: ");
@@ -492,7 +491,7 @@ mod tests {
         assert_eq!(typed, vec!["y\n"]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn suggested_shell_command_is_declined() {
         let mut h = Harness::new();
         h.print("\npython3 hello.py\n");
@@ -507,7 +506,7 @@ mod tests {
         assert_eq!(h.typed().await, "n\n");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn question_with_no_default_is_answered_no() {
         let mut h = Harness::new();
         h.print("Fix lint errors in a.py? (Y)es/(N)o [No]: ");
@@ -515,7 +514,7 @@ mod tests {
         assert_eq!(h.typed().await, "n\n");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn crash_report_is_declined_then_exit_is_reported() {
         let mut h = Harness::new();
         h.print("Traceback ...\nOpen a GitHub Issue pre-filled with the above error in your browser? (Y/n) ");
@@ -528,7 +527,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn multi_line_message_continuation_prompts_are_not_ready() {
         let mut h = Harness::new();
         h.print("\n> ");
@@ -553,11 +552,10 @@ mod tests {
         });
         let turn = h.session.wait_ready().await.unwrap();
         assert_eq!(turn.output, "> > > \nApplied edit to a.py\n\n> ");
-        let elapsed = started.elapsed();
-        assert!(about(elapsed, 15 * QUIET + QUIET), "{elapsed:?}");
+        assert_eq!(started.elapsed(), 15 * QUIET + QUIET);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_prompt_just_answered_is_not_ready_again() {
         let mut h = Harness::new();
         h.print("> ");
@@ -567,7 +565,7 @@ mod tests {
         assert!(waiting.is_err(), "stale prompt taken for readiness");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn each_turn_has_only_its_own_output_and_events() {
         let mut h = Harness::new();
         h.print("Applied edit to a.py\n> ");
@@ -586,7 +584,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn end_of_output_is_exited_with_the_output() {
         let mut h = Harness::new();
         h.print("partial");
@@ -597,7 +595,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn failed_output_stream_is_an_io_error() {
         let mut h = Harness::new();
         h.out
@@ -609,7 +607,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn close_input_sends_eof_and_waits_for_the_exit() {
         let mut h = Harness::new();
         h.print("> ");
@@ -631,7 +629,7 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn transcript_has_every_chunk_and_every_typed_line_in_order() {
         let mut h = Harness::new();
         h.print("> ");
@@ -650,7 +648,7 @@ mod tests {
         assert_eq!(h.transcript()[0].text, "\n");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn utf8_split_across_chunks_is_decoded_whole() {
         let mut h = Harness::new();
         let text = "café ✓\n> ".as_bytes();
@@ -661,7 +659,7 @@ mod tests {
         assert_eq!(turn.output, "café ✓\n> ");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_huge_line_is_not_a_prompt_and_keeps_memory_bounded() {
         let mut h = Harness::new();
         let long = "x".repeat(3 * LINE_MAX);
@@ -675,17 +673,203 @@ mod tests {
         assert_eq!(turn.output.len(), long.len() + 5);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn reaction_to_a_ready_prompt_is_within_the_quiet_period() {
         let mut h = Harness::new();
         h.print("Tokens: 1 sent, 1 received.\n\n> ");
         let started = Instant::now();
         h.session.wait_ready().await.unwrap();
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed >= QUIET && elapsed < Duration::from_millis(100),
-            "{elapsed:?}"
+        assert_eq!(started.elapsed(), QUIET);
+    }
+
+    /// Plays recorded Aider output the way Aider produced it: the output up to each point where
+    /// Aider waits for input, then (once the session typed a whole message or answer) the next
+    /// part; the end of stdin ends the output. Returns what was typed, message by message.
+    async fn replay(
+        recorded: &'static str,
+        out: mpsc::UnboundedSender<Result<Bytes, SandboxError>>,
+        mut stdin: DuplexStream,
+    ) -> Vec<String> {
+        let stops: Vec<usize> = (1..=recorded.len())
+            .filter(|&end| recorded.is_char_boundary(end) && recorded[..end].ends_with(' '))
+            .filter(|&end| parse::prompt_state(&recorded[..end]) != PromptState::Busy)
+            .collect();
+        let mut typed = Vec::new();
+        let mut from = 0;
+        let mut pending = Vec::new();
+        for stop in stops {
+            // Arbitrary chunking, prompts and questions split included.
+            for chunk in recorded.as_bytes()[from..stop].chunks(5) {
+                out.send(Ok(Bytes::copy_from_slice(chunk))).unwrap();
+            }
+            from = stop;
+            // Read one message: a line, or a `{tag` ... `tag}` block.
+            let mut message = String::new();
+            let mut closing: Option<String> = None;
+            loop {
+                let line = loop {
+                    if let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        break Some(String::from_utf8(line).unwrap());
+                    }
+                    let mut buf = [0; 1024];
+                    match stdin.read(&mut buf).await.unwrap() {
+                        0 => break None,
+                        n => pending.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let Some(line) = line else {
+                    return typed;
+                };
+                message.push_str(&line);
+                let bare = line.trim_end_matches('\n');
+                match &closing {
+                    None if bare.starts_with('{') => closing = Some(format!("{}}}", &bare[1..])),
+                    Some(end) if bare != end.as_str() => {}
+                    _ => break,
+                }
+            }
+            typed.push(message);
+        }
+        // After the last input: the rest (a crash's traceback), then the end of the output.
+        for chunk in recorded.as_bytes()[from..].chunks(5) {
+            out.send(Ok(Bytes::copy_from_slice(chunk))).unwrap();
+        }
+        typed
+    }
+
+    /// Drives a session over a replayed recording: each input at a prompt, then EOF. Returns
+    /// the turns, what was typed, and the output after the last turn.
+    async fn drive(recorded: &'static str, inputs: &[&str]) -> (Vec<Turn>, Vec<String>, String) {
+        let Harness {
+            mut session,
+            out,
+            stdin,
+            transcript: _transcript,
+        } = Harness::new();
+        let aider = tokio::spawn(replay(recorded, out, stdin));
+        let mut inputs = inputs.iter();
+        let mut turns = Vec::new();
+        let rest = loop {
+            match timeout(Duration::from_secs(10), session.wait_ready()).await {
+                Ok(Ok(turn)) => {
+                    turns.push(turn);
+                    match inputs.next() {
+                        Some(input) => session.send(input).await.unwrap(),
+                        None => session.close_input().await,
+                    }
+                }
+                Ok(Err(SessionError::Exited { output })) => break output,
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => panic!("stuck after {} turns", turns.len()),
+            }
+        };
+        (turns, aider.await.unwrap(), rest)
+    }
+
+    fn recorded_edit(sent: &str, received: &str, usd: f64, sha: &str) -> Vec<AiderEvent> {
+        vec![
+            AiderEvent::Tokens {
+                sent: sent.into(),
+                received: received.into(),
+            },
+            AiderEvent::Cost {
+                message_usd: usd,
+                session_usd: usd,
+            },
+            AiderEvent::AppliedEdit("hello.py".into()),
+            AiderEvent::Commit {
+                sha: sha.into(),
+                message: "feat: Add hello function".into(),
+            },
+        ]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_session_one_instruction_then_eof() {
+        let recorded = include_str!("../../tests/fixtures/aider/create-file.txt");
+        let message = "Create hello.py with a hello() function";
+        let (turns, typed, rest) = drive(recorded, &[message]).await;
+        assert_eq!(turns.len(), 2);
+        assert!(turns[0].output.contains("Aider v0.86.2"));
+        assert!(turns[0].output.ends_with("\n> "));
+        assert_eq!(turns[0].events, vec![]);
+        assert_eq!(
+            turns[1].events,
+            recorded_edit("2.3k", "32", 0.0024, "d4eae3d")
         );
+        assert!(turns[1].output.ends_with("hello.py\n> "));
+        assert_eq!(format!("{}{}", turns[0].output, turns[1].output), recorded);
+        assert_eq!(typed, vec![format!("{message}\n")]);
+        assert_eq!(rest, "");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_session_with_the_diff_prompt() {
+        let recorded = include_str!("../../tests/fixtures/aider/create-file-diff-prompt.txt");
+        let (turns, _, _) = drive(recorded, &["Create hello.py with a hello() function"]).await;
+        let modes: Vec<_> = turns.iter().map(|t| t.mode.as_deref()).collect();
+        assert_eq!(modes, vec![Some("diff"), Some("diff")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_multi_line_message_is_one_turn() {
+        let recorded = include_str!("../../tests/fixtures/aider/multi-line.txt");
+        let message = "Create hello.py\n\nwith a hello() function";
+        let (turns, typed, _) = drive(recorded, &[message]).await;
+        assert_eq!(turns.len(), 2, "continuation prompts are not turns");
+        assert!(turns[1].output.starts_with("> > > > \n"));
+        assert_eq!(
+            turns[1].events,
+            recorded_edit("2.3k", "32", 0.0024, "10546e3")
+        );
+        assert_eq!(
+            typed,
+            vec!["{runner\nCreate hello.py\n\nwith a hello() function\nrunner}\n"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_questions_are_answered_by_policy_and_markers_after_them_found() {
+        let recorded = include_str!("../../tests/fixtures/aider/shell-question.txt");
+        let message = "Create hello.py with a hello() function and show how to run it";
+        let (turns, typed, _) = drive(recorded, &[message]).await;
+        assert_eq!(
+            typed,
+            vec![format!("{message}\n"), "y\n".into(), "n\n".into()]
+        );
+        assert_eq!(turns.len(), 2);
+        // "Applied edit to hello.py" follows the answered question on the same output line.
+        assert_eq!(
+            turns[1].events,
+            recorded_edit("2.4k", "56", 0.0025, "6623db5")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_commands_each_end_a_turn() {
+        let recorded = include_str!("../../tests/fixtures/aider/commands.txt");
+        let (turns, typed, _) = drive(recorded, &["/run echo hello", "/add hello.py"]).await;
+        assert_eq!(turns.len(), 3);
+        assert_eq!(typed, vec!["/run echo hello\n", "/add hello.py\n"]);
+        assert!(turns[1]
+            .output
+            .contains("Added 1 line of output to the chat."));
+        assert!(turns[2].output.contains("Added hello.py to the chat"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recorded_crash_report_is_declined_and_the_exit_reported() {
+        let recorded = include_str!("../../tests/fixtures/aider/crash.txt");
+        let inputs = [
+            "/run rm -rf /tmp/r",
+            "Create hello.py with a hello() function",
+        ];
+        let (turns, typed, rest) = drive(recorded, &inputs).await;
+        assert_eq!(turns.len(), 2);
+        assert_eq!(typed.last().map(String::as_str), Some("n\n"));
+        assert!(rest.contains("# Uncaught FileNotFoundError"));
+        assert!(rest.ends_with("FileNotFoundError: [Errno 2] No such file or directory\n"));
     }
 
     #[test]

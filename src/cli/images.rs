@@ -9,15 +9,12 @@ use crate::sandbox::images::{BuildOptions, ImageError, HOST_CA_BUNDLE, IMAGE_NAM
 use crate::sandbox::{DockerSandbox, Sandbox};
 use std::path::{Path, PathBuf};
 
-/// Env var naming the aider image's base (future `--base IMAGE`).
-const AIDER_BASE_ENV: &str = "RUNNER_AIDER_BASE";
-/// Env var naming a directory of wheels for the aider image (future `--wheels DIR`).
-const WHEELS_DIR_ENV: &str = "RUNNER_WHEELS_DIR";
-
 pub async fn build(
     state_dir: &Path,
     name: Option<&str>,
     ca_bundle: Option<PathBuf>,
+    base: Option<String>,
+    wheels: Option<PathBuf>,
     if_missing: bool,
 ) -> CmdResult {
     let names: Vec<&str> = match name {
@@ -33,8 +30,8 @@ pub async fn build(
     let opts = BuildOptions {
         ca_bundle,
         work_dir: state_dir.join("cache").join("images"),
-        base: non_empty_env(AIDER_BASE_ENV),
-        wheels: non_empty_env(WHEELS_DIR_ENV).map(PathBuf::from),
+        base: base.filter(|b| !b.trim().is_empty()),
+        wheels: wheels.filter(|w| !w.as_os_str().is_empty()),
     };
     for name in names {
         let image = DockerSandbox::image_ref(name).expect("known image");
@@ -65,8 +62,4 @@ pub async fn build(
         eprintln!("runner: built {built} in {}s", started.elapsed().as_secs());
     }
     Ok(SUCCESS)
-}
-
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }

@@ -117,12 +117,19 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
-    /// Build shipped images (all when no name is given): base.
+    /// Build shipped images (all when no name is given): base, aider.
     Build {
         name: Option<String>,
-        /// PEM bundle added to the image's trust store (TLS-inspecting proxies).
+        /// PEM bundle added to the image's trust store (TLS-inspecting proxies; the aider build
+        /// uses the host's bundle when none is given).
         #[arg(long, env = "RUNNER_CA_BUNDLE", value_name = "FILE")]
         ca_bundle: Option<PathBuf>,
+        /// The aider image's base (its BASE build argument): a Debian-based image with Python 3.10–3.12.
+        #[arg(long, env = "RUNNER_AIDER_BASE", value_name = "IMAGE")]
+        base: Option<String>,
+        /// Install Aider from these wheels (`pip download aider-chat==0.86.2 -d DIR`) instead of a package index.
+        #[arg(long, env = "RUNNER_WHEELS_DIR", value_name = "DIR")]
+        wheels: Option<PathBuf>,
         /// Do nothing for images already present.
         #[arg(long)]
         if_missing: bool,
@@ -230,8 +237,20 @@ pub async fn main(cli: Cli) -> i32 {
             ImagesCommand::Build {
                 name,
                 ca_bundle,
+                base,
+                wheels,
                 if_missing,
-            } => images::build(&state_dir, name.as_deref(), ca_bundle, if_missing).await,
+            } => {
+                images::build(
+                    &state_dir,
+                    name.as_deref(),
+                    ca_bundle,
+                    base,
+                    wheels,
+                    if_missing,
+                )
+                .await
+            }
         },
     };
     match result {

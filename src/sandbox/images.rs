@@ -99,7 +99,7 @@ pub enum ImageError {
     /// A `--base` override is neither present nor pullable.
     #[error("the base image {base} is not present and could not be pulled ({message}): `docker load` it, or build on {BASE_IMAGE}")]
     BaseUnavailable { base: String, message: String },
-    #[error("the wheels directory {dir} {problem}: fill it with `pip download aider-chat=={AIDER_VERSION} -d {dir}` using Python 3.11 (the base image's)", dir = .dir.display())]
+    #[error("the wheels directory {dir} {problem}: fill it with `pip download aider-chat=={AIDER_VERSION} -d {dir}` with the base image's Python (3.11 for {BASE_IMAGE})", dir = .dir.display())]
     Wheels { dir: PathBuf, problem: String },
     #[error("building {image} failed: {message} (the build output is above)")]
     Build { image: String, message: String },
@@ -222,6 +222,29 @@ impl DockerSandbox {
                 })??;
 
         let previous = self.image_id(AIDER_IMAGE).await?;
+        self.run_aider_build(context, base, base_present).await?;
+
+        match self.image_id(AIDER_IMAGE).await? {
+            None => Err(ImageError::Build {
+                image: AIDER_IMAGE.into(),
+                message: "the engine reported no error but the image is missing".into(),
+            }),
+            Some(id) => {
+                if let Some(old) = previous.filter(|old| *old != id) {
+                    self.remove_previous(&old).await;
+                }
+                Ok(AIDER_IMAGE.to_string())
+            }
+        }
+    }
+
+    /// Sends the context to the engine's builder and shows its output as it arrives.
+    async fn run_aider_build(
+        &self,
+        context: Vec<u8>,
+        base: &str,
+        base_present: bool,
+    ) -> Result<(), ImageError> {
         let build_args = HashMap::from([("BASE", base)]);
         let options = BuildImageOptionsBuilder::new()
             .dockerfile("Dockerfile")
@@ -231,11 +254,8 @@ impl DockerSandbox {
             .forcerm(true)
             .build();
         let client = self.client().clone().with_timeout(BUILD_REQUEST_TIMEOUT);
-        let mut output = client.build_image(
-            options,
-            None,
-            Some(bollard::body_full(Bytes::from(context))),
-        );
+        let body = bollard::body_full(Bytes::from(context));
+        let mut output = client.build_image(options, None, Some(body));
         let mut printer = BuildPrinter::default();
         while let Some(item) = output.next().await {
             let failure = match item {
@@ -251,19 +271,7 @@ impl DockerSandbox {
             }
         }
         printer.finish();
-
-        match self.image_id(AIDER_IMAGE).await? {
-            None => Err(ImageError::Build {
-                image: AIDER_IMAGE.into(),
-                message: "the engine reported no error but the image is missing".into(),
-            }),
-            Some(id) => {
-                if let Some(old) = previous.filter(|old| *old != id) {
-                    self.remove_previous(&old).await;
-                }
-                Ok(AIDER_IMAGE.to_string())
-            }
-        }
+        Ok(())
     }
 
     /// The engine's id of an image, or `None` when it is not present.
