@@ -279,3 +279,122 @@ fn cancelling_mid_turn_stops_the_agent() {
     assert!(env.containers().is_empty());
     env.signal_daemon(daemon, "TERM");
 }
+
+/// A stand-in for GitHub's pull-request endpoint: records what it was sent.
+struct PrStub {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn pr_stub() -> PrStub {
+    use axum::extract::Path as UrlPath;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let state = seen.clone();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/repos/{owner}/{name}/pulls",
+        axum::routing::post(
+            move |UrlPath((owner, name)): UrlPath<(String, String)>,
+                  headers: axum::http::HeaderMap,
+                  body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    state.lock().unwrap().push((format!("/repos/{owner}/{name}/pulls"), auth, body));
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({"number": 7, "html_url": "https://github.example/org/app/pull/7"})),
+                    )
+                }
+            },
+        ),
+    );
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    PrStub {
+        url,
+        seen,
+        _runtime: runtime,
+    }
+}
+
+#[test]
+fn pr_output_pushes_a_branch_from_the_host_and_opens_a_pull_request() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![create_file("greet.py", GREET)]);
+    let stub = pr_stub();
+    // The "forge": a bare repository the host can push to, at <tmp>/org/app.git.
+    let work = env.dir.path().join("repo");
+    make_repo(&work);
+    let origin = env.dir.path().join("org/app.git");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(&origin)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let manager = "{ mode: script, steps: [ { action: instruct, argument: \"Create greet.py\" }, { action: finish, argument: done } ] }";
+    let job = env.job(
+        "pr.yaml",
+        &format!(
+            "name: pr\ntask: Add greet.\nrepo: file://{}\nagent: {{ model: openai/mock }}\nmanager: {manager}\n{VERIFY}\noutput: {{ mode: pr, branch: runner/greet, base: main, api_url: \"{}\", token_env: RUNNER_TEST_FORGE_TOKEN, title: Add greet }}\n",
+            origin.display(),
+            stub.url
+        ),
+    );
+    let out = env
+        .cmd()
+        .args(["run", path_str(&job)])
+        .env("OPENAI_BASE_URL", &llm.url)
+        .env("RUNNER_TEST_FORGE_TOKEN", "forge-token-93c1")
+        .output()
+        .unwrap();
+    let show = env.show("pr");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{show}\n{}",
+        stderr(&out),
+        log_of(&env, "pr")
+    );
+    // The branch is on the origin, with Aider's commit on top of the base.
+    let file = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&origin)
+        .args(["show", "runner/greet:greet.py"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&file), GREET, "{}", stderr(&file));
+    let seen = stub.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let (path, auth, body) = &seen[0];
+    assert_eq!(path, "/repos/org/app/pulls");
+    assert_eq!(auth, "Bearer forge-token-93c1");
+    assert_eq!(
+        (
+            body["head"].as_str(),
+            body["base"].as_str(),
+            body["title"].as_str()
+        ),
+        (Some("runner/greet"), Some("main"), Some("Add greet"))
+    );
+    assert_eq!(
+        artifact(&show, "pull_request").as_deref(),
+        Some("https://github.example/org/app/pull/7")
+    );
+    for file in ["runner.db", "runner.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.state.join(file)) {
+            assert!(!String::from_utf8_lossy(&bytes).contains("forge-token-93c1"));
+        }
+    }
+}
