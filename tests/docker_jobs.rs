@@ -200,6 +200,7 @@ fn secrets_are_files_never_env_inspect_or_database() {
     let secret = "s3cr3t-value-7f1c";
     let script = r#"v=$(cat /run/secrets/RUNNER_TEST_TOKEN)
 [ ${#v} -eq 17 ] && echo secret-file-ok
+echo "printed: $v"
 env | grep -c s3cr3t || true
 sleep 3"#;
     let job = env.job(
@@ -237,6 +238,14 @@ sleep 3"#;
     assert!(child.wait().unwrap().success());
     let log = log_of(&env, "secret");
     assert!(log.contains("secret-file-ok"), "{log}");
+    assert!(
+        !log.contains(secret),
+        "a printed secret is redacted in the stored log: {log}"
+    );
+    assert!(
+        log.contains("printed: [redacted RUNNER_TEST_TOKEN]"),
+        "{log}"
+    );
     assert!(log.contains("\n0\n"), "not in the environment: {log}");
     for file in ["runner.db", "runner.db-wal"] {
         if let Ok(bytes) = std::fs::read(env.state.join(file)) {

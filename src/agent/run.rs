@@ -191,9 +191,11 @@ pub async fn write_transcript(
     store: SharedStore,
     job: JobId,
     attempt: u32,
+    secrets: Vec<(String, Secret)>,
 ) -> bool {
+    let redact = || crate::scheduler::redactor(&secrets);
     let mut log = match CappedLog::create(&path, cap).await {
-        Ok(log) => log,
+        Ok(log) => log.redacting(redact()),
         Err(e) => {
             tracing::error!(path = %path.display(), "cannot write transcript: {e}");
             return false;
@@ -220,7 +222,14 @@ pub async fn write_transcript(
                         Direction::Out => "out",
                         Direction::In => "in",
                     };
-                    (e.at, dir.to_string(), e.text)
+                    let mut r = redact();
+                    let mut text = r.push(e.text.as_bytes());
+                    text.extend(r.finish());
+                    (
+                        e.at,
+                        dir.to_string(),
+                        String::from_utf8_lossy(&text).into_owned(),
+                    )
                 })
                 .collect();
             let job = job.clone();

@@ -96,6 +96,7 @@ impl<S: Sandbox> Attempt<S> {
     async fn execute(&self) -> Result<Outcome, Outcome> {
         let spec = &self.job.spec;
         let secrets = read_secrets(spec)?;
+        let redact = secrets.clone();
         let labels = Labels {
             state: self.store.state_id(),
             job: self.job.id.to_string(),
@@ -155,8 +156,11 @@ impl<S: Sandbox> Attempt<S> {
         }
         let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
         let (outcome, stored) = match prepared {
-            Some(prepared) => self.run_agent(&name, launched, prepared, &path).await,
-            None => self.run_command(&name, launched, &path).await,
+            Some(prepared) => {
+                self.run_agent(&name, launched, prepared, &path, &redact)
+                    .await
+            }
+            None => self.run_command(&name, launched, &path, &redact).await,
         };
         if stored {
             let (id, n) = (self.job.id.clone(), self.attempt.n);
@@ -185,14 +189,25 @@ impl<S: Sandbox> Attempt<S> {
 
     /// A plain command: copy its output while it runs; returns the outcome and whether the log
     /// was stored.
-    async fn run_command(&self, name: &str, launched: Launched, path: &Path) -> (Outcome, bool) {
+    async fn run_command(
+        &self,
+        name: &str,
+        launched: Launched,
+        path: &Path,
+        secrets: &[(String, Secret)],
+    ) -> (Outcome, bool) {
         // An adopted container's output is read back from the engine: follow it live, and once
         // it has exited read it whole again (following can miss the last output).
         let adopted = launched.output.is_none();
         let output = launched
             .output
             .unwrap_or_else(|| self.sandbox.logs(name, true));
-        let copy = tokio::spawn(copy_output(output, path.to_path_buf(), self.config.log_cap));
+        let copy = tokio::spawn(copy_output(
+            output,
+            path.to_path_buf(),
+            self.config.log_cap,
+            redactor(secrets),
+        ));
         let outcome = self
             .supervise(name, false, std::future::pending::<Option<Outcome>>())
             .await;
@@ -208,6 +223,7 @@ impl<S: Sandbox> Attempt<S> {
                 self.sandbox.logs(name, false),
                 path.to_path_buf(),
                 self.config.log_cap,
+                redactor(secrets),
             )
             .await;
         }
@@ -221,6 +237,7 @@ impl<S: Sandbox> Attempt<S> {
         launched: Launched,
         prepared: crate::agent::run::Prepared,
         path: &Path,
+        secrets: &[(String, Secret)],
     ) -> (Outcome, bool) {
         let (Some(output), Some(input), Some(llm)) = (launched.output, launched.input, &self.llm)
         else {
@@ -250,6 +267,7 @@ impl<S: Sandbox> Attempt<S> {
             self.store.clone(),
             self.job.id.clone(),
             self.attempt.n,
+            secrets.to_vec(),
         ));
         let session =
             crate::agent::session::Session::start(output, input, tx, crate::agent::run::QUIET);
@@ -414,10 +432,20 @@ impl<S: Sandbox> Attempt<S> {
     }
 }
 
+/// A redactor for the job's secret values.
+pub(crate) fn redactor(secrets: &[(String, Secret)]) -> super::redact::Redactor {
+    super::redact::Redactor::new(secrets.iter().map(|(n, s)| (n.as_str(), s.expose())))
+}
+
 /// Copies a container's output into its capped log file (recreated); true when stored.
-async fn copy_output(mut output: OutputStream, path: PathBuf, cap: u64) -> bool {
+async fn copy_output(
+    mut output: OutputStream,
+    path: PathBuf,
+    cap: u64,
+    redactor: super::redact::Redactor,
+) -> bool {
     let mut log = match CappedLog::create(&path, cap).await {
-        Ok(log) => log,
+        Ok(log) => log.redacting(redactor),
         Err(e) => {
             tracing::error!(path = %path.display(), "cannot write log: {e}");
             return false;

@@ -20,6 +20,8 @@ pub struct CappedLog {
     tail_cap: usize,
     /// Bytes dropped from the front of the tail.
     cut: u64,
+    /// Secret values replaced before anything is stored.
+    redactor: super::redact::Redactor,
 }
 
 impl CappedLog {
@@ -37,7 +39,14 @@ impl CappedLog {
             tail: VecDeque::new(),
             tail_cap: (cap - cap / 2) as usize,
             cut: 0,
+            redactor: super::redact::Redactor::default(),
         })
+    }
+
+    /// Replaces these secret values (name, value) wherever they appear in the output.
+    pub fn redacting(mut self, redactor: super::redact::Redactor) -> Self {
+        self.redactor = redactor;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -45,7 +54,15 @@ impl CappedLog {
     }
 
     /// Appends output.
-    pub async fn write(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
+    pub async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        if self.redactor.is_empty() {
+            return self.store(chunk).await;
+        }
+        let safe = self.redactor.push(chunk);
+        self.store(&safe).await
+    }
+
+    async fn store(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
         if self.head_written < self.head_cap {
             let room = (self.head_cap - self.head_written) as usize;
             let (head, rest) = chunk.split_at(room.min(chunk.len()));
@@ -72,6 +89,8 @@ impl CappedLog {
 
     /// Writes the tail (after a cut marker if anything was dropped) and closes the file.
     pub async fn finish(mut self) -> std::io::Result<()> {
+        let rest = self.redactor.finish();
+        self.store(&rest).await?;
         if self.cut > 0 {
             let marker = format!(
                 "\n[runner: {} bytes of output cut here; the first {} and last {} bytes are kept]\n",

@@ -16,10 +16,12 @@ mod fake;
 pub mod lock;
 pub mod logfile;
 mod reconcile;
+pub mod redact;
 #[cfg(test)]
 mod tests;
 
 pub use attempt::log_path;
+pub(crate) use attempt::redactor;
 pub use dispatch::run;
 pub use lock::{LockError, StateLock};
 
