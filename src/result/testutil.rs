@@ -40,6 +40,10 @@ impl Sandbox for HostShell {
         Err(unsupported())
     }
 
+    async fn ping(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
     async fn image_exists(&self, _image: &str) -> Result<bool, SandboxError> {
         Err(unsupported())
     }

@@ -264,6 +264,11 @@ impl Sandbox for DockerSandbox {
         })
     }
 
+    async fn ping(&self) -> Result<(), SandboxError> {
+        let quick = self.docker.clone().with_timeout(Duration::from_secs(5));
+        quick.ping().await.map(|_| ()).map_err(|e| self.map_err(e))
+    }
+
     async fn image_exists(&self, image: &str) -> Result<bool, SandboxError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),

@@ -115,6 +115,9 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Checks the engine is reachable and reports what it can offer.
     async fn capacity(&self) -> Result<HostCapacity, SandboxError>;
 
+    /// Checks the engine answers (cheap; called before starting jobs).
+    async fn ping(&self) -> Result<(), SandboxError>;
+
     /// Checks that an image is present locally.
     async fn image_exists(&self, image: &str) -> Result<bool, SandboxError>;
 

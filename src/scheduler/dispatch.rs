@@ -36,7 +36,12 @@ pub(crate) struct Dispatcher<S: Sandbox> {
     reported: HashSet<String>,
     /// The LLM gateway, started when the first `network: llm` job needs it.
     llm: Option<LlmAccess>,
+    /// The engine did not answer the last ping: no job starts until it does.
+    engine_down: bool,
 }
+
+/// How often a long-lived scheduler looks for containers no job owns.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs a scheduler until its scope is done (`Scope::Only`) or it is shut down.
 pub async fn run<S: Sandbox>(
@@ -65,6 +70,7 @@ pub async fn run<S: Sandbox>(
         tasks: JoinSet::new(),
         reported: HashSet::new(),
         llm: None,
+        engine_down: false,
     };
     d.reconcile().await?;
     let result = d.run_loop(scope, shutdown).await;
@@ -79,6 +85,7 @@ impl<S: Sandbox> Dispatcher<S> {
         let mut draining = false;
         let mut killed = false;
         let mut next_scan = tokio::time::Instant::now();
+        let mut next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
         loop {
             if shutdown.drain.is_cancelled() && !draining {
                 draining = true;
@@ -104,7 +111,15 @@ impl<S: Sandbox> Dispatcher<S> {
                         next_scan = tokio::time::Instant::now() + self.config.jobs_dir_interval;
                     }
                 }
-                self.dispatch(&scope).await?;
+                if self.engine_ready().await {
+                    self.dispatch(&scope).await?;
+                }
+                if tokio::time::Instant::now() >= next_sweep && !self.engine_down {
+                    next_sweep = tokio::time::Instant::now() + SWEEP_EVERY;
+                    if let Err(e) = self.sweep_orphans().await {
+                        tracing::warn!("cannot sweep containers: {e}");
+                    }
+                }
             }
             self.forward_cancels().await?;
             if self.running.is_empty() && (draining || self.scope_done(&scope).await?) {
@@ -115,6 +130,30 @@ impl<S: Sandbox> Dispatcher<S> {
                 _ = tokio::time::sleep(self.config.tick) => {}
                 _ = shutdown.drain.cancelled(), if !draining => {}
                 _ = shutdown.kill.cancelled(), if !killed => {}
+            }
+        }
+    }
+
+    /// Pings the engine; while it is unreachable no job starts (queued jobs wait instead of
+    /// failing). When it comes back, containers left behind meanwhile are removed.
+    async fn engine_ready(&mut self) -> bool {
+        match self.sandbox.ping().await {
+            Ok(()) => {
+                if self.engine_down {
+                    self.engine_down = false;
+                    tracing::info!("the engine answers again");
+                    if let Err(e) = self.sweep_orphans().await {
+                        tracing::warn!("cannot sweep containers: {e}");
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                if !self.engine_down {
+                    tracing::warn!("{e}; jobs wait until it answers");
+                    self.engine_down = true;
+                }
+                false
             }
         }
     }

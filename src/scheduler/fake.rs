@@ -128,6 +128,10 @@ impl Sandbox for FakeSandbox {
         })
     }
 
+    async fn ping(&self) -> Result<(), SandboxError> {
+        Ok(())
+    }
+
     async fn image_exists(&self, _image: &str) -> Result<bool, SandboxError> {
         Ok(true)
     }

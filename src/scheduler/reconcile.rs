@@ -12,6 +12,33 @@ use crate::state::{JobState, Outcome, Reason};
 use std::collections::HashSet;
 
 impl<S: Sandbox> Dispatcher<S> {
+    /// Removes containers of this state dir that no running attempt owns (left behind when the
+    /// engine was unreachable at the end of an attempt, say). Called periodically and whenever the
+    /// engine comes back.
+    pub(crate) async fn sweep_orphans(&mut self) -> Result<(), SchedulerError> {
+        let state_id = self.store.state_id();
+        let owned = self.sandbox.list_owned(&state_id).await?;
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let active: HashSet<String> = self
+            .store
+            .call(|s| s.active())
+            .await?
+            .into_iter()
+            .filter_map(|(_, a)| a.map(|a| a.container))
+            .collect();
+        for container in owned {
+            if !active.contains(&container.name) {
+                tracing::info!(container = %container.name, "removing a container no job owns");
+                if let Err(e) = self.sandbox.remove(&container.name).await {
+                    tracing::warn!(container = %container.name, "cannot remove: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn reconcile(&mut self) -> Result<(), SchedulerError> {
         let state_id = self.store.state_id();
         let owned = self.sandbox.list_owned(&state_id).await?;
