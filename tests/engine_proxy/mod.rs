@@ -52,7 +52,9 @@ impl EngineProxy {
                     drop(client);
                     continue;
                 }
-                let Ok(server) = UnixStream::connect(&engine) else { continue };
+                let Ok(server) = UnixStream::connect(&engine) else {
+                    continue;
+                };
                 {
                     let mut c = conns2.lock().unwrap();
                     c.push(client.try_clone().unwrap());
