@@ -72,19 +72,21 @@ fn record_the_demo_cassette() {
             "def greet(name):\n    return f\"Hello, {name}!\"\n",
         )],
     );
-    let cassette = repo_root().join("jobs/agent-demo.cassette.jsonl");
+    // Paths in a job file stay inside its folder: record beside a copy, then ship the cassette.
     let shipped = std::fs::read_to_string(repo_root().join("jobs/agent-demo.yaml")).unwrap();
-    let yaml = shipped
-        .replace(
-            "repo: ../examples/greet",
-            &format!("repo: {}", repo_root().join("examples/greet").display()),
-        )
-        .replace(
-            "llm: { replay: agent-demo.cassette.jsonl }",
-            &format!("llm: {{ record: {} }}", cassette.display()),
+    for file in ["README.md", "test_greet.py"] {
+        env.job(
+            &format!("greet/{file}"),
+            &std::fs::read_to_string(repo_root().join("jobs/greet").join(file)).unwrap(),
         );
+    }
+    let yaml = shipped.replace(
+        "llm: { replay: agent-demo.cassette.jsonl }",
+        "llm: { record: agent-demo.cassette.jsonl }",
+    );
     assert_ne!(yaml, shipped);
     let job = env.job("agent-demo.yaml", &yaml);
+    let cassette = env.dir.path().join("agent-demo.cassette.jsonl");
     let out = env
         .cmd()
         .args(["run", path_str(&job)])

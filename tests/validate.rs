@@ -113,3 +113,72 @@ fn hostile_files_are_refused_fast() {
         );
     }
 }
+
+#[test]
+fn escapes_and_privilege_requests_are_refused_with_locations_creating_nothing() {
+    let env = Env::new();
+    let base = "name: a\nimage: x\ncommand: [\"true\"]\n";
+    let agent = "name: a\ntask: t\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "traversal-repo.yaml",
+            format!("{agent}repo: ../../../../etc\n"),
+            "outside the job file's directory",
+        ),
+        (
+            "absolute-repo.yaml",
+            format!("{agent}repo: /etc\n"),
+            "outside the job file's directory",
+        ),
+        (
+            "traversal-record.yaml",
+            format!("{base}llm: {{ record: ../../../tmp/overwrite-me }}\n"),
+            "outside the job file's directory",
+        ),
+        (
+            "privileged.yaml",
+            format!("{base}privileged: true\n"),
+            "unknown field `privileged`",
+        ),
+        (
+            "host-network.yaml",
+            format!("{base}network: host\n"),
+            "network",
+        ),
+        (
+            "cap-add.yaml",
+            format!("{base}cap_add: [SYS_ADMIN]\n"),
+            "unknown field `cap_add`",
+        ),
+        (
+            "volumes.yaml",
+            format!("{base}volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n"),
+            "unknown field `volumes`",
+        ),
+        (
+            "nested-mount.yaml",
+            format!("{base}resources: {{ cpus: 1, devices: [/dev/kvm] }}\n"),
+            "unknown field `devices`",
+        ),
+    ];
+    for (file, yaml, expected) in &cases {
+        let path = env.job(file, yaml);
+        let started = Instant::now();
+        let out = env.run(&["submit", path_str(&path)]);
+        let elapsed = started.elapsed();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(expected), "{file}: {err}");
+        let located = err.lines().any(|l| {
+            l.strip_prefix(&format!("{}:", path.display()))
+                .and_then(|rest| rest.split(':').next())
+                .is_some_and(|line| line.parse::<usize>().is_ok())
+        });
+        assert!(located, "{file}: not located: {err}");
+        assert!(elapsed < Duration::from_secs(1), "{file} took {elapsed:?}");
+    }
+    assert!(!std::path::Path::new("/tmp/overwrite-me").exists());
+    if env.state.join("runner.db").exists() {
+        assert!(env.ps().is_empty(), "nothing was stored");
+    }
+}

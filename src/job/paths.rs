@@ -61,6 +61,42 @@ pub(crate) fn resolve(base: &Path, written: &str) -> PathBuf {
     normalize(&base.join(written))
 }
 
+/// Checks that `path` (already resolved against `base`) stays inside `base`, the job file's
+/// directory, also after following symlinks: a job file may not reach into the rest of the host
+/// through `..`, an absolute path or a link. Repositories elsewhere are named by URL (`file://`).
+pub(crate) fn check_inside(base: &Path, path: &Path) -> Result<(), String> {
+    let real = |p: &Path| -> PathBuf {
+        // The deepest existing ancestor, with symlinks resolved, plus the rest as written.
+        let mut existing = p.to_path_buf();
+        let mut rest = Vec::new();
+        while !existing.exists() {
+            match (
+                existing.file_name().map(|n| n.to_os_string()),
+                existing.parent(),
+            ) {
+                (Some(name), Some(parent)) => {
+                    rest.push(name);
+                    existing = parent.to_path_buf();
+                }
+                _ => break,
+            }
+        }
+        let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+        out.extend(rest.iter().rev());
+        out
+    };
+    let (real_base, real_path) = (real(base), real(path));
+    if real_path.starts_with(&real_base) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is outside the job file's directory `{}`: local paths must stay inside the              folder that holds the job file (name a repository elsewhere by URL, like              `file:///srv/git/app.git`)",
+            path.display(),
+            base.display()
+        ))
+    }
+}
+
 /// Removes `.` and folds `..` into its parent without touching the filesystem (a `..` at the
 /// root stays at the root). Symlinks are left alone on purpose: the path is what the user wrote.
 pub(crate) fn normalize(path: &Path) -> PathBuf {
@@ -90,6 +126,23 @@ pub(crate) fn normalize(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_may_not_leave_the_job_file_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("jobs");
+        std::fs::create_dir_all(base.join("repo")).unwrap();
+        assert!(check_inside(&base, &resolve(&base, "repo")).is_ok());
+        assert!(check_inside(&base, &resolve(&base, "new/cassette.jsonl")).is_ok());
+        let err = check_inside(&base, &resolve(&base, "../../etc")).unwrap_err();
+        assert!(err.contains("outside the job file's directory"), "{err}");
+        assert!(check_inside(&base, Path::new("/etc")).is_err());
+        std::os::unix::fs::symlink("/etc", base.join("link")).unwrap();
+        assert!(
+            check_inside(&base, &resolve(&base, "link")).is_err(),
+            "a symlink out is refused"
+        );
+    }
 
     #[test]
     fn urls_are_recognised() {

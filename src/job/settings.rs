@@ -62,6 +62,13 @@ pub(crate) fn llm_settings(p: &mut Problems, base: &Path, llm: Option<&RawLlm>) 
     };
     let record: Option<PathBuf> = llm.record.as_ref().map(|r| resolve(base, &r.0));
     let replay: Option<PathBuf> = llm.replay.as_ref().map(|r| resolve(base, &r.0));
+    for (key, path) in [("record", &record), ("replay", &replay)] {
+        if let Some(path) = path {
+            if let Err(message) = super::paths::check_inside(base, path) {
+                p.at(&["llm", key], format!("llm.{key}: {message}"));
+            }
+        }
+    }
     if record.is_some() && replay.is_some() {
         p.at(
             &["llm", "replay"],

@@ -210,6 +210,10 @@ fn repo_source(p: &mut Problems, base: &Path, repo: &str) -> Option<RepoSource> 
         };
     }
     let path = resolve(base, repo);
+    if let Err(message) = super::paths::check_inside(base, &path) {
+        p.at(&["repo"], format!("repo: {message}"));
+        return None;
+    }
     let problem = match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => return Some(RepoSource::Path(path)),
         Ok(_) => "is not a directory",
