@@ -420,3 +420,43 @@ fn gc_removes_labelled_containers_no_job_owns() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(env.containers().is_empty());
 }
+
+#[test]
+fn runtime_is_allow_listed_and_a_missing_one_fails_clearly() {
+    let env = Env::new();
+    let runc = env.job("runc.yaml", &sh_job("runc", "echo ok", "runtime: runc"));
+    let out = env.run(&["run", path_str(&runc)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let gvisor_installed = std::process::Command::new("docker")
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .output()
+        .map(|o| stdout(&o).contains("runsc"))
+        .unwrap_or(false);
+    if !gvisor_installed {
+        let runsc = env.job(
+            "runsc.yaml",
+            &sh_job("runsc", "echo ok", "runtime: runsc\nretries: 3"),
+        );
+        let out = env.run(&["run", path_str(&runsc)]);
+        assert_eq!(out.status.code(), Some(1));
+        let job = env.show("runsc");
+        let detail = job["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("no runtime \"runsc\"") && detail.contains("gvisor"),
+            "{detail}"
+        );
+        assert_eq!(
+            job["attempts"].as_array().unwrap().len(),
+            1,
+            "not retried: {job}"
+        );
+    }
+    let bad = env.job("kata.yaml", &sh_job("kata", "true", "runtime: kata"));
+    let out = env.run(&["validate", path_str(&bad)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("runc") && stderr(&out).contains("runsc"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -217,7 +217,7 @@ mod tests {
             shown,
             format!(
                 "{}:3:1: unknown field `privileged`, expected one of `name`, `task`, `command`, \
-                 `repo`, `ref`, `image`, `env`, `secrets`, `resources`, `timeout`, `network`, \
+                 `repo`, `ref`, `image`, `env`, `secrets`, `resources`, `timeout`, `network`, `runtime`, \
                  `group`, `retries`, `agent`, `manager`, `llm`, `budget`, `verify`, `output`",
                 path.display()
             )

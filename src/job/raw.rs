@@ -31,6 +31,7 @@ pub(crate) struct RawJob {
     pub resources: Option<RawResources>,
     pub timeout: Option<Timeout>,
     pub network: Option<NetworkMode>,
+    pub runtime: Option<super::spec::Runtime>,
     pub group: Option<Name>,
     pub retries: Option<Retries>,
     pub agent: Option<RawAgent>,

@@ -33,6 +33,10 @@ pub struct JobSpec {
     #[serde(with = "humane_duration")]
     pub timeout: Duration,
     pub network: NetworkMode,
+    /// OCI runtime from an allow-list (`runsc`: gVisor, a stronger boundary than the shared
+    /// kernel); `None` is the engine's default (runc).
+    #[serde(default)]
+    pub runtime: Option<Runtime>,
     /// Concurrency group (default `default`).
     pub group: String,
     /// Retries after infrastructure failures only (default 0).
@@ -168,6 +172,25 @@ pub enum NetworkMode {
     Llm,
     /// Docker's default bridge: full outbound network.
     Bridge,
+}
+
+/// Container runtimes a job may ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// The engine's standard runtime.
+    Runc,
+    /// gVisor: system calls served by a user-space kernel (must be installed in the engine).
+    Runsc,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Runc => "runc",
+            Runtime::Runsc => "runsc",
+        }
+    }
 }
 
 /// How Aider is run (agent jobs).

@@ -154,6 +154,7 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         } else {
             NetworkMode::None
         }),
+        runtime: raw.runtime,
         group: raw.group.map_or_else(|| DEFAULT_GROUP.to_string(), |g| g.0),
         retries: raw.retries.map_or(0, |r| r.0),
         agent,

@@ -159,6 +159,7 @@ fn host_config(plan: &ContainerPlan) -> HostConfig {
             .into(),
         ),
         mounts,
+        runtime: plan.runtime.clone(),
         auto_remove: Some(false),
         privileged: Some(false),
         ..Default::default()
@@ -293,6 +294,14 @@ impl Sandbox for DockerSandbox {
                 return Err(SandboxError::ImageMissing {
                     image: plan.image.clone(),
                     hint: missing_image_hint(&plan.image),
+                })
+            }
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if message.contains("runtime") && plan.runtime.is_some() =>
+            {
+                return Err(SandboxError::RuntimeMissing {
+                    runtime: plan.runtime.clone().unwrap_or_default(),
+                    message,
                 })
             }
             Err(e) => return Err(self.map_err(e)),

@@ -90,6 +90,8 @@ pub enum SandboxError {
     Unreachable { host: String, message: String },
     #[error("image {image} is missing: {hint}")]
     ImageMissing { image: String, hint: String },
+    #[error("the engine has no runtime {runtime:?} ({message}): install it (gVisor: https://gvisor.dev/docs/user_guide/install/) and register it in the engine, or remove `runtime:` from the job")]
+    RuntimeMissing { runtime: String, message: String },
     #[error("no such container {0}")]
     NoSuchContainer(String),
     #[error("docker engine error: {0}")]

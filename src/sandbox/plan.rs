@@ -80,6 +80,8 @@ pub struct ContainerPlan {
     pub llm_network: Option<String>,
     /// Keep stdin open and attach to it (agent sessions).
     pub stdin: bool,
+    /// OCI runtime (`runsc` for gVisor); `None` is the engine's default.
+    pub runtime: Option<String>,
     /// Seconds the engine waits after SIGTERM before SIGKILL on a plain `docker stop`.
     pub stop_grace_secs: i64,
 }
@@ -104,6 +106,7 @@ impl ContainerPlan {
             network: spec.network,
             llm_network: None,
             stdin: false,
+            runtime: spec.runtime.map(|r| r.as_str().to_string()),
             stop_grace_secs,
         }
     }

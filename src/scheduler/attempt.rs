@@ -139,7 +139,10 @@ impl<S: Sandbox> Attempt<S> {
             Ok(launched) => launched,
             Err(e) => {
                 let _ = self.sandbox.remove(&name).await;
-                let missing_image = matches!(e, SandboxError::ImageMissing { .. });
+                let missing_image = matches!(
+                    e,
+                    SandboxError::ImageMissing { .. } | SandboxError::RuntimeMissing { .. }
+                );
                 let outcome = launch_failure(e);
                 return if missing_image {
                     Err(outcome)

@@ -18,6 +18,7 @@ pub(crate) fn spec(name: &str) -> JobSpec {
         resources: Resources::default(),
         timeout: Duration::from_secs(60),
         network: NetworkMode::None,
+        runtime: None,
         group: "default".into(),
         retries: 0,
         agent: AgentSettings::default(),
