@@ -289,17 +289,8 @@ struct PrStub {
 
 fn pr_stub() -> PrStub {
     use axum::extract::Path as UrlPath;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let state = seen.clone();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let app = axum::Router::new().route(
         "/repos/{owner}/{name}/pulls",
         axum::routing::post(
@@ -319,7 +310,7 @@ fn pr_stub() -> PrStub {
             },
         ),
     );
-    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (url, runtime) = serve_on_loopback(app);
     PrStub {
         url,
         seen,

@@ -28,13 +28,7 @@ pub async fn run(
         ))
     })?;
     let mut store = super::open_store(state_dir)?;
-    let jobs: Vec<NewJob> = loaded
-        .into_iter()
-        .map(|l| NewJob {
-            source: Some(l.path.display().to_string()),
-            spec: l.spec,
-        })
-        .collect();
+    let jobs: Vec<NewJob> = loaded.into_iter().map(NewJob::from).collect();
     let ids = store.submit(&jobs)?;
     let store = SharedStore::new(store);
 

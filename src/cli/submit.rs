@@ -10,13 +10,7 @@ use std::path::{Path, PathBuf};
 pub async fn run(state_dir: &Path, paths: &[PathBuf], wait: bool, json: bool) -> CmdResult {
     let loaded = super::load_jobs(paths, "; nothing was submitted")?;
     let mut store = super::open_store(state_dir)?;
-    let jobs: Vec<NewJob> = loaded
-        .into_iter()
-        .map(|l| NewJob {
-            source: Some(l.path.display().to_string()),
-            spec: l.spec,
-        })
-        .collect();
+    let jobs: Vec<NewJob> = loaded.into_iter().map(NewJob::from).collect();
     let ids = store.submit(&jobs)?;
     if json && !wait {
         let list = ids

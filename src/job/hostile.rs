@@ -146,35 +146,9 @@ pub(crate) fn too_deep(text: &str) -> Option<Location> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::parse;
-    use super::super::{load_file, JobError};
+    use super::super::load_file;
+    use super::super::testutil::{parse, quickly, refused, write};
     use super::*;
-    use std::path::{Path, PathBuf};
-    use std::time::{Duration, Instant};
-
-    /// Runs `f`, asserting it finishes well under a second: hostile input must be refused fast.
-    #[track_caller]
-    fn quickly<T>(f: impl FnOnce() -> T) -> T {
-        let start = Instant::now();
-        let result = f();
-        let elapsed = start.elapsed();
-        assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
-        result
-    }
-
-    /// Parses `text` quickly, expecting exactly one error.
-    #[track_caller]
-    fn refused(text: &str) -> JobError {
-        let errors = quickly(|| parse(text)).unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:#?}");
-        errors.into_iter().next().unwrap()
-    }
-
-    fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
 
     #[test]
     fn sizes_up_to_the_cap_pass() {

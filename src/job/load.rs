@@ -166,32 +166,8 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<LoadedJob>, Vec<JobError>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{parse, AGENT};
+    use super::super::testutil::{refused, write, AGENT};
     use super::*;
-    use std::time::{Duration, Instant};
-
-    /// Runs `f`, asserting it finishes well under a second: hostile input must be refused fast.
-    #[track_caller]
-    fn quickly<T>(f: impl FnOnce() -> T) -> T {
-        let start = Instant::now();
-        let result = f();
-        let elapsed = start.elapsed();
-        assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
-        result
-    }
-
-    #[track_caller]
-    fn refused(text: &str) -> JobError {
-        let errors = quickly(|| parse(text)).unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:#?}");
-        errors.into_iter().next().unwrap()
-    }
-
-    fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
 
     #[test]
     fn a_loaded_file_carries_its_path_and_content_hash() {

@@ -48,3 +48,31 @@ pub(crate) fn assert_agent_error(extra: &str, at: (usize, usize), starts: &str) 
     assert!(message.starts_with(starts), "{extra}: {message}");
     assert!(!message.starts_with(char::is_uppercase), "{message}");
 }
+
+/// Runs `f`, asserting it finishes well under a second: hostile input must be refused fast.
+#[track_caller]
+pub(crate) fn quickly<T>(f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let result = f();
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < std::time::Duration::from_secs(1),
+        "took {elapsed:?}"
+    );
+    result
+}
+
+/// Parses `text` quickly, expecting exactly one error.
+#[track_caller]
+pub(crate) fn refused(text: &str) -> JobError {
+    let errors = quickly(|| parse(text)).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    errors.into_iter().next().unwrap()
+}
+
+/// Writes a file into `dir` and returns its path.
+pub(crate) fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}

@@ -726,5 +726,5 @@ mod tests;
 /// Test helpers shared with other modules' unit tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
-    pub(crate) use super::tests::spec;
+    pub(crate) use super::tests::{spec, submit_one};
 }

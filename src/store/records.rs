@@ -67,6 +67,16 @@ pub struct NewJob {
     pub source: Option<String>,
 }
 
+impl From<crate::job::LoadedJob> for NewJob {
+    /// A job file as loaded: its spec, and its path as the source.
+    fn from(loaded: crate::job::LoadedJob) -> Self {
+        NewJob {
+            source: Some(loaded.path.display().to_string()),
+            spec: loaded.spec,
+        }
+    }
+}
+
 /// What `cancel` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelResult {

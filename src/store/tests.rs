@@ -30,7 +30,7 @@ pub(crate) fn spec(name: &str) -> JobSpec {
     }
 }
 
-fn submit_one(store: &mut Store, name: &str) -> JobId {
+pub(crate) fn submit_one(store: &mut Store, name: &str) -> JobId {
     store
         .submit(&[NewJob {
             spec: spec(name),

@@ -224,19 +224,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewJob;
 
     #[test]
     fn usage_accumulates_per_attempt_and_role_and_sums_per_job() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let id = store
-            .submit(&[NewJob {
-                spec: crate::store::tests_support::spec("a"),
-                source: None,
-            }])
-            .unwrap()
-            .remove(0);
+        let id = crate::store::tests_support::submit_one(&mut store, "a");
         let call = Usage {
             requests: 1,
             prompt_tokens: 10,
@@ -261,13 +254,7 @@ mod tests {
     fn revoked_tokens_have_no_owner() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let id = store
-            .submit(&[NewJob {
-                spec: crate::store::tests_support::spec("a"),
-                source: None,
-            }])
-            .unwrap()
-            .remove(0);
+        let id = crate::store::tests_support::submit_one(&mut store, "a");
         store.add_token("h1", &id, 1).unwrap();
         assert_eq!(store.token_owner("h1").unwrap(), Some((id.clone(), 1)));
         store.revoke_tokens(&id, 1).unwrap();

@@ -224,3 +224,19 @@ pub fn log_of(env: &Env, job: &str) -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Serves `app` on an ephemeral loopback port from its own runtime (dropped with the runtime);
+/// returns the base URL (`http://127.0.0.1:PORT`).
+pub fn serve_on_loopback(app: axum::Router) -> (String, tokio::runtime::Runtime) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, runtime)
+}

@@ -41,21 +41,12 @@ pub fn create_file(file: &str, content: &str) -> String {
 
 impl ScriptedLlm {
     pub fn start(manager: Vec<String>, edits: Vec<String>) -> ScriptedLlm {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let script = Arc::new(Mutex::new(Script {
             manager: manager.into(),
             edits: edits.into(),
             ..Default::default()
         }));
         let state = script.clone();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let app = Router::new().route(
             "/v1/chat/completions",
             post(move |body: Bytes| {
@@ -63,9 +54,9 @@ impl ScriptedLlm {
                 async move { reply(&state, &body) }
             }),
         );
-        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (base, runtime) = crate::common::serve_on_loopback(app);
         ScriptedLlm {
-            url,
+            url: format!("{base}/v1"),
             script,
             runtime: Some(runtime),
         }

@@ -25,17 +25,8 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let state = seen.clone();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let app = Router::new().route(
             "/v1/chat/completions",
             post(move |headers: HeaderMap, body: Bytes| {
@@ -43,9 +34,9 @@ impl Upstream {
                 async move { answer(state, headers, body) }
             }),
         );
-        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let (base, runtime) = crate::common::serve_on_loopback(app);
         Upstream {
-            url,
+            url: format!("{base}/v1"),
             seen,
             runtime: Some(runtime),
         }
