@@ -1,8 +1,4 @@
-//! `runner images build [NAME] [--ca-bundle FILE] [--if-missing]`
-//!
-//! The aider build also reads `RUNNER_AIDER_BASE` (its `BASE` image) and `RUNNER_WHEELS_DIR`
-//! (wheels to install from instead of a package index); they stand in for `--base` and
-//! `--wheels` until those flags exist.
+//! `runner images build [NAME] [--ca-bundle FILE] [--base IMAGE] [--wheels DIR] [--if-missing]`
 
 use super::exit::{CmdResult, Failure, SUCCESS};
 use crate::sandbox::images::{BuildOptions, ImageError, HOST_CA_BUNDLE, IMAGE_NAMES};
@@ -10,7 +6,7 @@ use crate::sandbox::{DockerSandbox, Sandbox};
 use std::path::{Path, PathBuf};
 
 pub async fn build(
-    state_dir: &Path,
+    _state_dir: &Path,
     name: Option<&str>,
     ca_bundle: Option<PathBuf>,
     base: Option<String>,
@@ -29,7 +25,9 @@ pub async fn build(
     let sandbox = super::connect_docker().await?;
     let opts = BuildOptions {
         ca_bundle,
-        work_dir: state_dir.join("cache").join("images"),
+        // A scratch dir outside the state dir: the base build runs under sudo, and a root-owned
+        // state dir would lock the user out of it.
+        work_dir: std::env::temp_dir().join(format!("runner-images-{}", std::process::id())),
         base: base.filter(|b| !b.trim().is_empty()),
         wheels: wheels.filter(|w| !w.as_os_str().is_empty()),
     };

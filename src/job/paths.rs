@@ -90,7 +90,9 @@ pub(crate) fn check_inside(base: &Path, path: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "`{}` is outside the job file's directory `{}`: local paths must stay inside the              folder that holds the job file (name a repository elsewhere by URL, like              `file:///srv/git/app.git`)",
+            "`{}` is outside the job file's directory `{}`: local paths must stay inside the \
+             folder that holds the job file (name a repository elsewhere by URL, like \
+             `file:///srv/git/app.git`)",
             path.display(),
             base.display()
         ))

@@ -91,6 +91,14 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         }
     }
 
+    if is_agent && matches!(raw.network, Some(NetworkMode::None | NetworkMode::Bridge)) {
+        p.at(
+            &["network"],
+            "an agent job reaches its model only through the runner's LLM gateway: \
+             use `network: llm` (the default for agent jobs), or remove `network:`",
+        );
+    }
+
     let repo = raw
         .repo
         .as_ref()
@@ -263,6 +271,13 @@ mod tests {
             (None, None, None, None)
         );
         assert!(spec.env.0.is_empty() && spec.secrets.is_empty());
+    }
+
+    #[test]
+    fn an_agent_job_must_use_the_llm_network() {
+        let (at, msg) = one_error(&format!("{AGENT}network: bridge\n"));
+        assert_eq!(at, Some((3, 1)));
+        assert!(msg.contains("use `network: llm`"), "{msg}");
     }
 
     #[test]
