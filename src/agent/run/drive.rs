@@ -1,0 +1,323 @@
+//! The manager loop: it asks the manager for a step, types it into Aider, watches the work tree
+//! for progress, and stops on a finish, a failure, the turn limit or a stuck manager.
+
+use super::infra;
+use crate::agent::manager::{Manager, ManagerError};
+use crate::agent::parse::AiderEvent;
+use crate::agent::protocol::{action_name, HistoryItem, TurnContext};
+use crate::agent::session::{Session, SessionError};
+use crate::job::{JobSpec, ManagerAction, ManagerMode, ManagerStep};
+use crate::llm::Gateway;
+use crate::sandbox::Sandbox;
+use crate::state::{JobId, JobState, Outcome, Reason};
+use crate::store::SharedStore;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// Identical turns in a row (same action, nothing changed) before the job is `stuck`.
+const STUCK_REPEATS: u32 = 3;
+
+/// Everything the manager loop needs.
+pub struct Drive<'a, S: Sandbox> {
+    pub sandbox: &'a S,
+    pub store: &'a SharedStore,
+    pub gateway: &'a Gateway,
+    pub spec: &'a JobSpec,
+    pub job: &'a JobId,
+    pub attempt: u32,
+    pub container: &'a str,
+    pub base: String,
+    /// Where patch and bundle go.
+    pub artifacts: PathBuf,
+    /// Where the repository mirror lives (for branch and PR output).
+    pub cache: PathBuf,
+    /// Progress lines for the live display.
+    pub progress: &'a (dyn Fn(JobState, Option<String>) + Send + Sync),
+}
+
+/// How the manager loop ended.
+pub enum DriveEnd {
+    Done(Outcome),
+    /// Aider's output ended (it exited): the container's exit status tells the rest.
+    AiderExited,
+}
+
+impl<S: Sandbox> Drive<'_, S> {
+    /// Drives Aider until the work is verified and exported, or the job fails.
+    pub async fn run(self, mut session: Session) -> DriveEnd {
+        let spec = self.spec;
+        let mut ctx = TurnContext {
+            task: match &spec.kind {
+                crate::job::JobKind::Task { task } => task.clone(),
+                crate::job::JobKind::Command { .. } => String::new(),
+            },
+            max_turns: spec.manager.max_turns,
+            ..Default::default()
+        };
+        match session.wait_ready().await {
+            Ok(turn) => ctx.new_output = turn.output,
+            Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
+            Err(SessionError::Io(e)) => {
+                return DriveEnd::Done(infra(format!("aider session: {e}")))
+            }
+        }
+        let mut manager = match &spec.manager.mode {
+            ManagerMode::None => return self.run_single(session, ctx).await,
+            ManagerMode::Script { steps } => Manager::Script {
+                steps: steps.clone(),
+                next: 0,
+            },
+            ManagerMode::Llm => Manager::Llm {
+                gateway: self.gateway.clone(),
+                job: self.job.clone(),
+                attempt: self.attempt,
+                spec: Box::new(spec.clone()),
+            },
+        };
+        let mut last: Option<(ManagerAction, String, String)> = None; // action, argument, fingerprint
+        let mut repeats = 0;
+        let mut fingerprint = self.fingerprint(&mut ctx).await;
+        loop {
+            if ctx.turn >= ctx.max_turns {
+                return DriveEnd::Done(Outcome::failed(
+                    Reason::MaxTurns,
+                    None,
+                    format!(
+                        "the manager used all {} turns without a verified finish",
+                        ctx.max_turns
+                    ),
+                ));
+            }
+            ctx.turn += 1;
+            let step = match manager.decide(&ctx).await {
+                Ok(step) => step,
+                Err(ManagerError::Budget(why)) => {
+                    return DriveEnd::Done(Outcome::failed(Reason::Budget, None, why))
+                }
+                Err(ManagerError::Failed(why)) => {
+                    return DriveEnd::Done(Outcome::failed(Reason::ManagerError, None, why))
+                }
+            };
+            (self.progress)(
+                JobState::Running,
+                Some(format!(
+                    "turn {}/{}: {} {}",
+                    ctx.turn,
+                    ctx.max_turns,
+                    action_name(step.action),
+                    if step.progress.is_empty() {
+                        step.argument.clone()
+                    } else {
+                        step.progress.clone()
+                    }
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+                )),
+            );
+            let result = match step.action {
+                ManagerAction::Fail => {
+                    return DriveEnd::Done(Outcome::failed(
+                        Reason::ManagerError,
+                        None,
+                        format!("the manager gave up: {}", step.argument),
+                    ))
+                }
+                ManagerAction::Finish => match self.finish(&mut ctx).await {
+                    Ok(outcome) => return DriveEnd::Done(outcome),
+                    Err(failure) => {
+                        ctx.new_output = failure.clone();
+                        failure
+                    }
+                },
+                _ => {
+                    if let Err(e) = session.send(&aider_input(&step)).await {
+                        return match e {
+                            SessionError::Exited { .. } => DriveEnd::AiderExited,
+                            SessionError::Io(e) => {
+                                DriveEnd::Done(infra(format!("aider session: {e}")))
+                            }
+                        };
+                    }
+                    let turn = match session.wait_ready().await {
+                        Ok(turn) => turn,
+                        Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
+                        Err(SessionError::Io(e)) => {
+                            return DriveEnd::Done(infra(format!("aider session: {e}")))
+                        }
+                    };
+                    let summary = summarize(&turn.events);
+                    ctx.new_output = turn.output;
+                    summary
+                }
+            };
+            let now = self.fingerprint(&mut ctx).await;
+            let unchanged = now == fingerprint;
+            fingerprint = now;
+            let same = last
+                .as_ref()
+                .is_some_and(|(a, arg, _)| *a == step.action && *arg == step.argument);
+            repeats = if same && unchanged { repeats + 1 } else { 0 };
+            if repeats + 1 >= STUCK_REPEATS {
+                return DriveEnd::Done(Outcome::failed(
+                    Reason::Stuck,
+                    None,
+                    format!(
+                        "the manager repeated `{} {}` {STUCK_REPEATS} times with no change in the work tree",
+                        action_name(step.action),
+                        step.argument.chars().take(80).collect::<String>()
+                    ),
+                ));
+            }
+            last = Some((step.action, step.argument.clone(), fingerprint.clone()));
+            ctx.remember(HistoryItem {
+                turn: ctx.turn,
+                action: step.action,
+                argument: step.argument,
+                result,
+            });
+        }
+    }
+
+    /// `manager.mode: none`: the task as one message, then finish when Aider is back at its prompt.
+    async fn run_single(self, mut session: Session, mut ctx: TurnContext) -> DriveEnd {
+        let task = ctx.task.clone();
+        if let Err(e) = session.send(&task).await {
+            return match e {
+                SessionError::Exited { .. } => DriveEnd::AiderExited,
+                SessionError::Io(e) => DriveEnd::Done(infra(format!("aider session: {e}"))),
+            };
+        }
+        match session.wait_ready().await {
+            Ok(turn) => ctx.new_output = turn.output,
+            Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
+            Err(SessionError::Io(e)) => {
+                return DriveEnd::Done(infra(format!("aider session: {e}")))
+            }
+        }
+        ctx.turn = 1;
+        match self.finish(&mut ctx).await {
+            Ok(outcome) => DriveEnd::Done(outcome),
+            Err(failure) => DriveEnd::Done(Outcome::failed(Reason::VerifyFailed, None, failure)),
+        }
+    }
+
+    /// A fingerprint of the work tree (HEAD and status), refreshing the changed-files list.
+    async fn fingerprint(&self, ctx: &mut TurnContext) -> String {
+        let script = format!(
+            "cd /workspace && git rev-parse HEAD && echo --- && git status --porcelain && echo --- && git diff --name-only {} && git ls-files --others --exclude-standard",
+            self.base
+        );
+        let argv = ["sh".to_string(), "-c".to_string(), script];
+        let Ok(out) = self
+            .sandbox
+            .exec(self.container, &argv, None, 256 << 10)
+            .await
+        else {
+            return String::new();
+        };
+        let text = String::from_utf8_lossy(&out.output).into_owned();
+        let mut parts = text.splitn(3, "---\n");
+        let head = parts.next().unwrap_or_default().to_string();
+        let status: String = parts
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.contains(".aider"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let files: BTreeSet<String> = parts
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with(".aider"))
+            .map(str::to_string)
+            .collect();
+        ctx.files_changed = files.into_iter().collect();
+        let digest = Sha256::digest(format!("{head}\n{status}").as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What the runner types into Aider for a manager step.
+pub fn aider_input(step: &ManagerStep) -> String {
+    let arg = step.argument.trim();
+    match step.action {
+        ManagerAction::Instruct => arg.to_string(),
+        ManagerAction::Run => format!("/run {arg}"),
+        ManagerAction::Test => format!("/test {arg}"),
+        ManagerAction::Add => format!("/add {arg}"),
+        ManagerAction::Drop => format!("/drop {arg}"),
+        ManagerAction::Undo => "/undo".to_string(),
+        ManagerAction::Finish | ManagerAction::Fail => String::new(),
+    }
+}
+
+/// A few words on what a turn did, for the manager's history.
+fn summarize(events: &[AiderEvent]) -> String {
+    let mut edits = Vec::new();
+    let mut commits = 0;
+    for e in events {
+        match e {
+            AiderEvent::AppliedEdit(f) => edits.push(f.clone()),
+            AiderEvent::Commit { .. } => commits += 1,
+            _ => {}
+        }
+    }
+    match (edits.is_empty(), commits) {
+        (true, 0) => "no edits".into(),
+        (false, _) => format!(
+            "edited {} ({} commit{})",
+            edits.join(", "),
+            commits,
+            if commits == 1 { "" } else { "s" }
+        ),
+        (true, n) => format!("{n} commit(s)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manager_actions_become_aider_commands() {
+        let step = |action, argument: &str| ManagerStep {
+            action,
+            argument: argument.into(),
+            progress: String::new(),
+            thought: String::new(),
+        };
+        assert_eq!(
+            aider_input(&step(ManagerAction::Run, "make test")),
+            "/run make test"
+        );
+        assert_eq!(
+            aider_input(&step(ManagerAction::Test, "pytest -q")),
+            "/test pytest -q"
+        );
+        assert_eq!(
+            aider_input(&step(ManagerAction::Add, "a.py b.py")),
+            "/add a.py b.py"
+        );
+        assert_eq!(aider_input(&step(ManagerAction::Undo, "")), "/undo");
+        assert_eq!(
+            aider_input(&step(ManagerAction::Instruct, "line1\nline2")),
+            "line1\nline2"
+        );
+    }
+
+    #[test]
+    fn turns_are_summarised_from_aider_events() {
+        let events = vec![
+            AiderEvent::AppliedEdit("greet.py".into()),
+            AiderEvent::Commit {
+                sha: "abc1234".into(),
+                message: "add greet".into(),
+            },
+        ];
+        assert_eq!(summarize(&events), "edited greet.py (1 commit)");
+        assert_eq!(summarize(&[]), "no edits");
+    }
+}

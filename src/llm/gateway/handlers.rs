@@ -1,0 +1,90 @@
+//! The HTTP routes containers call (`/v1/chat/completions`, `/v1/models`) and the token check
+//! that maps a request to its attempt's grant.
+
+use super::exchange::exchange;
+use super::{error, hash, lock, Grant, Inner};
+use crate::store::Role;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+async fn grant_for(inner: &Inner, headers: &HeaderMap) -> Option<Arc<Grant>> {
+    let token = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim()
+        .to_string();
+    let h = hash(&token);
+    if let Some(g) = lock(&inner.grants).get(&h) {
+        return Some(g.clone());
+    }
+    // Not cached (a restarted scheduler adopting a container): look it up.
+    let h2 = h.clone();
+    let found = inner
+        .store
+        .call(move |s| match s.token_owner(&h2)? {
+            Some((id, n)) => Ok(Some((id.clone(), n, s.job(&id)?.spec))),
+            None => Ok(None),
+        })
+        .await
+        .ok()??;
+    let grant = Arc::new(Grant {
+        job: found.0,
+        attempt: found.1,
+        spec: found.2,
+    });
+    lock(&inner.grants).insert(h, grant.clone());
+    Some(grant)
+}
+
+pub(super) async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
+    let Some(grant) = grant_for(&inner, &headers).await else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "runner gateway: unknown or revoked token",
+        );
+    };
+    let model = grant
+        .spec
+        .agent
+        .model
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    axum::Json(
+        json!({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "runner"}]}),
+    )
+    .into_response()
+}
+
+pub(super) async fn chat(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(grant) = grant_for(&inner, &headers).await else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "runner gateway: unknown or revoked token",
+        );
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "request body is not a JSON object",
+            )
+        }
+    };
+    exchange(&inner, &grant, Role::Agent, request, body).await
+}

@@ -1,0 +1,277 @@
+//! The LLM gateway: an OpenAI-compatible endpoint inside the runner, served on the internal
+//! network's gateway address. Containers present a per-attempt token; the gateway forwards to the
+//! job's upstream with the real key (which never enters a container), meters every call per
+//! attempt and role, refuses calls once the job's budget is spent, and records or replays
+//! cassettes.
+//!
+//! This module holds the gateway itself (start, grants, the manager's calls); `handlers` serves
+//! the HTTP routes and checks tokens, `exchange` meters, budgets and forwards one call, and
+//! `replay` answers from a cassette or records one.
+
+mod exchange;
+mod handlers;
+mod replay;
+
+pub use exchange::upstream_base;
+
+use super::cassette::{Cassette, Recorder};
+use super::prices::Prices;
+use crate::job::JobSpec;
+use crate::state::JobId;
+use crate::store::{Role, SharedStore};
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use exchange::exchange;
+use handlers::{chat, models};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Largest request body accepted (Aider sends whole files; this is far beyond a sane prompt).
+pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+/// Meta key under which the gateway's port is kept, so restarted schedulers keep the address that
+/// adopted containers were given.
+const PORT_KEY: &str = "gateway_port";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot serve the LLM gateway on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Why a manager call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerCallError {
+    #[error("{0}")]
+    Budget(String),
+    #[error("HTTP {0}: {1}")]
+    Status(u16, String),
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// An attempt allowed to call the gateway.
+#[derive(Debug)]
+struct Grant {
+    job: JobId,
+    attempt: u32,
+    spec: JobSpec,
+}
+
+struct Inner {
+    store: SharedStore,
+    client: reqwest::Client,
+    prices: Prices,
+    /// Token hash → grant (a cache of the tokens table).
+    grants: Mutex<HashMap<String, Arc<Grant>>>,
+    /// Fired when a job's budget is spent, so its attempt stops.
+    budget_spent: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Next replay position per attempt and role.
+    replay_pos: Mutex<HashMap<(JobId, u32, Role), usize>>,
+    cassettes: Mutex<HashMap<PathBuf, Arc<Cassette>>>,
+    recorders: Mutex<HashMap<PathBuf, Arc<Recorder>>>,
+}
+
+/// A running gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("addr", &self.addr).finish()
+    }
+}
+
+fn hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An OpenAI-style error answer.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"message": message.into(), "type": code, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+impl Gateway {
+    /// Serves the gateway on `ip`, on the port this state dir used before when it is free.
+    pub async fn start(
+        store: SharedStore,
+        ip: IpAddr,
+        prices: Prices,
+    ) -> Result<Gateway, GatewayError> {
+        let previous: Option<u16> = store
+            .call(|s| s.meta(PORT_KEY))
+            .await?
+            .and_then(|p| p.parse().ok());
+        let listener = match previous {
+            Some(port) => match tokio::net::TcpListener::bind((ip, port)).await {
+                Ok(l) => l,
+                Err(_) => bind(ip, 0).await?,
+            },
+            None => bind(ip, 0).await?,
+        };
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: SocketAddr::new(ip, 0),
+            source,
+        })?;
+        if previous != Some(addr.port()) {
+            let port = addr.port().to_string();
+            store.call(move |s| s.set_meta(PORT_KEY, &port)).await?;
+        }
+        let inner = Arc::new(Inner {
+            store,
+            client: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(20))
+                .build()
+                .expect("http client builds"),
+            prices,
+            grants: Mutex::new(HashMap::new()),
+            budget_spent: Mutex::new(HashMap::new()),
+            replay_pos: Mutex::new(HashMap::new()),
+            cassettes: Mutex::new(HashMap::new()),
+            recorders: Mutex::new(HashMap::new()),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+            .with_state(inner.clone());
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!("LLM gateway stopped: {e}");
+            }
+        });
+        tracing::info!(%addr, "LLM gateway listening");
+        Ok(Gateway { inner, addr, stop })
+    }
+
+    /// The base URL containers use (`http://<gateway>:<port>/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// A fresh token for attempt `n` of a job; only its hash is stored.
+    pub async fn grant(&self, job: &JobId, n: u32, spec: &JobSpec) -> Result<String, GatewayError> {
+        let token = format!("rnr-{}", hex_random(24));
+        let h = hash(&token);
+        let (id, h2) = (job.clone(), h.clone());
+        self.inner
+            .store
+            .call(move |s| s.add_token(&h2, &id, n))
+            .await?;
+        lock(&self.inner.grants).insert(
+            h,
+            Arc::new(Grant {
+                job: job.clone(),
+                attempt: n,
+                spec: spec.clone(),
+            }),
+        );
+        Ok(token)
+    }
+
+    /// Revokes attempt `n`'s tokens: later calls with them get 401.
+    pub async fn revoke(&self, job: &JobId, n: u32) -> Result<(), GatewayError> {
+        lock(&self.inner.grants).retain(|_, g| !(g.job == *job && g.attempt == n));
+        lock(&self.inner.replay_pos).retain(|(j, a, _), _| !(j == job && *a == n));
+        let id = job.clone();
+        self.inner
+            .store
+            .call(move |s| s.revoke_tokens(&id, n))
+            .await?;
+        Ok(())
+    }
+
+    /// A signal fired when the job's budget is spent.
+    pub fn budget_signal(&self, job: &JobId) -> CancellationToken {
+        lock(&self.inner.budget_spent)
+            .entry(job.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// A manager call for attempt `n`: through the same meter, budget and cassette as the
+    /// agent's calls, as role `manager`. Returns the answer's JSON body.
+    pub async fn manager_call(
+        &self,
+        job: &JobId,
+        n: u32,
+        spec: &JobSpec,
+        request: Value,
+    ) -> Result<Value, ManagerCallError> {
+        let grant = Grant {
+            job: job.clone(),
+            attempt: n,
+            spec: spec.clone(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&request).expect("JSON serializes"));
+        let response = exchange(&self.inner, &grant, Role::Manager, request, body).await;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 32 << 20)
+            .await
+            .map_err(|e| ManagerCallError::Transport(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ManagerCallError::Transport(format!("the answer is not JSON: {e}")))?;
+        let message = || {
+            value["error"]["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_string()
+        };
+        if status == StatusCode::PAYMENT_REQUIRED {
+            return Err(ManagerCallError::Budget(message()));
+        }
+        if !status.is_success() {
+            return Err(ManagerCallError::Status(status.as_u16(), message()));
+        }
+        Ok(value)
+    }
+
+    /// Stops serving.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn bind(ip: IpAddr, port: u16) -> Result<tokio::net::TcpListener, GatewayError> {
+    tokio::net::TcpListener::bind((ip, port))
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: SocketAddr::new(ip, port),
+            source,
+        })
+}
+
+fn hex_random(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
