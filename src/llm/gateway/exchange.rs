@@ -92,15 +92,14 @@ pub(super) async fn record_usage(
         cost_usd: cost.unwrap_or(0.0),
         unpriced_requests: u64::from(cost.is_none()),
     };
-    let (store, job, n) = (inner.store.clone(), grant.job.clone(), grant.attempt);
-    tokio::spawn(async move {
-        if let Err(e) = store
-            .call(move |s| s.add_usage(&job, n, role, &usage))
-            .await
-        {
-            tracing::error!("cannot record LLM usage: {e}");
-        }
-    });
+    let (job, n) = (grant.job.clone(), grant.attempt);
+    if let Err(e) = inner
+        .store
+        .call(move |s| s.add_usage(&job, n, role, &usage))
+        .await
+    {
+        tracing::error!("cannot record LLM usage: {e}");
+    }
 }
 
 /// The upstream base URL of a job: `llm.base_url`, else the runner's OPENAI_BASE_URL.

@@ -200,8 +200,22 @@ impl Gateway {
 
     /// Revokes attempt `n`'s tokens: later calls with them get 401.
     pub async fn revoke(&self, job: &JobId, n: u32) -> Result<(), GatewayError> {
-        lock(&self.inner.grants).retain(|_, g| !(g.job == *job && g.attempt == n));
+        let mut files = Vec::new();
+        lock(&self.inner.grants).retain(|_, g| {
+            let mine = g.job == *job && g.attempt == n;
+            if mine {
+                files.extend(g.spec.llm.record.iter().chain(&g.spec.llm.replay).cloned());
+            }
+            !mine
+        });
         lock(&self.inner.replay_pos).retain(|(j, a, _), _| !(j == job && *a == n));
+        // Nothing of a job outlives its attempt in a long-lived daemon (a retry starts afresh;
+        // a spent budget is found spent again from the store).
+        lock(&self.inner.budget_spent).remove(job);
+        for file in &files {
+            lock(&self.inner.recorders).remove(file);
+            lock(&self.inner.cassettes).remove(file);
+        }
         let id = job.clone();
         self.inner
             .store
