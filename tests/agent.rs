@@ -12,24 +12,6 @@ use std::time::{Duration, Instant};
 const GREET: &str = "def greet(name):\n    return f\"Hello, {name}!\"\n";
 const VERIFY: &str = "verify: [\"python3\", \"-c\", \"from greet import greet; assert greet('Ann') == 'Hello, Ann!'\"]";
 
-/// A small git repository to work on.
-fn make_repo(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("README.md"), "# demo\n").unwrap();
-    let git = |args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
-            .arg(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["add", "."]);
-    git(&["commit", "-q", "-m", "initial"]);
-}
-
 fn agent_job(env: &Env, name: &str, manager: &str, extra: &str) -> std::path::PathBuf {
     make_repo(&env.dir.path().join("repo"));
     env.job(

@@ -460,3 +460,32 @@ fn runtime_is_allow_listed_and_a_missing_one_fails_clearly() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_plain_job_with_a_repo_runs_in_its_checkout() {
+    let env = Env::new();
+    make_repo(&env.dir.path().join("repo"));
+    let job = env.job(
+        "ci.yaml",
+        &sh_job(
+            "ci",
+            "pwd; cat README.md; git log --format=%s",
+            "repo: ./repo\nref: main",
+        ),
+    );
+    let out = env.run(&["run", path_str(&job)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(log_of(&env, "ci"), "/workspace\n# demo\ninitial\n");
+    let bad_ref = env.job(
+        "badref.yaml",
+        &sh_job("badref", "true", "repo: ./repo\nref: nope"),
+    );
+    let out = env.run(&["run", path_str(&bad_ref)]);
+    assert_eq!(out.status.code(), Some(1));
+    let show = env.show("badref");
+    assert!(show["detail"].as_str().unwrap().contains("nope"), "{show}");
+    assert!(
+        show["attempts"].as_array().unwrap().len() == 1
+            && show["attempts"][0]["container"].is_string()
+    );
+}

@@ -104,6 +104,13 @@ impl<S: Sandbox> Attempt<S> {
         };
         let grace = self.config.stop_grace.as_secs() as i64;
         let mut plan = match &spec.kind {
+            JobKind::Command { command } if spec.repo.is_some() => ContainerPlan::for_command(
+                spec,
+                &crate::agent::run::after_upload(command),
+                labels,
+                secrets,
+                grace,
+            ),
             JobKind::Command { command } => {
                 ContainerPlan::for_command(spec, command, labels, secrets, grace)
             }
@@ -119,15 +126,15 @@ impl<S: Sandbox> Attempt<S> {
             }
         };
         self.connect_llm(&mut plan).await?;
-        let prepared = match &spec.kind {
-            JobKind::Task { .. } => {
-                let work = self
-                    .config
-                    .work_dir
-                    .join(format!("{}-{}", self.job.id, self.attempt.n));
-                Some(crate::agent::run::prepare(spec, &self.config.cache_dir, &work).await?)
-            }
-            JobKind::Command { .. } => None,
+        // The repository (agents always get a workspace; plain jobs when they name a repo).
+        let prepared = if spec.is_agent() || spec.repo.is_some() {
+            let work = self
+                .config
+                .work_dir
+                .join(format!("{}-{}", self.job.id, self.attempt.n));
+            Some(crate::agent::run::prepare(spec, &self.config.cache_dir, &work).await?)
+        } else {
+            None
         };
         let name = self.attempt.container.clone();
         debug_assert_eq!(plan.name, name);
@@ -159,11 +166,14 @@ impl<S: Sandbox> Attempt<S> {
         }
         let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
         let (outcome, stored) = match prepared {
-            Some(prepared) => {
+            Some(prepared) if spec.is_agent() => {
                 self.run_agent(&name, launched, prepared, &path, &redact)
                     .await
             }
-            None => self.run_command(&name, launched, &path, &redact).await,
+            prepared => {
+                self.run_command(&name, launched, prepared, &path, &redact)
+                    .await
+            }
         };
         if stored {
             let (id, n) = (self.job.id.clone(), self.attempt.n);
@@ -196,9 +206,22 @@ impl<S: Sandbox> Attempt<S> {
         &self,
         name: &str,
         launched: Launched,
+        prepared: Option<crate::agent::run::Prepared>,
         path: &Path,
         secrets: &[(String, Secret)],
     ) -> (Outcome, bool) {
+        if let Some(prepared) = prepared {
+            // The command waits for its repository; an adopted container may have it already.
+            let sandbox = self.sandbox.as_ref();
+            let needed =
+                launched.output.is_some() || !crate::agent::run::uploaded(sandbox, name).await;
+            if needed {
+                if let Err(outcome) = crate::agent::run::upload(sandbox, name, prepared).await {
+                    let _ = self.sandbox.stop(name, self.config.stop_grace).await;
+                    return (outcome, false);
+                }
+            }
+        }
         // An adopted container's output is read back from the engine: follow it live, and once
         // it has exited read it whole again (following can miss the last output).
         let adopted = launched.output.is_none();

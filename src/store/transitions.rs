@@ -161,7 +161,7 @@ impl Store {
                 "UPDATE attempts SET state = ?3, reason = ?4, exit_code = ?5, detail = ?6, finished_at = ?7 WHERE job_id = ?1 AND n = ?2",
                 params![id.as_str(), n, outcome.state().as_str(), reason, outcome.exit_code(), detail, now],
             )?;
-            let retry = outcome.reason().is_some_and(Reason::is_retryable) && n < max_attempts;
+            let retry = outcome.retryable() && n < max_attempts;
             if retry {
                 tx.execute(
                     "UPDATE jobs SET state = 'queued', reason = ?2, detail = ?3 WHERE id = ?1",

@@ -240,3 +240,21 @@ pub fn serve_on_loopback(app: axum::Router) -> (String, tokio::runtime::Runtime)
     runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, runtime)
 }
+
+/// A small git repository (a README on `main`, one commit) to work on.
+pub fn make_repo(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("README.md"), "# demo\n").unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t", "-C"])
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "initial"]);
+}

@@ -82,7 +82,7 @@ impl<S: Sandbox> Drive<'_, S> {
             OutputMode::Branch | OutputMode::Pr => {
                 match self.publish(exported.bundle.as_deref()).await {
                     Ok(()) => Outcome::Succeeded,
-                    Err(why) => infra(why),
+                    Err(why) => Outcome::permanent(Reason::Infra, why),
                 }
             }
         }

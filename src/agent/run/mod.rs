@@ -13,9 +13,9 @@ mod transcript;
 mod workspace;
 
 pub use drive::{aider_input, Drive, DriveEnd};
-pub use plan::plan;
+pub use plan::{after_upload, plan};
 pub use transcript::write_transcript;
-pub use workspace::{prepare, upload, Prepared};
+pub use workspace::{prepare, upload, uploaded, Prepared};
 
 use crate::state::{Outcome, Reason};
 use std::time::Duration;

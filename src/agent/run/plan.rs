@@ -20,6 +20,28 @@ if [ -f /etc/runner/aider-model-settings.yml ]; then set -- --model-settings-fil
 exec aider --openai-api-base "$OPENAI_API_BASE" --openai-api-key "$OPENAI_API_KEY" "$@"
 "#;
 
+/// For a plain job with a `repo`: waits for the workspace, then runs the job's own command.
+const WAIT_THEN_RUN: &str = r#"i=0
+while [ ! -e /tmp/.runner-workspace-ready ]; do
+  i=$((i+1)); if [ $i -gt 2400 ]; then echo "runner: the workspace never arrived" >&2; exit 97; fi
+  sleep 0.05
+done
+cd /workspace
+exec "$@"
+"#;
+
+/// A plain job's command, run once its repository is in /workspace (the image needs `sh`).
+pub fn after_upload(command: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        WAIT_THEN_RUN.into(),
+        "runner-job".into(),
+    ];
+    argv.extend(command.iter().cloned());
+    argv
+}
+
 /// The container of an agent attempt.
 pub fn plan(
     spec: &JobSpec,

@@ -53,6 +53,12 @@ pub async fn prepare(spec: &JobSpec, cache: &Path, work: &Path) -> Result<Prepar
 }
 
 /// Puts the workspace into the running container and lets Aider start; returns the base commit.
+/// True when the workspace of a running container is already in place (an adopted container).
+pub async fn uploaded<S: Sandbox>(sandbox: &S, name: &str) -> bool {
+    let argv = ["test", "-e", super::plan::READY_FILE].map(String::from);
+    matches!(sandbox.exec(name, &argv, None, 1024).await, Ok(out) if out.code == 0)
+}
+
 pub async fn upload<S: Sandbox>(
     sandbox: &S,
     name: &str,
