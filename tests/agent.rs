@@ -76,6 +76,13 @@ fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() 
         "commits are exported: {patch}"
     );
     assert!(artifact(&show, "bundle").is_some(), "{show}");
+    let verify =
+        std::fs::read_to_string(artifact(&show, "verify").expect("verify output kept")).unwrap();
+    assert!(verify.starts_with("exit code 0"), "{verify}");
+    let base = show["attempts"][0]["base_commit"]
+        .as_str()
+        .expect("base commit recorded");
+    assert_eq!(base.len(), 40, "{show}");
     let usage = &show["usage"];
     assert_eq!(usage["manager"]["requests"], 2, "{usage}");
     assert!(

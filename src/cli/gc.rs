@@ -36,13 +36,16 @@ pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdRe
     let cutoff = time::OffsetDateTime::now_utc() - older_than;
     let expired = store.ended_before(&crate::state::format_rfc3339(cutoff))?;
     for id in expired {
-        let dir = state_dir.join("logs").join(id.as_str());
-        if !dir.exists() && store.artifacts(&id)?.is_empty() {
+        let dirs = [
+            state_dir.join("logs").join(id.as_str()),
+            state_dir.join("artifacts").join(id.as_str()),
+        ];
+        if !dirs.iter().any(|d| d.exists()) && store.artifacts(&id)?.is_empty() {
             continue;
         }
         if !dry_run {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| {
+            for dir in dirs.iter().filter(|d| d.exists()) {
+                std::fs::remove_dir_all(dir).map_err(|e| {
                     super::exit::Failure::environment(format!(
                         "cannot remove {}: {e}",
                         dir.display()
@@ -50,6 +53,7 @@ pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdRe
                 })?;
             }
             store.forget_artifacts(&id)?;
+            store.forget_transcript(&id)?;
         }
         println!("{verb} logs and artifacts of {id}");
     }

@@ -40,6 +40,7 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
         .iter()
         .map(|a| {
             let usage = store.attempt_usage(&job.id, a.n)?;
+            let base_commit = store.base_commit(&job.id, a.n)?;
             Ok(json!({
                 "n": a.n,
                 "container": a.container,
@@ -50,6 +51,7 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
                 "started_at": a.started_at,
                 "finished_at": a.finished_at,
                 "usage": usage_json(&usage),
+                "base_commit": base_commit,
             }))
         })
         .collect::<Result<_, StoreError>>()?;

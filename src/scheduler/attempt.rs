@@ -216,9 +216,12 @@ impl<S: Sandbox> Attempt<S> {
             let needed =
                 launched.output.is_some() || !crate::agent::run::uploaded(sandbox, name).await;
             if needed {
-                if let Err(outcome) = crate::agent::run::upload(sandbox, name, prepared).await {
-                    let _ = self.sandbox.stop(name, self.config.stop_grace).await;
-                    return (outcome, false);
+                match crate::agent::run::upload(sandbox, name, prepared).await {
+                    Ok(base) => self.record_base(&base).await,
+                    Err(outcome) => {
+                        let _ = self.sandbox.stop(name, self.config.stop_grace).await;
+                        return (outcome, false);
+                    }
                 }
             }
         }
@@ -256,6 +259,18 @@ impl<S: Sandbox> Attempt<S> {
         (outcome, stored)
     }
 
+    /// Records the commit the attempt's work starts from.
+    async fn record_base(&self, base: &str) {
+        let (id, n, base) = (self.job.id.clone(), self.attempt.n, base.to_string());
+        if let Err(e) = self
+            .store
+            .call(move |s| s.set_base_commit(&id, n, &base))
+            .await
+        {
+            tracing::warn!(job = %self.job.id, "cannot record the base commit: {e}");
+        }
+    }
+
     /// An agent: upload the workspace, start the Aider session and let the manager drive it.
     async fn run_agent(
         &self,
@@ -285,6 +300,7 @@ impl<S: Sandbox> Attempt<S> {
                 return (outcome, false);
             }
         };
+        self.record_base(&base).await;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let writer = tokio::spawn(crate::agent::run::write_transcript(
             rx,

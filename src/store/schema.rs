@@ -99,4 +99,8 @@ CREATE TABLE transcript (
 );
 CREATE INDEX transcript_by_attempt ON transcript(job_id, attempt, seq);
 "#,
+    // 4: the commit an attempt's work starts from (repository jobs).
+    r#"
+ALTER TABLE attempts ADD COLUMN base_commit TEXT;
+"#,
 ];

@@ -171,6 +171,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Records the commit attempt `n` starts from.
+    pub fn set_base_commit(&mut self, id: &JobId, n: u32, commit: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE attempts SET base_commit = ?3 WHERE job_id = ?1 AND n = ?2",
+                params![id.as_str(), n, commit],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The commit attempt `n` started from, if it had a repository.
+    pub fn base_commit(&self, id: &JobId, n: u32) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT base_commit FROM attempts WHERE job_id = ?1 AND n = ?2",
+                params![id.as_str(), n],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Forgets a job's transcript (gc of expired jobs).
+    pub fn forget_transcript(&mut self, id: &JobId) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM transcript WHERE job_id = ?1", [id.as_str()])?;
+            Ok(())
+        })
+    }
+
     /// Appends transcript entries (at, direction, text) of attempt `n`.
     pub fn add_transcript(
         &mut self,

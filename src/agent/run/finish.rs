@@ -29,6 +29,7 @@ impl<S: Sandbox> Drive<'_, S> {
                 Ok(r) => r,
                 Err(e) => return Ok(infra(format!("cannot run verify: {e}"))),
             };
+            self.keep_verify_output(ctx.turn, &result).await;
             if !result.passed {
                 let summary = format!(
                     "verification failed (exit code {}):\n{}",
@@ -48,6 +49,21 @@ impl<S: Sandbox> Drive<'_, S> {
             ctx.last_verify = Some("passed".into());
         }
         Ok(self.export().await)
+    }
+
+    /// Keeps each verify run's output as an artifact (`verify-<turn>.log`).
+    async fn keep_verify_output(&self, turn: u32, result: &crate::result::VerifyResult) {
+        let path = self.artifacts.join(format!("verify-{turn}.log"));
+        let text = format!("exit code {}\n{}", result.code, result.output);
+        let written = tokio::fs::create_dir_all(&self.artifacts).await.is_ok()
+            && tokio::fs::write(&path, text).await.is_ok();
+        if written {
+            let (job, n, path) = (self.job.clone(), self.attempt, path.display().to_string());
+            let _ = self
+                .store
+                .call(move |s| s.add_artifact(&job, n, "verify", &path))
+                .await;
+        }
     }
 
     async fn export(&self) -> Outcome {

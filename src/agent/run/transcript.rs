@@ -27,6 +27,10 @@ pub async fn write_transcript(
         }
     };
     let mut batch: Vec<TranscriptEntry> = Vec::new();
+    // The stored transcript is capped like the log: past the cap only the log file (head and
+    // tail) keeps the rest.
+    let mut stored: u64 = 0;
+    let mut capped = false;
     loop {
         let entry = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
         let done = matches!(entry, Ok(None));
@@ -37,7 +41,19 @@ pub async fn write_transcript(
                 Direction::In => entry.text.lines().map(|l| format!("» {l}\n")).collect(),
             };
             let _ = log.write(rendered.as_bytes()).await;
-            batch.push(entry);
+            stored += entry.text.len() as u64;
+            if stored <= cap {
+                batch.push(entry);
+            } else if !capped {
+                capped = true;
+                batch.push(TranscriptEntry {
+                    at: entry.at,
+                    direction: entry.direction,
+                    text: format!(
+                        "[runner: transcript cut at {cap} bytes; the log keeps the tail]"
+                    ),
+                });
+            }
         }
         if (done || idle || batch.len() >= 64) && !batch.is_empty() {
             let rows: Vec<(String, String, String)> = batch
