@@ -378,3 +378,39 @@ fn pr_output_pushes_a_branch_from_the_host_and_opens_a_pull_request() {
         }
     }
 }
+
+#[test]
+fn a_secret_printed_in_the_agent_session_is_redacted_from_transcript_and_log() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let manager = "{ mode: script, steps: [ { action: run, argument: \"cat /run/secrets/RUNNER_TEST_AGENT_SECRET\" }, { action: finish, argument: done } ] }";
+    let job = agent_job(
+        &env,
+        "leaky",
+        manager,
+        "secrets: [RUNNER_TEST_AGENT_SECRET]",
+    );
+    let secret = "agent-secret-5b8e2d";
+    let out = env
+        .cmd()
+        .args(["run", path_str(&job)])
+        .env("OPENAI_BASE_URL", &llm.url)
+        .env("RUNNER_TEST_AGENT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = log_of(&env, "leaky");
+    assert!(!log.contains(secret), "{log}");
+    assert!(
+        log.contains("[redacted RUNNER_TEST_AGENT_SECRET]"),
+        "the output was there, redacted: {log}"
+    );
+    for file in ["runner.db", "runner.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.state.join(file)) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{file} holds the secret"
+            );
+        }
+    }
+}
