@@ -3,20 +3,44 @@
 #  1. wall time of 40 trivial jobs at --parallel 8 through `runner run`, against plain
 #     `docker run --rm` driven by xargs -P 8 (best of two alternating rounds each);
 #  2. per-call latency of 200 `runner submit`s from 8 concurrent processes on one state dir,
-#     against the process start cost (`runner --version`); checks that exactly 200 jobs are stored.
-# Temp dirs and any leftover runner containers created during the bench are removed on exit.
+#     against the process start cost (`runner --version`); checks that exactly 200 jobs are stored;
+#  3. bytes sent to the manager LLM per turn over a scripted 30-turn session (benches/manager_bytes.rs,
+#     deterministic, no Docker), against re-sending the whole output every turn (the old tool);
+#     run first, because `cargo bench` also builds (and so replaces) target/release/runner;
+#  4. time from container start to Aider's first prompt in the offline agent demo
+#     (jobs/agent-demo.yaml, 3 runs, read from the state dir's database), against a bare
+#     `docker run -i` of the Aider image; and the demo's whole wall time;
+#  5. 8 concurrent agent jobs on one ~23 MB repository (manager script `finish`, empty cassette, no
+#     LLM): wall time and disk under the state dir's cache (final and peak, work trees included),
+#     against one `git clone` of the same repository and 8 of them.
+# Each part prints one summary line at the end. Temp dirs, and any leftover containers created
+# during the bench (runner containers by their state id, baseline containers by a bench label),
+# are removed on exit.
 set -euo pipefail
 
-RUNNER=${RUNNER:-$PWD/target/release/runner}
+ROOT=$PWD
+CARGO=${CARGO:-cargo}
+DEFAULT_RUNNER=$ROOT/target/release/runner
+RUNNER=${RUNNER:-$DEFAULT_RUNNER}
 IMAGE=runner/base:bookworm
+AIDER_IMAGE=runner/aider:0.86.2
 JOBS=40 PAR=8               # part 1
 PROCS=8 PER_PROC=25         # part 2: PROCS x PER_PROC submits
 VERSION_CALLS=50
+DEMO_RUNS=3                 # part 4
+FAN=8                       # part 5: concurrent agent jobs on one repository
+REPO_FILES=300 REPO_COMMITS=300 REPO_CHANGES=6   # part 5: ~23 MB of packed history
 
 [ -x "$RUNNER" ] || { echo "bench: $RUNNER missing; run 'cargo build --release' (or 'make bench')" >&2; exit 3; }
-docker image inspect "$IMAGE" >/dev/null 2>&1 || { echo "bench: image $IMAGE missing; run 'make images'" >&2; exit 3; }
+for img in "$IMAGE" "$AIDER_IMAGE"; do
+    docker image inspect "$img" >/dev/null 2>&1 || { echo "bench: image $img missing; run 'make images'" >&2; exit 3; }
+done
 
+BENCH_START=$(date +%s.%N)
 WORK=$(mktemp -d -t runner-bench.XXXXXX)
+# Label of the baseline containers this bench starts (part 4), for the cleanup.
+BENCH_LABEL="runner.bench=$(basename "$WORK")"
+SAMPLER_PID=""
 # Runner containers that existed before the bench (used only by the fallback in cleanup).
 PRE_EXISTING=$(docker ps -aq --no-trunc --filter label=runner.state | sort)
 
@@ -33,6 +57,7 @@ for db in sys.argv[1:]:
 
 cleanup() {
     local ids="" sids sid
+    if [ -n "$SAMPLER_PID" ]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
     # Safety net (the runner removes its own containers). Target this bench's state ids exactly,
     # so that containers of tests running concurrently on the same engine are never touched.
     sids=$(bench_state_ids)
@@ -45,6 +70,8 @@ cleanup() {
         ids=$(docker ps -aq --no-trunc --filter label=runner.state --filter name=^runner- | sort \
               | comm -13 <(printf '%s\n' "$PRE_EXISTING") - || true)
     fi
+    # Baseline containers of part 4 (normally removed by `docker run --rm`).
+    ids+=$'\n'$(docker ps -aq --no-trunc --filter "label=$BENCH_LABEL" || true)
     ids=$(printf '%s' "$ids" | grep . | sort -u || true)
     if [ -n "$ids" ]; then
         echo "bench: removing $(echo "$ids" | wc -l) leftover container(s):" >&2
@@ -59,6 +86,26 @@ now() { date +%s.%N; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 # Percentile (nearest rank) of the numbers in file $1; $2 in 0..100.
 pct() { sort -g "$1" | awk -v p="$2" '{ v[NR] = $1 } END { i = int((p * NR + 99) / 100); if (i < 1) i = 1; print v[i] }'; }
+
+# Median (nearest rank) of the numbers in file $1.
+median() { pct "$1" 50; }
+ratio() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { if (b > 0) printf f, a / b; else printf "n/a" }'; }
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }   # KiB -> MiB
+
+# ---------------------------------------------------------------- part 3: manager bytes (first)
+# Deterministic, so it runs once. `cargo bench` also builds the binary targets with the bench
+# profile's features into target/release; the release build is put back afterwards, so that the
+# parts below measure what `make build` made.
+echo "bench: part 3: manager request bytes over a scripted 30-turn session (cargo bench --bench manager_bytes)" >&2
+"$CARGO" bench --locked --quiet --bench manager_bytes >"$WORK/manager-bytes.out" 2>"$WORK/manager-bytes.err" \
+    || { echo "bench: cargo bench --bench manager_bytes failed:" >&2; tail -30 "$WORK/manager-bytes.err" >&2; exit 1; }
+grep -v '^bench: ' "$WORK/manager-bytes.out" | sed 's/^/  /' >&2
+MANAGER_LINE=$(grep '^bench: manager' "$WORK/manager-bytes.out") \
+    || { echo "bench: manager_bytes printed no summary line" >&2; exit 1; }
+if [ "$RUNNER" = "$DEFAULT_RUNNER" ]; then
+    "$CARGO" build --release --locked --quiet >&2 \
+        || { echo "bench: cargo build --release failed after cargo bench" >&2; exit 1; }
+fi
 
 # ---------------------------------------------------------------- part 1: 40 jobs
 mkdir -p "$WORK/jobs"
@@ -149,9 +196,113 @@ done
 START_P50=$(pct "$WORK/lat-version" 50)
 RATIO_SUB=$(awk -v a="$P50" -v b="$START_P50" 'BEGIN { printf "%.1f", a / b }')
 
+# ---------------------------------------------------------------- part 4: first prompt
+# The demo replays its cassette (offline). Runner: from the attempt's 'running' event (container
+# started) to the transcript entry that completes Aider's first prompt. Baseline: from just before
+# `docker run -i` of the Aider image to its first prompt. Alternating rounds, after one untimed
+# baseline run to warm the image's files.
+echo "bench: part 4: time to Aider's first prompt, $DEMO_RUNS demo runs and $DEMO_RUNS bare docker runs" >&2
+python3 "$ROOT/bench/first_prompt.py" baseline "$AIDER_IMAGE" "$BENCH_LABEL" >/dev/null
+for i in $(seq "$DEMO_RUNS"); do
+    b=$(python3 "$ROOT/bench/first_prompt.py" baseline "$AIDER_IMAGE" "$BENCH_LABEL") \
+        || { echo "bench: baseline Aider start failed" >&2; exit 1; }
+    echo "$b" >>"$WORK/prompt-baseline"
+    state="$WORK/state-demo-$i" rc=0
+    t0=$(now)
+    "$RUNNER" --state-dir "$state" run "$ROOT/jobs/agent-demo.yaml" >"$WORK/demo-$i.out" 2>"$WORK/demo-$i.err" || rc=$?
+    wall=$(sub "$(now)" "$t0")
+    if [ "$rc" -ne 0 ]; then
+        echo "bench: the agent demo failed (exit $rc); stderr tail:" >&2; tail -20 "$WORK/demo-$i.err" >&2; exit 1
+    fi
+    read -r run_prompt start_prompt attempt_s < <(python3 "$ROOT/bench/first_prompt.py" db "$state/runner.db") \
+        || { echo "bench: cannot read the demo's first prompt from $state/runner.db" >&2; exit 1; }
+    echo "$run_prompt" >>"$WORK/prompt-runner"
+    echo "$start_prompt" >>"$WORK/prompt-runner-starting"
+    echo "$wall" >>"$WORK/demo-wall"
+    echo "  round $i: docker run -i to prompt ${b}s; runner: running->prompt ${run_prompt}s, starting->prompt ${start_prompt}s, attempt ${attempt_s}s, demo wall ${wall}s" >&2
+done
+PROMPT_R=$(median "$WORK/prompt-runner"); PROMPT_RS=$(median "$WORK/prompt-runner-starting")
+PROMPT_B=$(median "$WORK/prompt-baseline"); DEMO_WALL=$(median "$WORK/demo-wall")
+
+# ---------------------------------------------------------------- part 5: 8 agent jobs, one repo
+echo "bench: part 5: $FAN concurrent agent jobs on one repository, against git clone" >&2
+REPO="$WORK/repo.git"
+git init -q --bare -b main "$REPO"
+python3 "$ROOT/bench/gen_repo.py" "$REPO_FILES" "$REPO_COMMITS" "$REPO_CHANGES" | git -C "$REPO" fast-import --quiet
+REPO_URL="file://$REPO"   # as a remote: neither the runner's mirror nor the clones hardlink objects
+REPO_KB=$(du -sk "$REPO" | cut -f1)
+
+# Baseline: one clone, then FAN clones at once.
+t0=$(now); git clone -q "$REPO_URL" "$WORK/clone-one"; CLONE1_T=$(sub "$(now)" "$t0")
+CLONE1_KB=$(du -sk "$WORK/clone-one" | cut -f1)
+TREE_KB=$(du -sk --exclude=.git "$WORK/clone-one" | cut -f1)
+rm -rf "$WORK/clone-one"
+mkdir -p "$WORK/clones"
+t0=$(now)
+seq "$FAN" | xargs -P "$FAN" -I{} git clone -q "$REPO_URL" "$WORK/clones/c{}"
+CLONEN_T=$(sub "$(now)" "$t0")
+CLONEN_KB=$(du -sck "$WORK/clones" | tail -1 | cut -f1)
+rm -rf "$WORK/clones"
+echo "  repository: $(mb "$REPO_KB") MiB packed, $(mb "$TREE_KB") MiB work tree; one git clone ${CLONE1_T}s $(mb "$CLONE1_KB") MiB; $FAN clones at once ${CLONEN_T}s $(mb "$CLONEN_KB") MiB" >&2
+
+# Runner: FAN agent jobs that finish at once (Aider starts, reaches its prompt, the empty result is
+# exported). No manager LLM, and Aider is never asked anything: the empty cassette is never read.
+mkdir -p "$WORK/fan-jobs"
+: >"$WORK/fan-jobs/empty.cassette.jsonl"   # beside the job files: local paths must stay in their folder
+for i in $(seq "$FAN"); do
+    cat >"$WORK/fan-jobs/fan-$i.yaml" <<EOF
+name: fan-$i
+task: Read the repository, then finish.
+repo: $REPO_URL
+manager: { mode: script, steps: [ { action: finish, argument: done } ] }
+llm: { replay: empty.cassette.jsonl }
+timeout: 5m
+EOF
+done
+FAN_STATE="$WORK/state-fan"
+# Disk under the state dir's cache/ and work/ (work trees live there until uploaded), sampled; one
+# du for both, so that objects a work tree hardlinks from the mirror count once.
+( while [ ! -e "$WORK/fan-done" ]; do
+      du -sck "$FAN_STATE/cache" "$FAN_STATE/work" 2>/dev/null | tail -1 | cut -f1 >>"$WORK/fan-disk" || true
+      sleep 0.1
+  done ) &
+SAMPLER_PID=$!
+rc=0; t0=$(now)
+"$RUNNER" --state-dir "$FAN_STATE" run "$WORK/fan-jobs" --parallel "$FAN" --host-cpus 64 --host-memory 64g \
+    --json >"$WORK/fan.json" 2>"$WORK/fan.err" || rc=$?
+FAN_T=$(sub "$(now)" "$t0")
+touch "$WORK/fan-done"; wait "$SAMPLER_PID" || true; SAMPLER_PID=""
+if [ "$rc" -ne 0 ]; then
+    echo "bench: runner run of $FAN agent jobs failed (exit $rc); stderr tail:" >&2; tail -20 "$WORK/fan.err" >&2; exit 1
+fi
+python3 - "$WORK/fan.json" "$FAN" <<'EOF' >&2
+import json, sys
+jobs = json.load(open(sys.argv[1])); n = int(sys.argv[2])
+ok = sum(j["state"] == "succeeded" for j in jobs)
+if len(jobs) != n or ok != n:
+    sys.exit(f"bench: expected {n} succeeded agent jobs, got {ok} of {len(jobs)}")
+EOF
+CACHE_KB=$(du -sk "$FAN_STATE/cache" | cut -f1)
+PEAK_KB=$(sort -g "$WORK/fan-disk" | tail -1); PEAK_KB=$(( PEAK_KB > CACHE_KB ? PEAK_KB : CACHE_KB ))
+LEFT_WORK=$(find "$FAN_STATE/work" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+echo "  runner: ${FAN_T}s; cache $(mb "$CACHE_KB") MiB after, peak cache+work $(mb "$PEAK_KB") MiB ($(wc -l <"$WORK/fan-disk") samples); $LEFT_WORK work tree(s) left" >&2
+read -r ph_s ph_smax ph_p ph_pmax ph_e ph_emax < <(python3 "$ROOT/bench/first_prompt.py" phases "$FAN_STATE/runner.db") \
+    || { echo "bench: cannot read the agent jobs' phases from $FAN_STATE/runner.db" >&2; exit 1; }
+echo "  per job (median / max): starting->running ${ph_s}s / ${ph_smax}s (mirror, checkout, launch); running->Aider's prompt ${ph_p}s / ${ph_pmax}s; prompt->done ${ph_e}s / ${ph_emax}s (finish, export, removal)" >&2
+
 # ---------------------------------------------------------------- summary
 awk -v r="$BEST_R" -v b="$BEST_B" -v x="$RATIO_RUN" -v n="$JOBS" -v p="$PAR" 'BEGIN {
     printf "bench: %d jobs at --parallel %d: runner %.1fs, docker run %.1fs, ratio %s (target <= 1.0)\n", n, p, r, b, x }'
 awk -v n="$((PROCS * PER_PROC))" -v k="$PROCS" -v a="$P50" -v b="$P95" -v c="$MAX" -v w="$WALL_SUB" \
     -v s="$START_P50" -v x="$RATIO_SUB" 'BEGIN {
     printf "bench: %d submits from %d processes: p50 %.0fms p95 %.0fms max %.0fms (wall %.1fs); process start p50 %.1fms (submit/start %sx)\n", n, k, a, b, c, w, s, x }'
+echo "$MANAGER_LINE"
+awk -v r="$PROMPT_R" -v rs="$PROMPT_RS" -v b="$PROMPT_B" -v w="$DEMO_WALL" -v n="$DEMO_RUNS" \
+    -v x="$(ratio "$PROMPT_R" "$PROMPT_B")" -v xs="$(ratio "$PROMPT_RS" "$PROMPT_B")" 'BEGIN {
+    printf "bench: Aider first prompt (median of %d): runner %.2fs from container start (%.2fs from job start), docker run -i %.2fs, ratio %s (%s from job start); demo wall %.1fs\n", n, r, rs, b, x, xs, w }'
+awk -v n="$FAN" -v t="$FAN_T" -v c="$(mb "$CACHE_KB")" -v p="$(mb "$PEAK_KB")" -v rk="$(mb "$REPO_KB")" \
+    -v t1="$CLONE1_T" -v c1="$(mb "$CLONE1_KB")" -v tn="$CLONEN_T" -v cn="$(mb "$CLONEN_KB")" \
+    -v xd="$(ratio "$CACHE_KB" "$CLONE1_KB")" -v xp="$(ratio "$PEAK_KB" "$CLONEN_KB")" \
+    -v xt="$(ratio "$FAN_T" "$CLONE1_T" %.1f)" -v xtn="$(ratio "$FAN_T" "$CLONEN_T" %.1f)" -v cpus="$(nproc)" 'BEGIN {
+    printf "bench: %d agent jobs on one repo (%.1f MiB packed, %d host CPUs): runner %.1fs, cache %.1f MiB (peak with work trees %.1f MiB); one git clone %.2fs %.1f MiB, %d clones %.2fs %.1f MiB; disk cache/clone %s, peak/%d clones %s; time vs one clone %sx, vs %d clones %sx\n", n, rk, cpus, t, c, p, t1, c1, n, tn, cn, xd, n, xp, xt, n, xtn }'
+echo "bench: done in $(sub "$(now)" "$BENCH_START")s" >&2
