@@ -136,6 +136,7 @@ impl Store {
 pub struct SharedStore(Arc<Mutex<Store>>);
 
 impl SharedStore {
+    /// Shares `store` between tasks.
     pub fn new(store: Store) -> Self {
         SharedStore(Arc::new(Mutex::new(store)))
     }

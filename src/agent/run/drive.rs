@@ -20,13 +20,18 @@ const STUCK_REPEATS: u32 = 3;
 
 /// Everything the manager loop needs.
 pub struct Drive<'a, S: Sandbox> {
+    /// Where the container runs (verify, export and the work-tree fingerprint are execs).
     pub sandbox: &'a S,
+    /// For artifacts.
     pub store: &'a SharedStore,
+    /// For the manager's calls (metered as role `manager`).
     pub gateway: &'a Gateway,
     pub spec: &'a JobSpec,
     pub job: &'a JobId,
     pub attempt: u32,
+    /// The attempt's container.
     pub container: &'a str,
+    /// Commit the work started from (the patch and bundle are relative to it).
     pub base: String,
     /// Where patch and bundle go.
     pub artifacts: PathBuf,
@@ -38,6 +43,7 @@ pub struct Drive<'a, S: Sandbox> {
 
 /// How the manager loop ended.
 pub enum DriveEnd {
+    /// The loop decided the outcome (succeeded after verify and export, or a failure).
     Done(Outcome),
     /// Aider's output ended (it exited): the container's exit status tells the rest.
     AiderExited,

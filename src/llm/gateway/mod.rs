@@ -41,6 +41,7 @@ pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 /// adopted containers were given.
 const PORT_KEY: &str = "gateway_port";
 
+/// Errors starting or using the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot serve the LLM gateway on {addr}: {source}")]
