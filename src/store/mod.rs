@@ -97,9 +97,13 @@ impl Store {
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        // journal_mode=WAL persists in the file; setting it again is cheap.
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
-            .map_err(open_err)?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite reports "busy" for it
+        // at once instead of waiting: many processes opening a fresh state dir together retry.
+        retry_busy(|| {
+            // journal_mode=WAL persists in the file; setting it again is cheap.
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+        })
+        .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -165,6 +169,25 @@ impl SharedStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .state_id
             .clone()
+    }
+}
+
+/// Runs `f` again while SQLite answers "busy" without having waited, for up to the busy timeout.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                let pause = 5 + rand::random::<u64>() % 20;
+                std::thread::sleep(Duration::from_millis(pause));
+            }
+            other => return other,
+        }
     }
 }
 
