@@ -61,6 +61,28 @@ impl Harness {
             .unwrap();
     }
 
+    /// Claims a job and marks it running, as a scheduler that then died would have.
+    async fn claim_running(&self, id: &JobId) {
+        let (id, state) = (id.clone(), self.store.state_id());
+        self.store
+            .call(move |s| {
+                let a = s
+                    .claim(&id, |n| {
+                        Labels {
+                            state,
+                            job: id.to_string(),
+                            attempt: n,
+                        }
+                        .container_name()
+                    })?
+                    .unwrap();
+                s.mark_running(&id, a.n)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+    }
+
     async fn record(&self, id: &JobId) -> crate::store::JobRecord {
         let id = id.clone();
         self.store.call(move |s| s.job(&id)).await.unwrap()
@@ -214,28 +236,8 @@ async fn restart_adopts_running_containers_marks_vanished_lost_and_removes_orpha
         .await;
     let state = h.store.state_id();
     // Simulate a scheduler that claimed both and died: only the first container survives.
-    let mut attempts = Vec::new();
     for id in &ids {
-        let (id, state) = (id.clone(), state.clone());
-        let attempt = h
-            .store
-            .call(move |s| {
-                let a = s
-                    .claim(&id, |n| {
-                        Labels {
-                            state,
-                            job: id.to_string(),
-                            attempt: n,
-                        }
-                        .container_name()
-                    })?
-                    .unwrap();
-                s.mark_running(&id, a.n)?;
-                Ok(a)
-            })
-            .await
-            .unwrap();
-        attempts.push(attempt);
+        h.claim_running(id).await;
     }
     let adopt_job = h.record(&ids[0]).await;
     let labels = Labels {
@@ -268,7 +270,6 @@ async fn restart_adopts_running_containers_marks_vanished_lost_and_removes_orpha
         (JobState::Failed, Some(Reason::Lost))
     );
     assert_eq!(h.sandbox.container_count(), 0);
-    let _ = attempts;
 }
 
 #[tokio::test]
@@ -277,24 +278,7 @@ async fn lost_job_with_retries_runs_again() {
     let mut spec = job("retry", &["exit", "0"]);
     spec.retries = 1;
     let ids = h.submit(vec![spec]).await;
-    let (id, state) = (ids[0].clone(), h.store.state_id());
-    h.store
-        .call(move |s| {
-            let a = s
-                .claim(&id, |n| {
-                    Labels {
-                        state,
-                        job: id.to_string(),
-                        attempt: n,
-                    }
-                    .container_name()
-                })?
-                .unwrap();
-            s.mark_running(&id, a.n)?;
-            Ok(())
-        })
-        .await
-        .unwrap();
+    h.claim_running(&ids[0]).await;
     h.run(&ids).await;
     let rec = h.record(&ids[0]).await;
     assert_eq!((rec.state, rec.attempts), (JobState::Succeeded, 2));
