@@ -22,7 +22,7 @@ demo: images
 
 test: images
 	$(CARGO) build --locked --all-targets
-	$(CARGO) test --locked -- --test-threads 4
+	$(CARGO) test --locked --no-fail-fast -- --test-threads 4
 
 lint:
 	$(CARGO) fmt --all -- --check
