@@ -256,7 +256,7 @@ fn dollars(text: &str) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn ready(mode: Option<&str>) -> PromptState {
@@ -560,7 +560,7 @@ mod tests {
     }
 
     /// Recorded Aider 0.86.2 output (tests/fixtures/aider/README.md says how each was made).
-    mod recorded {
+    pub(crate) mod recorded {
         use super::super::*;
 
         pub const CREATE_FILE: &str = include_str!("../../tests/fixtures/aider/create-file.txt");
@@ -590,7 +590,13 @@ mod tests {
                 .collect()
         }
 
-        fn edit_events(sent: &str, received: &str, usd: f64, sha: &str) -> Vec<AiderEvent> {
+        /// The markers of one recorded edit: tokens, cost, the applied file, the commit.
+        pub(crate) fn edit_events(
+            sent: &str,
+            received: &str,
+            usd: f64,
+            sha: &str,
+        ) -> Vec<AiderEvent> {
             vec![
                 AiderEvent::Tokens {
                     sent: sent.into(),

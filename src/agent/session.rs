@@ -348,6 +348,7 @@ impl Utf8Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::parse::tests::recorded::edit_events;
     use crate::sandbox::SandboxError;
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, DuplexStream};
@@ -767,24 +768,6 @@ mod tests {
         (turns, aider.await.unwrap(), rest)
     }
 
-    fn recorded_edit(sent: &str, received: &str, usd: f64, sha: &str) -> Vec<AiderEvent> {
-        vec![
-            AiderEvent::Tokens {
-                sent: sent.into(),
-                received: received.into(),
-            },
-            AiderEvent::Cost {
-                message_usd: usd,
-                session_usd: usd,
-            },
-            AiderEvent::AppliedEdit("hello.py".into()),
-            AiderEvent::Commit {
-                sha: sha.into(),
-                message: "feat: Add hello function".into(),
-            },
-        ]
-    }
-
     #[tokio::test(start_paused = true)]
     async fn recorded_session_one_instruction_then_eof() {
         let recorded = include_str!("../../tests/fixtures/aider/create-file.txt");
@@ -796,7 +779,7 @@ mod tests {
         assert_eq!(turns[0].events, vec![]);
         assert_eq!(
             turns[1].events,
-            recorded_edit("2.3k", "32", 0.0024, "d4eae3d")
+            edit_events("2.3k", "32", 0.0024, "d4eae3d")
         );
         assert!(turns[1].output.ends_with("hello.py\n> "));
         assert_eq!(format!("{}{}", turns[0].output, turns[1].output), recorded);
@@ -821,7 +804,7 @@ mod tests {
         assert!(turns[1].output.starts_with("> > > > \n"));
         assert_eq!(
             turns[1].events,
-            recorded_edit("2.3k", "32", 0.0024, "10546e3")
+            edit_events("2.3k", "32", 0.0024, "10546e3")
         );
         assert_eq!(
             typed,
@@ -842,7 +825,7 @@ mod tests {
         // "Applied edit to hello.py" follows the answered question on the same output line.
         assert_eq!(
             turns[1].events,
-            recorded_edit("2.4k", "56", 0.0025, "6623db5")
+            edit_events("2.4k", "56", 0.0025, "6623db5")
         );
     }
 
