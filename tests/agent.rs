@@ -5,7 +5,7 @@ mod common;
 mod scripted;
 
 use common::*;
-use scripted::{answer, create_file, ScriptedLlm};
+use scripted::{answer, create_file, ScriptedLlm, PAUSE};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,46 @@ fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() 
         s.manager_prompts[1].contains("greet.py"),
         "the manager saw the new output"
     );
+}
+
+/// A streamed answer can stop, for longer than the quiet period, right after a line that starts
+/// like Aider's prompt (a Markdown quote `> `). Aider is not ready then: the runner must not
+/// end the turn until the answer is through and the real prompt stands.
+#[test]
+fn a_quote_paused_mid_stream_is_not_taken_for_the_prompt() {
+    let env = Env::new();
+    let edit = format!(
+        "Plan:\n> {PAUSE}quoted remark\n\n{}",
+        create_file("greet.py", GREET)
+    );
+    let llm = ScriptedLlm::start(
+        vec![
+            answer("instruct", "Create greet.py with greet(name)."),
+            answer("finish", "greet added"),
+        ],
+        vec![edit],
+    );
+    let job = agent_job(
+        &env,
+        "quote",
+        "{ mode: llm, model: manager-mock, max_turns: 5 }",
+        VERIFY,
+    );
+    let out = run_with(&env, &llm, &job);
+    let show = env.show("quote");
+    let s = llm.script.lock().unwrap();
+    let seen = s.manager_prompts.get(1).cloned().unwrap_or_default();
+    assert!(
+        seen.contains("quoted remark") && seen.contains("Applied edit to greet.py"),
+        "the manager's second turn saw the whole answer, not the pause: {seen}"
+    );
+    assert_eq!(
+        (out.status.code(), show["state"].as_str()),
+        (Some(0), Some("succeeded")),
+        "{}\n{show}",
+        stderr(&out)
+    );
+    assert_eq!(s.manager_calls, 2, "no turn ended at the pause");
 }
 
 #[test]

@@ -7,13 +7,17 @@
 //! after the runner last typed something: until then the line on screen is the prompt just
 //! answered, or the prompts Aider prints again for each continuation line of a multi-line message
 //! (`> > > ` on one line, then the newline Aider prints after reading the whole block).
+//!
+//! A streamed answer can pause right after a line that looks like a prompt (a Markdown quote
+//! `> `). With [`Session::watch_llm_calls`], a prompt does not count while one of the attempt's
+//! LLM calls is in flight (Aider is still receiving its answer), for at most [`LLM_HOLD`].
 
 use super::parse::{self, AiderEvent, PromptState};
 use crate::sandbox::{InputStream, OutputStream};
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Who produced a transcript entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +64,10 @@ pub enum SessionError {
 /// questions and markers are far shorter; a longer line is neither a prompt nor a question.
 const LINE_MAX: usize = 4096;
 
+/// Longest a quiet prompt waits for an LLM call in flight to end. A call that outlives this with
+/// no output (a client that stopped reading and kept its connection) no longer holds the turn.
+pub const LLM_HOLD: Duration = Duration::from_secs(20);
+
 /// A running Aider process behind its stdio.
 pub struct Session {
     /// Decoded output from the reader task, in order; an `Err` when the stream failed. Closed when
@@ -82,6 +90,19 @@ pub struct Session {
     /// False from the moment the runner types something until Aider ends a line: the line on
     /// screen until then is the prompt or question already answered.
     fresh: bool,
+    /// The attempt's agent LLM calls in flight, when known.
+    llm_calls: Option<watch::Receiver<usize>>,
+    /// The output has stood quiet at a prompt for [`LLM_HOLD`] with a call in flight: the call
+    /// no longer holds the turn (until more output arrives).
+    hold_spent: bool,
+}
+
+/// What ended a wait for an LLM call in flight.
+enum Held {
+    /// More output.
+    Output(Option<Result<String, String>>),
+    /// No call is in flight any more, or the hold ran out.
+    Released,
 }
 
 impl Session {
@@ -105,7 +126,16 @@ impl Session {
             line: String::new(),
             line_overflow: false,
             fresh: true,
+            llm_calls: None,
+            hold_spent: false,
         }
+    }
+
+    /// A prompt does not count while `calls` (the attempt's agent LLM calls in flight, from
+    /// [`crate::llm::Gateway::agent_calls`]) is above zero: Aider is still receiving an answer.
+    pub fn watch_llm_calls(mut self, calls: watch::Receiver<usize>) -> Session {
+        self.llm_calls = Some(calls);
+        self
     }
 
     /// Waits until Aider is ready for input (its output ends in a prompt and nothing more arrives
@@ -118,6 +148,11 @@ impl Session {
                 None => self.chunks.recv().await,
                 Some(state) => match tokio::time::timeout(self.quiet, self.chunks.recv()).await {
                     Ok(chunk) => chunk,
+                    Err(_quiet) if self.llm_answering() => match self.hold().await {
+                        Held::Output(chunk) => chunk,
+                        // Look again: the prompt must stand quiet once more.
+                        Held::Released => continue,
+                    },
                     Err(_quiet) => match self.settle(state).await? {
                         Some(turn) => return Ok(turn),
                         None => continue,
@@ -134,6 +169,31 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// True while one of the attempt's LLM calls is in flight and may still hold the turn.
+    fn llm_answering(&self) -> bool {
+        !self.hold_spent
+            && self
+                .llm_calls
+                .as_ref()
+                .is_some_and(|calls| *calls.borrow() > 0)
+    }
+
+    /// Waits for more output, for no LLM call in flight, or for [`LLM_HOLD`] to pass.
+    async fn hold(&mut self) -> Held {
+        let Some(calls) = self.llm_calls.as_mut() else {
+            return Held::Released;
+        };
+        let held = tokio::select! {
+            chunk = self.chunks.recv() => Some(Held::Output(chunk)),
+            _ = calls.wait_for(|n| *n == 0) => Some(Held::Released),
+            _ = tokio::time::sleep(LLM_HOLD) => None,
+        };
+        held.unwrap_or_else(|| {
+            self.hold_spent = true;
+            Held::Released
+        })
     }
 
     /// Types a message (formatted by [`parse::format_input`]) and transcribes it as In.
@@ -178,6 +238,7 @@ impl Session {
 
     /// Takes in one chunk of output.
     fn absorb(&mut self, text: &str) {
+        self.hold_spent = false;
         self.output.push_str(text);
         let mut rest = text;
         while let Some(end) = rest.find('\n') {
@@ -371,12 +432,24 @@ mod tests {
 
     impl Harness {
         fn new() -> Harness {
+            Harness::build(None)
+        }
+
+        /// A session that also watches an attempt's LLM calls in flight.
+        fn watching(calls: watch::Receiver<usize>) -> Harness {
+            Harness::build(Some(calls))
+        }
+
+        fn build(calls: Option<watch::Receiver<usize>>) -> Harness {
             let (out, mut rx) = mpsc::unbounded_channel::<Result<Bytes, SandboxError>>();
             let output: OutputStream =
                 futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
             let (ours, stdin) = tokio::io::duplex(64 * 1024);
             let (transcript_tx, transcript) = mpsc::unbounded_channel();
-            let session = Session::start(output, Box::pin(ours), transcript_tx, QUIET);
+            let mut session = Session::start(output, Box::pin(ours), transcript_tx, QUIET);
+            if let Some(calls) = calls {
+                session = session.watch_llm_calls(calls);
+            }
             Harness {
                 session,
                 out,
@@ -467,6 +540,42 @@ mod tests {
         h.print("\n> ");
         let turn = h.session.wait_ready().await.unwrap();
         assert_eq!(turn.output, "> quoted text from the model\n\n> ");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prompt_paused_mid_answer_waits_for_the_llm_call_to_end() {
+        let (calls, watched) = watch::channel(1usize);
+        let mut h = Harness::watching(watched);
+        let started = Instant::now();
+        h.print("Plan:\n> ");
+        let waiting = timeout(Duration::from_secs(5), h.session.wait_ready()).await;
+        assert!(
+            waiting.is_err(),
+            "a call in flight: the quote is not the prompt"
+        );
+        h.print("quoted remark\n\n> ");
+        tokio::spawn(async move {
+            sleep(Duration::from_secs(1)).await;
+            calls.send_replace(0);
+        });
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output, "Plan:\n> quoted remark\n\n> ");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(6) + QUIET,
+            "ready one quiet period after the call ended"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_in_flight_holds_a_quiet_prompt_for_at_most_the_llm_hold() {
+        let (_calls, watched) = watch::channel(1usize);
+        let mut h = Harness::watching(watched);
+        let started = Instant::now();
+        h.print("\n> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.output, "\n> ");
+        assert_eq!(started.elapsed(), QUIET + LLM_HOLD + QUIET);
     }
 
     #[tokio::test(start_paused = true)]

@@ -312,7 +312,8 @@ impl<S: Sandbox> Attempt<S> {
             secrets.to_vec(),
         ));
         let session =
-            crate::agent::session::Session::start(output, input, tx, crate::agent::run::QUIET);
+            crate::agent::session::Session::start(output, input, tx, crate::agent::run::QUIET)
+                .watch_llm_calls(llm.gateway.agent_calls(&self.job.id, self.attempt.n));
         let progress = |state: JobState, detail: Option<String>| self.emit(state, detail);
         let drive = crate::agent::run::Drive {
             sandbox: self.sandbox.as_ref(),

@@ -8,6 +8,7 @@
 use axum::body::{Body, Bytes};
 use axum::routing::post;
 use axum::Router;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,11 @@ pub struct ScriptedLlm {
     pub script: Arc<Mutex<Script>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
+
+/// In a scripted edit, the stream pauses here for [`PAUSE_FOR`] before sending the rest.
+pub const PAUSE: &str = "\u{23f8}";
+/// How long a streamed edit pauses at [`PAUSE`]: long against the session's quiet period.
+pub const PAUSE_FOR: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// A manager answer as the protocol wants it.
 pub fn answer(action: &str, argument: &str) -> String {
@@ -126,14 +132,31 @@ fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
     let Some(edit) = s.edits.pop_front() else {
         return error_reply("scripted LLM: no edits left");
     };
-    let mut events = String::new();
-    for piece in edit.split_inclusive('\n') {
-        let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
-        events.push_str(&format!("data: {chunk}\n\n"));
-    }
-    events.push_str("data: [DONE]\n\n");
+    // One burst of server-sent events per part; the stream pauses between parts.
+    let bursts: Vec<String> = edit
+        .split(PAUSE)
+        .map(|part| {
+            part.split_inclusive('\n')
+                .map(|piece| {
+                    let chunk = json!({"choices": [{"index": 0, "delta": {"content": piece}}]});
+                    format!("data: {chunk}\n\n")
+                })
+                .collect()
+        })
+        .collect();
+    let stream = futures_util::stream::iter(bursts.into_iter().enumerate()).then(
+        |(i, mut burst)| async move {
+            if i > 0 {
+                tokio::time::sleep(PAUSE_FOR).await;
+            }
+            Ok::<_, std::convert::Infallible>(Bytes::from(std::mem::take(&mut burst)))
+        },
+    );
+    let done = futures_util::stream::once(async {
+        Ok::<_, std::convert::Infallible>(Bytes::from_static(b"data: [DONE]\n\n"))
+    });
     axum::response::Response::builder()
         .header("content-type", "text/event-stream")
-        .body(Body::from(events))
+        .body(Body::from_stream(stream.chain(done)))
         .unwrap()
 }

@@ -2,12 +2,13 @@
 //! that maps a request to its attempt's grant.
 
 use super::exchange::exchange;
-use super::{error, hash, lock, Grant, Inner};
+use super::{error, hash, lock, Grant, InFlight, Inner};
 use crate::store::Role;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -86,5 +87,14 @@ pub(super) async fn chat(
             )
         }
     };
-    exchange(&inner, &grant, Role::Agent, request, body).await
+    let in_flight = InFlight::enter(inner.agent_calls(&grant.job, grant.attempt));
+    let (parts, answer) = exchange(&inner, &grant, Role::Agent, request, body)
+        .await
+        .into_parts();
+    // The call stays counted until the answer's last chunk is sent (or the client went away).
+    let answer = answer.into_data_stream().map(move |chunk| {
+        let _counted = &in_flight;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(answer))
 }

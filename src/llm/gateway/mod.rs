@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Largest request body accepted (Aider sends whole files; this is far beyond a sane prompt).
@@ -85,6 +86,38 @@ struct Inner {
     replay_pos: Mutex<HashMap<(JobId, u32, Role), usize>>,
     cassettes: Mutex<HashMap<PathBuf, Arc<Cassette>>>,
     recorders: Mutex<HashMap<PathBuf, Arc<Recorder>>>,
+    /// Agent calls in flight per attempt, from the request until its answer is through.
+    agent_calls: Mutex<HashMap<(JobId, u32), Arc<CallCounter>>>,
+}
+
+/// A count of calls in flight that others can watch.
+type CallCounter = watch::Sender<usize>;
+
+impl Inner {
+    /// The in-flight counter of attempt `n`'s agent calls.
+    fn agent_calls(&self, job: &JobId, n: u32) -> Arc<CallCounter> {
+        lock(&self.agent_calls)
+            .entry((job.clone(), n))
+            .or_insert_with(|| Arc::new(watch::channel(0).0))
+            .clone()
+    }
+}
+
+/// One agent call in flight: counted from creation until dropped (when its answer's body is
+/// through, or the client went away).
+struct InFlight(Arc<CallCounter>);
+
+impl InFlight {
+    fn enter(calls: Arc<CallCounter>) -> InFlight {
+        calls.send_modify(|n| *n += 1);
+        InFlight(calls)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// A running gateway.
@@ -154,6 +187,7 @@ impl Gateway {
             replay_pos: Mutex::new(HashMap::new()),
             cassettes: Mutex::new(HashMap::new()),
             recorders: Mutex::new(HashMap::new()),
+            agent_calls: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -210,6 +244,7 @@ impl Gateway {
             !mine
         });
         lock(&self.inner.replay_pos).retain(|(j, a, _), _| !(j == job && *a == n));
+        lock(&self.inner.agent_calls).remove(&(job.clone(), n));
         // Nothing of a job outlives its attempt in a long-lived daemon (a retry starts afresh;
         // a spent budget is found spent again from the store).
         lock(&self.inner.budget_spent).remove(job);
@@ -223,6 +258,12 @@ impl Gateway {
             .call(move |s| s.revoke_tokens(&id, n))
             .await?;
         Ok(())
+    }
+
+    /// How many of attempt `n`'s agent calls are in flight (a call counts until its answer's body
+    /// is through). While one is, Aider is receiving an answer, not waiting at its prompt.
+    pub fn agent_calls(&self, job: &JobId, n: u32) -> watch::Receiver<usize> {
+        self.inner.agent_calls(job, n).subscribe()
     }
 
     /// A signal fired when the job's budget is spent.
