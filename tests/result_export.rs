@@ -241,19 +241,26 @@ async fn work_in_a_container_exports_as_patch_bundle_and_branch() {
     git(&apply, &["apply", "--index", patch]);
     assert_eq!(git(&apply, &["write-tree"]), final_tree);
 
-    let bundle = exported.bundle.expect("commits make a bundle");
+    let bundle = exported.bundle.expect("changes make a bundle");
     assert_eq!(bundle, out.join("result.bundle"));
     let bundle_arg = bundle.to_str().unwrap();
     let fetched = tmp.path().join("fetched");
     clone_at(&origin, &base, &fetched);
     git(&fetched, &["bundle", "verify", "--quiet", bundle_arg]);
     git(&fetched, &["fetch", "--quiet", bundle_arg, "HEAD"]);
-    assert_eq!(git(&fetched, &["rev-parse", "FETCH_HEAD"]), head);
+    assert_eq!(
+        git(&fetched, &["rev-parse", "FETCH_HEAD^{tree}"]),
+        final_tree,
+        "the bundle's head is the final work tree, uncommitted changes included"
+    );
+    assert_eq!(git(&fetched, &["rev-parse", "FETCH_HEAD^"]), head);
+    let tip = git(&fetched, &["rev-parse", "FETCH_HEAD"]);
 
     push_branch(&source, &mirror_dir, &bundle, "runner/add-greeting").unwrap();
     assert_eq!(
         git(&origin, &["rev-parse", "refs/heads/runner/add-greeting"]),
-        head
+        tip,
+        "the pushed branch carries the whole result"
     );
     let err = push_branch(&source, &mirror_dir, &bundle, "main").unwrap_err();
     assert!(matches!(err, RepoError::BranchExists { .. }), "{err}");

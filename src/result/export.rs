@@ -1,11 +1,13 @@
 //! Exporting the work from the sandbox, through `exec` only: a patch of everything since the
-//! base commit, and a git bundle of the commits.
+//! base commit, and a git bundle of the same commits.
 //!
 //! The patch is `git format-patch` output for the commits since the base, followed by one more
 //! message holding whatever the work tree changed beyond the last commit (tracked and untracked
 //! files, not Aider's own `.aider*` files), so that `git am` on the base reproduces the final
 //! tree exactly. That last message comes from a commit object made with `git commit-tree` over a
-//! scratch index: the container's HEAD, branch and index are left as they were.
+//! scratch index: the container's HEAD, branch and index are left as they were. The bundle
+//! holds the patch's commits, that last one included, with the last as its `HEAD`, so a branch
+//! pushed from it carries the whole result.
 
 use super::ResultError;
 use crate::sandbox::Sandbox;
@@ -78,6 +80,24 @@ fi
 echo "result $tip $commits $linear $uncommitted"
 "#;
 
+/// Writes the bundle of `$2..$1` (base excluded, tip as its `HEAD`) to `$3`, through a scratch
+/// bare repository that borrows the work repository's objects: the work repository gains no ref.
+const BUNDLE: &str = r#"
+set -u
+tip=$1 base=$2 file=$3 err=$3.err scratch=$3.git
+: >"$err"
+fail() { echo "$1: $(tail -n 3 "$err" | tr '\n' ' ')"; exit 1; }
+objects=$("$GIT" rev-parse --path-format=absolute --git-path objects 2>>"$err") \
+  || fail "finding the repository's objects"
+rm -rf "$scratch"
+"$GIT" init --quiet --bare "$scratch" 2>>"$err" || fail "making a scratch repository"
+echo "$objects" >"$scratch/objects/info/alternates"
+echo "$tip" >"$scratch/HEAD"
+"$GIT" --git-dir="$scratch" bundle create --quiet "$file" HEAD "^$base" 2>>"$err" \
+  || fail "git bundle"
+rm -rf "$scratch"
+"#;
+
 /// Runs `"$@"` with stderr kept aside (exec output interleaves it with stdout): on failure,
 /// prints its end instead.
 const QUIET: &str = r#"err=$1; shift; "$@" 2>"$err" || { s=$?; tail -n 3 "$err"; exit $s; }"#;
@@ -88,7 +108,8 @@ pub struct Exported {
     /// `result.patch`: the commits since the base as `git format-patch` messages, then the
     /// uncommitted changes as one more message. Empty when nothing changed.
     pub patch: PathBuf,
-    /// `result.bundle`: the commits since the base (`base..HEAD`), when there are any.
+    /// `result.bundle`: the patch's commits (uncommitted changes included), its last one as
+    /// `HEAD`, when anything changed.
     pub bundle: Option<PathBuf>,
     /// Commits made since the base.
     pub commits: usize,
@@ -106,7 +127,7 @@ impl Exported {
 }
 
 /// Exports the work in `container` since `base_commit` into `out_dir` (`result.patch`, and
-/// `result.bundle` when there are commits).
+/// `result.bundle` when anything changed).
 pub async fn export<S: Sandbox>(
     sandbox: &S,
     container: &str,
@@ -127,7 +148,7 @@ pub async fn export<S: Sandbox>(
     // Best effort: the container is usually removed right after anyway.
     let _ = run
         .exec(
-            &["sh", "-c", r#"rm -f "$1".*"#, "sh", &run.scratch],
+            &["sh", "-c", r#"rm -rf "$1".*"#, "sh", &run.scratch],
             SMALL_OUTPUT,
         )
         .await;
@@ -196,8 +217,8 @@ impl<S: Sandbox> Runner<'_, S> {
             .map_err(io(&patch))?;
 
         let bundle_path = out_dir.join("result.bundle");
-        let bundle = if prepared.commits > 0 {
-            let bytes = self.bundle(base).await?;
+        let bundle = if prepared.tip != base {
+            let bytes = self.bundle(base, &prepared.tip).await?;
             tokio::fs::write(&bundle_path, &bytes)
                 .await
                 .map_err(io(&bundle_path))?;
@@ -240,16 +261,17 @@ impl<S: Sandbox> Runner<'_, S> {
             .ok_or_else(|| self.failed(step, out.code, &text))
     }
 
-    /// The bundle of `base..HEAD`, read out of the container.
-    async fn bundle(&self, base: &str) -> Result<Vec<u8>, ResultError> {
+    /// The bundle of `base..tip`, read out of the container.
+    async fn bundle(&self, base: &str, tip: &str) -> Result<Vec<u8>, ResultError> {
         let file = format!("{}.bundle", self.scratch);
-        let exclude = format!("^{base}");
-        self.git(
-            "writing the bundle",
-            &["bundle", "create", "--quiet", &file, "HEAD", &exclude],
-            "bundle",
-        )
-        .await?;
+        let script = BUNDLE.replace("\"$GIT\"", &GIT.join(" "));
+        let out = self
+            .exec(&["sh", "-c", &script, "sh", tip, base, &file], SMALL_OUTPUT)
+            .await?;
+        if out.code != 0 {
+            let text = String::from_utf8_lossy(&out.output);
+            return Err(self.failed("writing the bundle", out.code, &text));
+        }
         let size = self
             .exec(&["stat", "-c", "%s", &file], SMALL_OUTPUT)
             .await?;
@@ -515,8 +537,24 @@ mod tests {
             &am,
             &["bundle", "verify", "--quiet", bundle.to_str().unwrap()],
         );
-        git_out(&am, &["fetch", "--quiet", bundle.to_str().unwrap(), "HEAD"]);
-        assert_eq!(git_out(&am, &["rev-parse", "FETCH_HEAD"]), head);
+        let fetched = tmp.path().join("fetched");
+        clone_at(&work, &base, &fetched);
+        git_out(
+            &fetched,
+            &["fetch", "--quiet", bundle.to_str().unwrap(), "HEAD"],
+        );
+        git_out(&fetched, &["checkout", "--quiet", "FETCH_HEAD"]);
+        assert_eq!(
+            files(&fetched),
+            expected,
+            "the bundle's head holds the uncommitted work too"
+        );
+        assert_eq!(git_out(&fetched, &["rev-parse", "HEAD^"]), head);
+        assert_eq!(
+            git_out(&work, &["for-each-ref"]).lines().count(),
+            1,
+            "the work repository gains no ref"
+        );
     }
 
     #[tokio::test]

@@ -107,7 +107,7 @@ impl<S: Sandbox> Drive<'_, S> {
     /// `output.mode: branch | pr`: pushes the branch from the host and opens the pull request.
     async fn publish(&self, bundle: Option<&Path>) -> Result<(), String> {
         let Some(bundle) = bundle else {
-            return Err("there are no commits to push".into());
+            return Err("there are no changes to push".into());
         };
         let Some(source) = self.spec.repo.clone() else {
             return Err("output.mode branch/pr needs a repo".into());
