@@ -14,7 +14,8 @@
 #     LLM): wall time and disk under the state dir's cache (final and peak, work trees included),
 #     against one `git clone` of the same repository and 8 of them.
 # Each part prints one summary line at the end. Temp dirs, and any leftover containers created
-# during the bench (runner containers by their state id, baseline containers by a bench label),
+# during the bench (runner containers by their state id, baseline containers by a bench label)
+# and the LLM networks of the bench's state dirs,
 # are removed on exit.
 set -euo pipefail
 
@@ -78,6 +79,10 @@ cleanup() {
         for id in $ids; do docker inspect -f '  {{.Name}} {{.State.Status}} {{.Config.Labels}}' "$id" >&2 || true; done
         echo "$ids" | xargs docker rm -f >/dev/null 2>&1 || true
     fi
+    # The LLM networks of the bench's state dirs (a runner keeps its network for reuse).
+    for sid in $sids; do
+        docker network ls -q --filter "label=runner.state=$sid" | xargs -r docker network rm >/dev/null 2>&1 || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
