@@ -98,6 +98,11 @@ print("key-in-env", os.environ["OPENAI_API_KEY"] == "upstream-key-4d2f9a")
     );
     assert_eq!(job["attempts"][0]["usage"]["agent"]["requests"], 1);
     assert_eq!(job["usage"]["manager"]["requests"], 0);
+    assert_eq!(
+        env.networks(),
+        Vec::<String>::new(),
+        "`runner run` removes its LLM network when it is done"
+    );
 }
 
 #[test]

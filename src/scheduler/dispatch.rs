@@ -77,6 +77,15 @@ pub async fn run<S: Sandbox>(
     if let Some(llm) = &d.llm {
         llm.gateway.shutdown();
     }
+    // A state dir's LLM network lives while its scheduler does: one left behind by every
+    // `runner run` in a fresh checkout would use up the engine's address pools. The engine
+    // refuses while a container (one left running by a kill) still uses it.
+    if d.running.is_empty() {
+        let state_id = d.store.state_id();
+        if let Err(e) = d.sandbox.remove_llm_network(&state_id).await {
+            tracing::warn!("cannot remove the LLM network: {e}");
+        }
+    }
     result
 }
 

@@ -150,11 +150,22 @@ impl Env {
 
     /// Names of containers carrying this state dir's label.
     pub fn containers(&self) -> Vec<String> {
+        self.labelled(&["ps", "-a", "--format", "{{.Names}}"])
+    }
+
+    /// Names of networks carrying this state dir's label.
+    pub fn networks(&self) -> Vec<String> {
+        self.labelled(&["network", "ls", "--format", "{{.Name}}"])
+    }
+
+    /// What the docker listing `list` prints for objects carrying this state dir's label.
+    fn labelled(&self, list: &[&str]) -> Vec<String> {
         let Some(id) = self.state_id() else {
             return vec![];
         };
         let out = Command::new("docker")
-            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .args(list)
+            .arg("--filter")
             .arg(format!("label=runner.state={id}"))
             .output()
             .expect("docker cli");
