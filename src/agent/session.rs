@@ -68,6 +68,10 @@ const LINE_MAX: usize = 4096;
 /// no output (a client that stopped reading and kept its connection) no longer holds the turn.
 pub const LLM_HOLD: Duration = Duration::from_secs(20);
 
+/// After an LLM call ends, how long a prompt-like line waits for Aider to print the rest of the
+/// answer (it always prints more: the token counts, then its prompt) before it may count.
+pub const AFTER_CALL: Duration = Duration::from_secs(1);
+
 /// A running Aider process behind its stdio.
 pub struct Session {
     /// Decoded output from the reader task, in order; an `Err` when the stream failed. Closed when
@@ -180,20 +184,30 @@ impl Session {
                 .is_some_and(|calls| *calls.borrow() > 0)
     }
 
-    /// Waits for more output, for no LLM call in flight, or for [`LLM_HOLD`] to pass.
+    /// Waits for more output, or for no LLM call in flight and then [`AFTER_CALL`] for the rest of
+    /// the answer, or for [`LLM_HOLD`] to pass.
     async fn hold(&mut self) -> Held {
         let Some(calls) = self.llm_calls.as_mut() else {
             return Held::Released;
         };
+        // Some(output), or None once no call is in flight, or Err when the hold ran out.
         let held = tokio::select! {
-            chunk = self.chunks.recv() => Some(Held::Output(chunk)),
-            _ = calls.wait_for(|n| *n == 0) => Some(Held::Released),
-            _ = tokio::time::sleep(LLM_HOLD) => None,
+            chunk = self.chunks.recv() => Ok(Some(chunk)),
+            _ = calls.wait_for(|n| *n == 0) => Ok(None),
+            _ = tokio::time::sleep(LLM_HOLD) => Err(()),
         };
-        held.unwrap_or_else(|| {
-            self.hold_spent = true;
-            Held::Released
-        })
+        match held {
+            Ok(Some(chunk)) => Held::Output(chunk),
+            Ok(None) => match tokio::time::timeout(AFTER_CALL, self.chunks.recv()).await {
+                Ok(chunk) => Held::Output(chunk),
+                Err(_) => Held::Released,
+            },
+            Err(()) => {
+                // Calls in flight no longer hold the turn, until more output arrives.
+                self.hold_spent = true;
+                Held::Released
+            }
+        }
     }
 
     /// Types a message (formatted by [`parse::format_input`]) and transcribes it as In.
@@ -562,8 +576,32 @@ mod tests {
         assert_eq!(turn.output, "Plan:\n> quoted remark\n\n> ");
         assert_eq!(
             started.elapsed(),
-            Duration::from_secs(6) + QUIET,
-            "ready one quiet period after the call ended"
+            Duration::from_secs(6) + AFTER_CALL + QUIET,
+            "ready once the call ended and no more output came"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rest_of_an_answer_printed_just_after_the_call_ends_is_waited_for() {
+        let (calls, watched) = watch::channel(1usize);
+        let mut h = Harness::watching(watched);
+        h.print("Plan:\n> ");
+        let out = h.out.clone();
+        tokio::spawn(async move {
+            sleep(Duration::from_secs(1)).await;
+            calls.send_replace(0);
+            // Aider prints the end of the answer a little after the stream ended.
+            sleep(Duration::from_millis(300)).await;
+            out.send(Ok(Bytes::from_static(
+                b"quoted remark\n\nTokens: 1k sent, 9 received.\n\n> ",
+            )))
+            .unwrap();
+            sleep(Duration::from_secs(3600)).await;
+        });
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(
+            turn.output,
+            "Plan:\n> quoted remark\n\nTokens: 1k sent, 9 received.\n\n> "
         );
     }
 

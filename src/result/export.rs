@@ -89,8 +89,10 @@ tip=$1 base=$2 file=$3 err=$3.err scratch=$3.git
 fail() { echo "$1: $(tail -n 3 "$err" | tr '\n' ' ')"; exit 1; }
 objects=$("$GIT" rev-parse --path-format=absolute --git-path objects 2>>"$err") \
   || fail "finding the repository's objects"
+format=$("$GIT" rev-parse --show-object-format 2>>"$err") || fail "finding the object format"
 rm -rf "$scratch"
-"$GIT" init --quiet --bare "$scratch" 2>>"$err" || fail "making a scratch repository"
+"$GIT" init --quiet --bare --object-format="$format" "$scratch" 2>>"$err" \
+  || fail "making a scratch repository"
 echo "$objects" >"$scratch/objects/info/alternates"
 echo "$tip" >"$scratch/HEAD"
 "$GIT" --git-dir="$scratch" bundle create --quiet "$file" HEAD "^$base" 2>>"$err" \
@@ -576,6 +578,42 @@ mod tests {
         clone_at(&work, &base, &am);
         git_out(&am, &["am", "--quiet", got.patch.to_str().unwrap()]);
         assert_eq!(files(&am), expected);
+    }
+
+    #[tokio::test]
+    async fn a_sha256_repository_exports_a_bundle_in_its_own_format() {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        git_out(
+            &work,
+            &[
+                "init",
+                "--quiet",
+                "--object-format=sha256",
+                "--initial-branch=main",
+            ],
+        );
+        let base = commit(&work, "README.md", "# demo\n", "first");
+        assert_eq!(base.len(), 64);
+        let head = commit(&work, "a.txt", "a\n", "a");
+        std::fs::write(work.join("b.txt"), "b\n").unwrap();
+        let expected = files(&work);
+
+        let out = tmp.path().join("out");
+        let got = export(&HostShell::new(&work), "c", &base, &out)
+            .await
+            .unwrap();
+        let bundle = got.bundle.expect("changes make a bundle");
+        let fetched = tmp.path().join("fetched");
+        clone_at(&work, &base, &fetched);
+        git_out(
+            &fetched,
+            &["fetch", "--quiet", bundle.to_str().unwrap(), "HEAD"],
+        );
+        git_out(&fetched, &["checkout", "--quiet", "FETCH_HEAD"]);
+        assert_eq!(files(&fetched), expected);
+        assert_eq!(git_out(&fetched, &["rev-parse", "HEAD^"]), head);
     }
 
     #[tokio::test]

@@ -79,8 +79,8 @@ pub async fn run<S: Sandbox>(
     }
     // A state dir's LLM network lives while its scheduler does: one left behind by every
     // `runner run` in a fresh checkout would use up the engine's address pools. The engine
-    // refuses while a container (one left running by a kill) still uses it.
-    if d.running.is_empty() {
+    // refuses while a container still uses it; an engine that is away is not waited for.
+    if d.running.is_empty() && !d.engine_down {
         let state_id = d.store.state_id();
         if let Err(e) = d.sandbox.remove_llm_network(&state_id).await {
             tracing::warn!("cannot remove the LLM network: {e}");

@@ -86,7 +86,7 @@ struct Inner {
     replay_pos: Mutex<HashMap<(JobId, u32, Role), usize>>,
     cassettes: Mutex<HashMap<PathBuf, Arc<Cassette>>>,
     recorders: Mutex<HashMap<PathBuf, Arc<Recorder>>>,
-    /// Agent calls in flight per attempt, from the request until its answer is through.
+    /// Streamed agent calls in flight per attempt, from the request until the answer is through.
     agent_calls: Mutex<HashMap<(JobId, u32), Arc<CallCounter>>>,
 }
 
@@ -260,8 +260,9 @@ impl Gateway {
         Ok(())
     }
 
-    /// How many of attempt `n`'s agent calls are in flight (a call counts until its answer's body
-    /// is through). While one is, Aider is receiving an answer, not waiting at its prompt.
+    /// How many of attempt `n`'s streamed agent calls are in flight (a call counts until its
+    /// answer's body is through). While one is, Aider is receiving an answer, not waiting at its
+    /// prompt.
     pub fn agent_calls(&self, job: &JobId, n: u32) -> watch::Receiver<usize> {
         self.inner.agent_calls(job, n).subscribe()
     }
