@@ -13,11 +13,21 @@ const GREET: &str = "def greet(name):\n    return f\"Hello, {name}!\"\n";
 const VERIFY: &str = "verify: [\"python3\", \"-c\", \"from greet import greet; assert greet('Ann') == 'Hello, Ann!'\"]";
 
 fn agent_job(env: &Env, name: &str, manager: &str, extra: &str) -> std::path::PathBuf {
+    agent_job_with_model(env, name, "openai/mock", manager, extra)
+}
+
+fn agent_job_with_model(
+    env: &Env,
+    name: &str,
+    model: &str,
+    manager: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     make_repo(&env.dir.path().join("repo"));
     env.job(
         &format!("{name}.yaml"),
         &format!(
-            "name: {name}\ntask: Add a function greet(name) to greet.py that returns \"Hello, <name>!\".\nrepo: ./repo\nagent: {{ model: openai/mock }}\nmanager: {manager}\ntimeout: 5m\n{extra}\n"
+            "name: {name}\ntask: Add a function greet(name) to greet.py that returns \"Hello, <name>!\".\nrepo: ./repo\nagent: {{ model: {model} }}\nmanager: {manager}\ntimeout: 5m\n{extra}\n"
         ),
     )
 }
@@ -191,6 +201,27 @@ fn script_mode_drives_aider_without_a_manager_model() {
     );
     assert_eq!(llm.script.lock().unwrap().manager_calls, 0);
     assert_eq!(env.show("scripted")["usage"]["manager"]["requests"], 0);
+}
+
+/// Aider looks up a model its metadata file lacks in a price map it would fetch from the
+/// internet, which the sandbox cannot reach (a DNS timeout, and the error on screen).
+#[test]
+fn a_model_the_image_does_not_describe_starts_without_fetching_a_price_map() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let manager = "{ mode: script, steps: [ { action: finish, argument: done } ] }";
+    let job = agent_job_with_model(&env, "other", "openai/gpt-4.1-nano", manager, "");
+    let out = run_with(&env, &llm, &job);
+    let transcript = log_of(&env, "other");
+    assert_eq!(out.status.code(), Some(0), "{}\n{transcript}", stderr(&out));
+    assert!(
+        transcript.contains("Model: openai/gpt-4.1-nano"),
+        "{transcript}"
+    );
+    assert!(
+        !transcript.contains("raw.githubusercontent.com"),
+        "no fetch of the price map: {transcript}"
+    );
 }
 
 #[test]

@@ -8,12 +8,21 @@ use crate::sandbox::{ContainerPlan, Labels, Secret};
 pub(super) const READY_FILE: &str = "/tmp/.runner-workspace-ready";
 /// Waits for the workspace, copies the image's warm Aider home into a writable one (the root
 /// file system is read-only), then becomes Aider with the gateway as its OpenAI endpoint.
+///
+/// For a model the image's metadata file does not describe, Aider looks in a price map it
+/// fetches from the internet (unreachable from the sandbox: a DNS timeout of several seconds and
+/// an error on screen) unless its cached copy is under a day old: the wrapper seeds that cache,
+/// fresh, with the copy litellm ships.
 const WRAPPER: &str = r#"i=0
 while [ ! -e /tmp/.runner-workspace-ready ]; do
   i=$((i+1)); if [ $i -gt 2400 ]; then echo "runner: the workspace never arrived" >&2; exit 97; fi
   sleep 0.05
 done
 mkdir -p "$HOME" && { [ -d /home/runner ] && cp -a /home/runner/. "$HOME"/ 2>/dev/null; true; }
+for m in /venv/lib/python3*/site-packages/litellm/model_prices_and_context_window_backup.json; do
+  [ -f "$m" ] && mkdir -p "$HOME/.aider/caches" \
+    && cp "$m" "$HOME/.aider/caches/model_prices_and_context_window.json"
+done
 cd /workspace
 if [ -f /etc/runner/aider-models.json ]; then set -- --model-metadata-file /etc/runner/aider-models.json "$@"; fi
 if [ -f /etc/runner/aider-model-settings.yml ]; then set -- --model-settings-file /etc/runner/aider-model-settings.yml "$@"; fi
