@@ -415,6 +415,17 @@ mod tests {
         git_out(dest, &["checkout", "--quiet", "--detach", base]);
     }
 
+    /// A fresh clone of `origin` at `base` with the bundle's HEAD checked out.
+    fn checkout_bundle(origin: &Path, base: &str, bundle: &Path, dest: &Path) -> PathBuf {
+        clone_at(origin, base, dest);
+        git_out(
+            dest,
+            &["fetch", "--quiet", bundle.to_str().unwrap(), "HEAD"],
+        );
+        git_out(dest, &["checkout", "--quiet", "FETCH_HEAD"]);
+        dest.to_path_buf()
+    }
+
     fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         let mut stack = vec![dir.to_path_buf()];
@@ -539,13 +550,7 @@ mod tests {
             &am,
             &["bundle", "verify", "--quiet", bundle.to_str().unwrap()],
         );
-        let fetched = tmp.path().join("fetched");
-        clone_at(&work, &base, &fetched);
-        git_out(
-            &fetched,
-            &["fetch", "--quiet", bundle.to_str().unwrap(), "HEAD"],
-        );
-        git_out(&fetched, &["checkout", "--quiet", "FETCH_HEAD"]);
+        let fetched = checkout_bundle(&work, &base, &bundle, &tmp.path().join("fetched"));
         assert_eq!(
             files(&fetched),
             expected,
@@ -605,13 +610,7 @@ mod tests {
             .await
             .unwrap();
         let bundle = got.bundle.expect("changes make a bundle");
-        let fetched = tmp.path().join("fetched");
-        clone_at(&work, &base, &fetched);
-        git_out(
-            &fetched,
-            &["fetch", "--quiet", bundle.to_str().unwrap(), "HEAD"],
-        );
-        git_out(&fetched, &["checkout", "--quiet", "FETCH_HEAD"]);
+        let fetched = checkout_bundle(&work, &base, &bundle, &tmp.path().join("fetched"));
         assert_eq!(files(&fetched), expected);
         assert_eq!(git_out(&fetched, &["rev-parse", "HEAD^"]), head);
     }
