@@ -68,6 +68,12 @@ impl<S: Sandbox> Attempt<S> {
             .store
             .call(move |s| s.finish_attempt(&id, n, &recorded, max_attempts))
             .await;
+        // Only now, with the outcome durable: a crash before this point (or an outcome that could
+        // not be stored) leaves the container for the next scheduler to adopt and finish, instead
+        // of a job whose container vanished.
+        if result.is_ok() {
+            self.clean_up().await;
+        }
         match result {
             Ok(FinishResult::Finished(state)) => {
                 let detail = match &outcome {
@@ -92,7 +98,22 @@ impl<S: Sandbox> Attempt<S> {
         }
     }
 
-    /// Runs the attempt; `Err` is a failure that no retry can cure.
+    /// Removes the attempt's container and revokes its gateway tokens, once its outcome is
+    /// recorded.
+    async fn clean_up(&self) {
+        let name = &self.attempt.container;
+        if let Err(e) = self.sandbox.remove(name).await {
+            tracing::warn!(container = %name, "cannot remove container: {e}");
+        }
+        if let Some(llm) = &self.llm {
+            if let Err(e) = llm.gateway.revoke(&self.job.id, self.attempt.n).await {
+                tracing::warn!(job = %self.job.id, "cannot revoke gateway tokens: {e}");
+            }
+        }
+    }
+
+    /// Runs the attempt; `Err` is a failure that no retry can cure. The container is left for
+    /// [`Attempt::clean_up`].
     async fn execute(&self) -> Result<Outcome, Outcome> {
         let spec = &self.job.spec;
         let secrets = read_secrets(spec)?;
@@ -188,14 +209,6 @@ impl<S: Sandbox> Attempt<S> {
                     Ok(())
                 })
                 .await;
-        }
-        if let Err(e) = self.sandbox.remove(&name).await {
-            tracing::warn!(container = %name, "cannot remove container: {e}");
-        }
-        if let Some(llm) = &self.llm {
-            if let Err(e) = llm.gateway.revoke(&self.job.id, self.attempt.n).await {
-                tracing::warn!(job = %self.job.id, "cannot revoke gateway tokens: {e}");
-            }
         }
         Ok(outcome)
     }

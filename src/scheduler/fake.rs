@@ -32,9 +32,13 @@ struct Inner {
     launches: usize,
 }
 
+/// Called with a container's name just before it is removed.
+type RemoveHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub(crate) struct FakeSandbox {
     inner: Arc<Mutex<Inner>>,
+    on_remove: Arc<Mutex<Option<RemoveHook>>>,
 }
 
 impl FakeSandbox {
@@ -48,6 +52,11 @@ impl FakeSandbox {
 
     pub fn container_count(&self) -> usize {
         self.inner.lock().unwrap().containers.len()
+    }
+
+    /// Calls `hook` with a container's name just before each removal.
+    pub fn on_remove(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        *self.on_remove.lock().unwrap() = Some(Arc::new(hook));
     }
 
     /// Puts a container in place as if a previous scheduler had launched it.
@@ -248,6 +257,10 @@ impl Sandbox for FakeSandbox {
     }
 
     async fn remove(&self, name: &str) -> Result<(), SandboxError> {
+        let hook = self.on_remove.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook(name);
+        }
         self.exit(
             name,
             ExitStatus {

@@ -108,6 +108,28 @@ async fn parallel_is_a_hard_ceiling_and_every_job_finishes() {
     assert_eq!(h.sandbox.container_count(), 0, "containers are removed");
 }
 
+/// A crash between the two must never leave a job whose container is gone while the database
+/// still says it runs (the next scheduler could only call it `lost`).
+#[tokio::test]
+async fn the_outcome_is_recorded_before_the_container_is_removed() {
+    let h = harness();
+    let ids = h.submit(vec![job("quick", &["exit", "0"])]).await;
+    let observer = std::sync::Mutex::new(Store::open(h._dir.path()).unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (id, record) = (ids[0].clone(), seen.clone());
+    h.sandbox.on_remove(move |_| {
+        let state = observer.lock().unwrap().job(&id).unwrap().state;
+        record.lock().unwrap().push(state);
+    });
+    h.run(&ids).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the container was removed");
+    assert!(
+        seen.iter().all(|state| *state == JobState::Succeeded),
+        "state at each removal: {seen:?}"
+    );
+}
+
 #[tokio::test]
 async fn group_limit_serialises_a_group() {
     let mut h = harness();
