@@ -43,11 +43,8 @@ const GIT: [&str; 13] = [
 /// `result <tip> <commits since base> <linear yes|no> <uncommitted yes|no>`; on failure, what
 /// failed and git's last words.
 const PREPARE: &str = r#"
-set -u
 base=$1 err=$2.err index=$2.index
 : >"$err"
-fail() { echo "$1: $(tail -n 3 "$err" | tr '\n' ' ')"; exit 1; }
-g() { "$GIT" "$@" 2>>"$err"; }
 g cat-file -e "$base^{commit}" || fail "the base commit $base is not in the repository"
 head=$(g rev-parse --verify HEAD) || fail "HEAD names no commit"
 export GIT_INDEX_FILE="$index"
@@ -83,22 +80,31 @@ echo "result $tip $commits $linear $uncommitted"
 /// Writes the bundle of `$2..$1` (base excluded, tip as its `HEAD`) to `$3`, through a scratch
 /// bare repository that borrows the work repository's objects: the work repository gains no ref.
 const BUNDLE: &str = r#"
-set -u
 tip=$1 base=$2 file=$3 err=$3.err scratch=$3.git
 : >"$err"
-fail() { echo "$1: $(tail -n 3 "$err" | tr '\n' ' ')"; exit 1; }
-objects=$("$GIT" rev-parse --path-format=absolute --git-path objects 2>>"$err") \
+objects=$(g rev-parse --path-format=absolute --git-path objects) \
   || fail "finding the repository's objects"
-format=$("$GIT" rev-parse --show-object-format 2>>"$err") || fail "finding the object format"
+format=$(g rev-parse --show-object-format) || fail "finding the object format"
 rm -rf "$scratch"
-"$GIT" init --quiet --bare --object-format="$format" "$scratch" 2>>"$err" \
-  || fail "making a scratch repository"
+g init --quiet --bare --object-format="$format" "$scratch" || fail "making a scratch repository"
 echo "$objects" >"$scratch/objects/info/alternates"
 echo "$tip" >"$scratch/HEAD"
-"$GIT" --git-dir="$scratch" bundle create --quiet "$file" HEAD "^$base" 2>>"$err" \
-  || fail "git bundle"
+g --git-dir="$scratch" bundle create --quiet "$file" HEAD "^$base" || fail "git bundle"
 rm -rf "$scratch"
 "#;
+
+/// What the scripts above start with: `fail STEP` prints the step and the last lines of `$err`,
+/// then exits 1; `g` runs git with [`GIT`]'s options, its stderr appended to `$err`.
+const SCRIPT_HELPERS: &str = r#"set -u
+fail() { echo "$1: $(tail -n 3 "$err" | tr '\n' ' ')"; exit 1; }
+g() { "$GIT" "$@" 2>>"$err"; }
+"#;
+
+/// One of the scripts above, ready for `sh -c`.
+fn git_script(body: &str) -> String {
+    // The options hold no spaces or quotes, so they can be written into the script as is.
+    format!("{SCRIPT_HELPERS}{body}").replace("\"$GIT\"", &GIT.join(" "))
+}
 
 /// Runs `"$@"` with stderr kept aside (exec output interleaves it with stdout): on failure,
 /// prints its end instead.
@@ -245,8 +251,7 @@ impl<S: Sandbox> Runner<'_, S> {
 
     async fn prepare(&self, base: &str) -> Result<Prepared, ResultError> {
         let step = "finding the changes since the base";
-        // The options hold no spaces or quotes, so they can be written into the script as is.
-        let script = PREPARE.replace("\"$GIT\"", &GIT.join(" "));
+        let script = git_script(PREPARE);
         let out = self
             .exec(
                 &["sh", "-c", &script, "sh", base, &self.scratch],
@@ -266,7 +271,7 @@ impl<S: Sandbox> Runner<'_, S> {
     /// The bundle of `base..tip`, read out of the container.
     async fn bundle(&self, base: &str, tip: &str) -> Result<Vec<u8>, ResultError> {
         let file = format!("{}.bundle", self.scratch);
-        let script = BUNDLE.replace("\"$GIT\"", &GIT.join(" "));
+        let script = git_script(BUNDLE);
         let out = self
             .exec(&["sh", "-c", &script, "sh", tip, base, &file], SMALL_OUTPUT)
             .await?;
