@@ -160,13 +160,11 @@ impl<S: Sandbox> Attempt<S> {
         let name = self.attempt.container.clone();
         debug_assert_eq!(plan.name, name);
         if self.cancel.is_cancelled() {
-            let _ = self.sandbox.remove(&name).await;
             return Ok(Outcome::Cancelled);
         }
         let launched = match self.sandbox.launch(&plan).await {
             Ok(launched) => launched,
             Err(e) => {
-                let _ = self.sandbox.remove(&name).await;
                 let missing_image = matches!(
                     e,
                     SandboxError::ImageMissing { .. } | SandboxError::RuntimeMissing { .. }
