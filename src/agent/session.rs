@@ -10,7 +10,8 @@
 //!
 //! A streamed answer can pause right after a line that looks like a prompt (a Markdown quote
 //! `> `). With [`Session::watch_llm_calls`], a prompt does not count while one of the attempt's
-//! LLM calls is in flight (Aider is still receiving its answer), for at most [`LLM_HOLD`].
+//! streamed LLM calls is in flight (Aider is still receiving its answer), for at most
+//! [`LLM_HOLD`], nor until Aider has had [`AFTER_CALL`] to print the rest once the call ended.
 
 use super::parse::{self, AiderEvent, PromptState};
 use crate::sandbox::{InputStream, OutputStream};
@@ -94,7 +95,7 @@ pub struct Session {
     /// False from the moment the runner types something until Aider ends a line: the line on
     /// screen until then is the prompt or question already answered.
     fresh: bool,
-    /// The attempt's agent LLM calls in flight, when known.
+    /// The attempt's streamed agent LLM calls in flight, when known.
     llm_calls: Option<watch::Receiver<usize>>,
     /// The output has stood quiet at a prompt for [`LLM_HOLD`] with a call in flight: the call
     /// no longer holds the turn (until more output arrives).
@@ -135,7 +136,7 @@ impl Session {
         }
     }
 
-    /// A prompt does not count while `calls` (the attempt's agent LLM calls in flight, from
+    /// A prompt does not count while `calls` (the attempt's streamed LLM calls in flight, from
     /// [`crate::llm::Gateway::agent_calls`]) is above zero: Aider is still receiving an answer.
     pub fn watch_llm_calls(mut self, calls: watch::Receiver<usize>) -> Session {
         self.llm_calls = Some(calls);

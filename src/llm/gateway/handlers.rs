@@ -89,8 +89,10 @@ pub(super) async fn chat(
     };
     // Only streamed answers are printed as they arrive; Aider's other calls (commit messages,
     // history summaries in the background) print nothing that could look like its prompt.
-    let in_flight = (request["stream"] == true)
-        .then(|| InFlight::enter(inner.agent_calls(&grant.job, grant.attempt)));
+    if request["stream"] != true {
+        return exchange(&inner, &grant, Role::Agent, request, body).await;
+    }
+    let in_flight = InFlight::enter(inner.agent_calls(&grant.job, grant.attempt));
     let (parts, answer) = exchange(&inner, &grant, Role::Agent, request, body)
         .await
         .into_parts();
