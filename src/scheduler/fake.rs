@@ -74,6 +74,12 @@ impl FakeSandbox {
         );
     }
 
+    /// A watch on a container's exit status, when the container exists.
+    fn exit_watch(&self, name: &str) -> Option<watch::Receiver<Option<ExitStatus>>> {
+        let inner = self.inner.lock().unwrap();
+        inner.containers.get(name).map(|c| c.exit.subscribe())
+    }
+
     fn exit(&self, name: &str, status: ExitStatus) {
         let mut inner = self.inner.lock().unwrap();
         if let Some(c) = inner.containers.get(name) {
@@ -182,13 +188,7 @@ impl Sandbox for FakeSandbox {
     }
 
     fn logs(&self, name: &str, _follow: bool) -> OutputStream {
-        let rx = self
-            .inner
-            .lock()
-            .unwrap()
-            .containers
-            .get(name)
-            .map(|c| c.exit.subscribe());
+        let rx = self.exit_watch(name);
         let line = Bytes::from(format!("output of {name}\n"));
         stream::once(async move {
             if let Some(mut rx) = rx {
@@ -200,13 +200,7 @@ impl Sandbox for FakeSandbox {
     }
 
     async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError> {
-        let rx = self
-            .inner
-            .lock()
-            .unwrap()
-            .containers
-            .get(name)
-            .map(|c| c.exit.subscribe());
+        let rx = self.exit_watch(name);
         let Some(mut rx) = rx else {
             return Err(SandboxError::NoSuchContainer(name.into()));
         };
