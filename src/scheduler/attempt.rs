@@ -3,6 +3,7 @@
 //! counted from the attempt's recorded start, and the log is rebuilt from the container's output.
 
 use super::logfile::CappedLog;
+use super::redact::Redactor;
 use super::{Event, SchedulerConfig};
 use crate::job::{JobKind, JobSpec, NetworkMode};
 use crate::sandbox::{
@@ -59,10 +60,21 @@ impl<S: Sandbox> Attempt<S> {
     pub async fn run(self) -> FinishResult {
         let (id, n) = (self.job.id.clone(), self.attempt.n);
         // A job that can never start as written (no image, no secret...) is not retried.
-        let (outcome, max_attempts) = match self.execute().await {
-            Ok(outcome) => (outcome, 1 + self.job.spec.retries),
-            Err(permanent) => (permanent, n),
+        let (outcome, max_attempts, redact) = match read_secrets(&self.job.spec) {
+            Ok(secrets) => {
+                let redact = redactor(&secrets);
+                match self.execute(secrets, &redact).await {
+                    Ok(outcome) => (outcome, 1 + self.job.spec.retries, redact),
+                    Err(permanent) => (permanent, n, redact),
+                }
+            }
+            Err(permanent) => (permanent, n, Redactor::default()),
         };
+        // A detail may quote what the job or the manager printed (the manager's last words).
+        let mut outcome = outcome;
+        if let Outcome::Failed { detail, .. } = &mut outcome {
+            *detail = redact.redact_str(detail);
+        }
         let recorded = outcome.clone();
         let result = self
             .store
@@ -114,10 +126,12 @@ impl<S: Sandbox> Attempt<S> {
 
     /// Runs the attempt; `Err` is a failure that no retry can cure. The container is left for
     /// [`Attempt::clean_up`].
-    async fn execute(&self) -> Result<Outcome, Outcome> {
+    async fn execute(
+        &self,
+        secrets: Vec<(String, Secret)>,
+        redact: &Redactor,
+    ) -> Result<Outcome, Outcome> {
         let spec = &self.job.spec;
-        let secrets = read_secrets(spec)?;
-        let redact = secrets.clone();
         let labels = Labels {
             state: self.store.state_id(),
             job: self.job.id.to_string(),
@@ -186,11 +200,11 @@ impl<S: Sandbox> Attempt<S> {
         let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
         let (outcome, stored) = match prepared {
             Some(prepared) if spec.is_agent() => {
-                self.run_agent(&name, launched, prepared, &path, &redact)
+                self.run_agent(&name, launched, prepared, &path, redact)
                     .await
             }
             prepared => {
-                self.run_command(&name, launched, prepared, &path, &redact)
+                self.run_command(&name, launched, prepared, &path, redact)
                     .await
             }
         };
@@ -219,7 +233,7 @@ impl<S: Sandbox> Attempt<S> {
         launched: Launched,
         prepared: Option<crate::agent::run::Prepared>,
         path: &Path,
-        secrets: &[(String, Secret)],
+        redact: &Redactor,
     ) -> (Outcome, bool) {
         if let Some(prepared) = prepared {
             // The command waits for its repository; an adopted container may have it already.
@@ -246,7 +260,7 @@ impl<S: Sandbox> Attempt<S> {
             output,
             path.to_path_buf(),
             self.config.log_cap,
-            redactor(secrets),
+            redact.fresh(),
         ));
         let outcome = self
             .supervise(name, false, std::future::pending::<Option<Outcome>>())
@@ -263,7 +277,7 @@ impl<S: Sandbox> Attempt<S> {
                 self.sandbox.logs(name, false),
                 path.to_path_buf(),
                 self.config.log_cap,
-                redactor(secrets),
+                redact.fresh(),
             )
             .await;
         }
@@ -289,7 +303,7 @@ impl<S: Sandbox> Attempt<S> {
         launched: Launched,
         prepared: crate::agent::run::Prepared,
         path: &Path,
-        secrets: &[(String, Secret)],
+        redact: &Redactor,
     ) -> (Outcome, bool) {
         let (Some(output), Some(input), Some(llm)) = (launched.output, launched.input, &self.llm)
         else {
@@ -320,12 +334,15 @@ impl<S: Sandbox> Attempt<S> {
             self.store.clone(),
             self.job.id.clone(),
             self.attempt.n,
-            secrets.to_vec(),
+            redact.fresh(),
         ));
         let session =
             crate::agent::session::Session::start(output, input, tx, crate::agent::run::QUIET)
                 .watch_llm_calls(llm.gateway.agent_calls(&self.job.id, self.attempt.n));
-        let progress = |state: JobState, detail: Option<String>| self.emit(state, detail);
+        // The manager's progress text may quote what Aider printed.
+        let progress = |state: JobState, detail: Option<String>| {
+            self.emit(state, detail.map(|d| redact.redact_str(&d)))
+        };
         let drive = crate::agent::run::Drive {
             sandbox: self.sandbox.as_ref(),
             store: &self.store,
@@ -338,6 +355,7 @@ impl<S: Sandbox> Attempt<S> {
             artifacts: self.config.artifacts_dir.join(self.job.id.as_str()),
             cache: self.config.cache_dir.clone(),
             progress: &progress,
+            redact,
         };
         let work = async move {
             match drive.run(session).await {
@@ -487,8 +505,8 @@ impl<S: Sandbox> Attempt<S> {
 }
 
 /// A redactor for the job's secret values.
-pub(crate) fn redactor(secrets: &[(String, Secret)]) -> super::redact::Redactor {
-    super::redact::Redactor::new(secrets.iter().map(|(n, s)| (n.as_str(), s.expose())))
+pub(crate) fn redactor(secrets: &[(String, Secret)]) -> Redactor {
+    Redactor::new(secrets.iter().map(|(n, s)| (n.as_str(), s.expose())))
 }
 
 /// Copies a container's output into its capped log file (recreated); true when stored.
@@ -496,7 +514,7 @@ async fn copy_output(
     mut output: OutputStream,
     path: PathBuf,
     cap: u64,
-    redactor: super::redact::Redactor,
+    redactor: Redactor,
 ) -> bool {
     let mut log = match CappedLog::create(&path, cap).await {
         Ok(log) => log.redacting(redactor),

@@ -21,7 +21,6 @@ pub mod redact;
 mod tests;
 
 pub use attempt::log_path;
-pub(crate) use attempt::redactor;
 pub use dispatch::run;
 pub use lock::{LockError, StateLock};
 

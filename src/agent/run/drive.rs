@@ -39,6 +39,8 @@ pub struct Drive<'a, S: Sandbox> {
     pub cache: PathBuf,
     /// Progress lines for the live display.
     pub progress: &'a (dyn Fn(JobState, Option<String>) + Send + Sync),
+    /// The job's secret values, kept out of the verify output stored as an artifact.
+    pub redact: &'a crate::scheduler::redact::Redactor,
 }
 
 /// How the manager loop ended.

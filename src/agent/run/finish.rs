@@ -54,7 +54,11 @@ impl<S: Sandbox> Drive<'_, S> {
     /// Keeps each verify run's output as an artifact (`verify-<turn>.log`).
     async fn keep_verify_output(&self, turn: u32, result: &crate::result::VerifyResult) {
         let path = self.artifacts.join(format!("verify-{turn}.log"));
-        let text = format!("exit code {}\n{}", result.code, result.output);
+        let text = format!(
+            "exit code {}\n{}",
+            result.code,
+            self.redact.redact_str(&result.output)
+        );
         let written = tokio::fs::create_dir_all(&self.artifacts).await.is_ok()
             && tokio::fs::write(&path, text).await.is_ok();
         if written {

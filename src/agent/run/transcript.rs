@@ -1,8 +1,13 @@
 //! The transcript of an Aider session, written to the attempt's log and to the store.
+//!
+//! Aider's output is one stream, redacted by one [`Redactor`] that holds back the bytes that may
+//! start a secret; the log and the stored rows both take what it lets through, so a secret
+//! printed in two writes is redacted in both. What the runner types ends the output before it:
+//! the held bytes are settled then, and at the end.
 
 use crate::agent::session::{Direction, TranscriptEntry};
-use crate::sandbox::Secret;
 use crate::scheduler::logfile::CappedLog;
+use crate::scheduler::redact::Redactor;
 use crate::state::JobId;
 use crate::store::SharedStore;
 use std::path::PathBuf;
@@ -16,63 +21,45 @@ pub async fn write_transcript(
     store: SharedStore,
     job: JobId,
     attempt: u32,
-    secrets: Vec<(String, Secret)>,
+    redactor: Redactor,
 ) -> bool {
-    let redact = || crate::scheduler::redactor(&secrets);
-    let mut log = match CappedLog::create(&path, cap).await {
-        Ok(log) => log.redacting(redact()),
+    let mut output = redactor.fresh();
+    let log = match CappedLog::create(&path, cap).await {
+        Ok(log) => log,
         Err(e) => {
             tracing::error!(path = %path.display(), "cannot write transcript: {e}");
             return false;
         }
     };
-    let mut batch: Vec<TranscriptEntry> = Vec::new();
-    // The stored transcript is capped like the log: past the cap only the log file (head and
-    // tail) keeps the rest.
-    let mut stored: u64 = 0;
-    let mut capped = false;
+    let mut sink = Sink {
+        log,
+        cap,
+        batch: Vec::new(),
+        stored: 0,
+        capped: false,
+    };
     loop {
         let entry = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
         let done = matches!(entry, Ok(None));
         let idle = entry.is_err();
         if let Ok(Some(entry)) = entry {
-            let rendered = match entry.direction {
-                Direction::Out => entry.text.clone(),
-                Direction::In => entry.text.lines().map(|l| format!("» {l}\n")).collect(),
+            let text = match entry.direction {
+                Direction::Out => lossy(output.push(entry.text.as_bytes())),
+                Direction::In => {
+                    let held = lossy(output.finish());
+                    sink.record(Direction::Out, entry.at.clone(), held).await;
+                    redactor.redact_str(&entry.text)
+                }
             };
-            let _ = log.write(rendered.as_bytes()).await;
-            stored += entry.text.len() as u64;
-            if stored <= cap {
-                batch.push(entry);
-            } else if !capped {
-                capped = true;
-                batch.push(TranscriptEntry {
-                    at: entry.at,
-                    direction: entry.direction,
-                    text: format!(
-                        "[runner: transcript cut at {cap} bytes; the log keeps the tail]"
-                    ),
-                });
-            }
+            sink.record(entry.direction, entry.at, text).await;
         }
-        if (done || idle || batch.len() >= 64) && !batch.is_empty() {
-            let rows: Vec<(String, String, String)> = batch
-                .drain(..)
-                .map(|e| {
-                    let dir = match e.direction {
-                        Direction::Out => "out",
-                        Direction::In => "in",
-                    };
-                    let mut r = redact();
-                    let mut text = r.push(e.text.as_bytes());
-                    text.extend(r.finish());
-                    (
-                        e.at,
-                        dir.to_string(),
-                        String::from_utf8_lossy(&text).into_owned(),
-                    )
-                })
-                .collect();
+        if done {
+            let held = lossy(output.finish());
+            sink.record(Direction::Out, crate::state::now_rfc3339(), held)
+                .await;
+        }
+        if (done || idle || sink.batch.len() >= 64) && !sink.batch.is_empty() {
+            let rows = std::mem::take(&mut sink.batch);
             let job = job.clone();
             if let Err(e) = store
                 .call(move |s| s.add_transcript(&job, attempt, &rows))
@@ -85,5 +72,136 @@ pub async fn write_transcript(
             break;
         }
     }
-    log.finish().await.is_ok()
+    sink.log.finish().await.is_ok()
+}
+
+/// Where redacted transcript text goes: the log, and rows waiting to be stored.
+struct Sink {
+    log: CappedLog,
+    cap: u64,
+    /// Rows (at, direction, text) not stored yet.
+    batch: Vec<(String, String, String)>,
+    /// Bytes given to the store so far. The stored transcript is capped like the log: past the
+    /// cap only the log file (head and tail) keeps the rest.
+    stored: u64,
+    capped: bool,
+}
+
+impl Sink {
+    async fn record(&mut self, direction: Direction, at: String, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        let (dir, rendered) = match direction {
+            Direction::Out => ("out", text.clone()),
+            Direction::In => ("in", text.lines().map(|l| format!("» {l}\n")).collect()),
+        };
+        let _ = self.log.write(rendered.as_bytes()).await;
+        self.stored += text.len() as u64;
+        if self.stored <= self.cap {
+            self.batch.push((at, dir.to_string(), text));
+        } else if !self.capped {
+            self.capped = true;
+            let cap = self.cap;
+            self.batch.push((
+                at,
+                dir.to_string(),
+                format!("[runner: transcript cut at {cap} bytes; the log keeps the tail]"),
+            ));
+        }
+    }
+}
+
+/// The redactor passes whole UTF-8 sequences of its valid UTF-8 input.
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::session::TranscriptEntry;
+    use crate::store::Store;
+    use base64::Engine;
+
+    const SECRET: &str = "tr4nscript-secret-91";
+
+    fn out(text: &str) -> TranscriptEntry {
+        TranscriptEntry {
+            at: crate::state::now_rfc3339(),
+            direction: Direction::Out,
+            text: text.into(),
+        }
+    }
+
+    /// Runs the writer over `chunks` (each sent after a pause longer than the writer's idle
+    /// flush) with a real store; returns the stored rows' text and the log.
+    async fn transcribe(chunks: Vec<TranscriptEntry>) -> (Vec<(String, String)>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = crate::store::tests_support::submit_one(&mut store, "t");
+        let store = SharedStore::new(store);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let path = dir.path().join("1.log");
+        let secrets = Redactor::new([("TOKEN", SECRET)]);
+        let writer = tokio::spawn(write_transcript(
+            rx,
+            path.clone(),
+            1 << 20,
+            store.clone(),
+            id.clone(),
+            1,
+            secrets,
+        ));
+        for chunk in chunks {
+            tx.send(chunk).unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        drop(tx);
+        assert!(writer.await.unwrap());
+        let rows = store
+            .call(move |s| s.transcript(&id, 1))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, dir, text)| (dir, text))
+            .collect();
+        (rows, std::fs::read_to_string(&path).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_secret_printed_in_two_writes_is_redacted_in_every_stored_row_and_the_log() {
+        let (first, second) = SECRET.split_at(7);
+        let (rows, log) = transcribe(vec![
+            out(&format!("key: {first}")),
+            out(&format!("{second} end\n")),
+            TranscriptEntry {
+                direction: Direction::In,
+                ..out(&format!("echo {SECRET}\n"))
+            },
+            out("> "),
+        ])
+        .await;
+        let all: String = rows.iter().map(|(_, t)| t.as_str()).collect();
+        for (_, text) in &rows {
+            assert!(!text.contains(first) && !text.contains(second), "{rows:?}");
+        }
+        assert_eq!(all, "key: [redacted TOKEN] end\necho [redacted TOKEN]\n> ");
+        assert_eq!(
+            log,
+            "key: [redacted TOKEN] end\n» echo [redacted TOKEN]\n> "
+        );
+        assert_eq!(rows[rows.len() - 2].0, "in");
+    }
+
+    #[tokio::test]
+    async fn a_secret_printed_as_base64_in_pieces_is_redacted_in_the_rows() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("x{SECRET}"));
+        let (first, second) = encoded.split_at(10);
+        let (rows, log) = transcribe(vec![out(first), out(second), out("\n")]).await;
+        let all: String = rows.iter().map(|(_, t)| t.as_str()).collect();
+        assert!(all.contains("[redacted TOKEN base64]"), "{rows:?}");
+        assert!(!all.contains(&encoded[3..20]), "{rows:?}");
+        assert_eq!(all, log);
+    }
 }
