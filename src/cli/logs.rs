@@ -1,17 +1,23 @@
-//! `runner logs JOB [-f]`: the latest attempt's output; `-f` follows it (and later attempts)
-//! until the job ends.
+//! `runner logs JOB [-f] [--raw]`: the latest attempt's output; `-f` follows it (and later
+//! attempts) until the job ends. On a terminal the output is shown through
+//! [`super::terminal::Visible`] (control sequences as visible escapes) unless `--raw`; piped, it
+//! is byte for byte what was stored.
 
 use super::exit::{CmdResult, SUCCESS};
+use super::terminal::Visible;
 use crate::scheduler::log_path;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;
 
-pub async fn run(state_dir: &Path, query: &str, follow: bool) -> CmdResult {
+pub async fn run(state_dir: &Path, query: &str, follow: bool, raw: bool) -> CmdResult {
     let store = super::open_store(state_dir)?;
     let id = store.resolve(query)?;
     let logs_dir = state_dir.join("logs");
-    let mut stdout = std::io::stdout();
+    let mut stdout = Shown {
+        out: std::io::stdout(),
+        visible: (!raw && super::terminal::stdout_is_terminal()).then(Visible::default),
+    };
     if !follow {
         let job = store.job(&id)?;
         if job.attempts == 0 {
@@ -23,8 +29,12 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool) -> CmdResult {
         }
         let path = log_path(&logs_dir, id.as_str(), job.attempts);
         if let Ok(mut file) = std::fs::File::open(&path) {
-            let _ = std::io::copy(&mut file, &mut stdout);
+            let mut buf = vec![0; 64 << 10];
+            while let Ok(n @ 1..) = file.read(&mut buf) {
+                stdout.write(&buf[..n]);
+            }
         }
+        stdout.finish();
         return Ok(SUCCESS);
     }
     let mut current: Option<(u32, u64)> = None; // attempt, offset
@@ -39,6 +49,7 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool) -> CmdResult {
                         &mut current_offset(current),
                         &mut stdout,
                     );
+                    stdout.finish();
                     eprintln!("runner: --- attempt {} ---", job.attempts);
                     (job.attempts, 0)
                 }
@@ -54,6 +65,7 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool) -> CmdResult {
             current = Some((n, offset));
         }
         if done {
+            stdout.finish();
             return Ok(SUCCESS);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -65,7 +77,7 @@ fn current_offset(current: Option<(u32, u64)>) -> u64 {
 }
 
 /// Copies what was appended to `path` since `offset` to `out`, advancing `offset`.
-fn copy_new(path: &Path, offset: &mut u64, out: &mut impl Write) {
+fn copy_new(path: &Path, offset: &mut u64, out: &mut Shown) {
     let Ok(mut file) = std::fs::File::open(path) else {
         return;
     };
@@ -75,7 +87,31 @@ fn copy_new(path: &Path, offset: &mut u64, out: &mut impl Write) {
     let mut buf = Vec::new();
     if let Ok(n) = file.read_to_end(&mut buf) {
         *offset += n as u64;
-        let _ = out.write_all(&buf);
-        let _ = out.flush();
+        out.write(&buf);
+    }
+}
+
+/// Standard output, as stored or made visible.
+struct Shown {
+    out: std::io::Stdout,
+    /// Set on a terminal (without `--raw`).
+    visible: Option<Visible>,
+}
+
+impl Shown {
+    fn write(&mut self, bytes: &[u8]) {
+        let _ = match &mut self.visible {
+            Some(visible) => self.out.write_all(&visible.push(bytes)),
+            None => self.out.write_all(bytes),
+        };
+        let _ = self.out.flush();
+    }
+
+    /// Shows what the escaper still holds (the end of an attempt's output).
+    fn finish(&mut self) {
+        if let Some(visible) = &mut self.visible {
+            let _ = self.out.write_all(&visible.finish());
+            let _ = self.out.flush();
+        }
     }
 }

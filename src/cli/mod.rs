@@ -13,6 +13,7 @@ mod ps;
 mod run;
 mod show;
 mod submit;
+mod terminal;
 mod validate;
 
 use clap::{Args, Parser, Subcommand};
@@ -88,11 +89,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A job's output; -f follows it until the job ends.
+    /// A job's output; -f follows it until the job ends. On a terminal, control characters are
+    /// shown as visible escapes (`\x1b`); piped or with --raw, the output is as stored.
     Logs {
         job: String,
         #[arg(short, long)]
         follow: bool,
+        /// Print the output byte for byte, control sequences included, even on a terminal.
+        #[arg(long)]
+        raw: bool,
     },
     /// Cancel a queued job, or stop a running one (grace, then kill).
     Cancel {
@@ -227,7 +232,7 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Daemon { jobs_dir, limits } => daemon::run(&state_dir, jobs_dir, &limits).await,
         Command::Ps { all, json } => ps::run(&state_dir, all, json),
         Command::Show { job, json } => show::run(&state_dir, &job, json),
-        Command::Logs { job, follow } => logs::run(&state_dir, &job, follow).await,
+        Command::Logs { job, follow, raw } => logs::run(&state_dir, &job, follow, raw).await,
         Command::Cancel { jobs } => cancel::run(&state_dir, &jobs),
         Command::Gc {
             dry_run,

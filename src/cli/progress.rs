@@ -33,10 +33,11 @@ impl Progress {
     }
 
     pub fn show(&mut self, event: &Event) {
+        // The detail may quote the manager or the job: one line, nothing that steers a terminal.
         let detail = event
             .detail
             .as_deref()
-            .map(|d| format!(": {d}"))
+            .map(|d| format!(": {}", super::terminal::one_line(d)))
             .unwrap_or_default();
         let Some((multi, bars)) = &mut self.bars else {
             eprintln!(

@@ -1,7 +1,9 @@
-//! `runner show JOB [--json]`
+//! `runner show JOB [--json]`. Details (which may quote the job or the manager) are shown on
+//! one line each, control characters as visible escapes; `--json` has them as stored.
 
 use super::exit::{CmdResult, SUCCESS};
 use super::output;
+use super::terminal::one_line;
 use std::path::Path;
 
 pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
@@ -25,7 +27,7 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
         println!("exit code: {code}");
     }
     if let Some(detail) = &job.detail {
-        println!("detail:    {detail}");
+        println!("detail:    {}", one_line(detail));
     }
     println!("submitted: {}", job.submitted_at);
     if let Some(t) = &job.started_at {
@@ -41,7 +43,9 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
             a.container,
             a.state,
             a.reason.map(|r| r.to_string()).unwrap_or_default(),
-            a.detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            a.detail
+                .map(|d| format!(" ({})", one_line(&d)))
+                .unwrap_or_default()
         );
     }
     for a in store.artifacts(&id)? {
@@ -54,7 +58,7 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
             e.at,
             e.state,
             e.reason.map(|r| format!("{r} ")).unwrap_or_default(),
-            e.detail.unwrap_or_default()
+            one_line(&e.detail.unwrap_or_default())
         );
     }
     Ok(SUCCESS)
