@@ -13,6 +13,7 @@
 //! streamed LLM calls is in flight (Aider is still receiving its answer), for at most
 //! [`LLM_HOLD`], nor until Aider has had [`AFTER_CALL`] to print the rest once the call ended.
 
+use super::bounded::HeadTail;
 use super::parse::{self, AiderEvent, PromptState};
 use crate::sandbox::{InputStream, OutputStream};
 use futures_util::StreamExt;
@@ -42,7 +43,8 @@ pub struct TranscriptEntry {
 /// What Aider printed between two moments it was ready for input.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Turn {
-    /// All output since the previous turn ended (or the start), ending with the prompt.
+    /// All output since the previous turn ended (or the start), ending with the prompt; past
+    /// [`super::bounded::HEAD`] + [`super::bounded::TAIL`] bytes, its middle is cut (marked).
     pub output: String,
     /// The progress markers in the complete lines of `output`, in order.
     pub events: Vec<AiderEvent>,
@@ -60,6 +62,10 @@ pub enum SessionError {
     #[error("aider's stdio failed: {0}")]
     Io(String),
 }
+
+/// Markers kept per turn: a turn's summary needs a few; a command printing marker lines
+/// without end must not grow the list without end.
+const MAX_EVENTS: usize = 1_000;
 
 /// Longest part of the current output line kept for prompt and marker detection. Prompts,
 /// questions and markers are far shorter; a longer line is neither a prompt nor a question.
@@ -84,9 +90,9 @@ pub struct Session {
     transcript: mpsc::UnboundedSender<TranscriptEntry>,
     /// How long the output must stay unchanged after a prompt or question before it counts.
     quiet: Duration,
-    /// Output since the previous turn ended: the next turn's `output`.
-    output: String,
-    /// Markers from the complete lines of `output`.
+    /// Output since the previous turn ended: the next turn's `output` (head and tail, bounded).
+    output: HeadTail,
+    /// Markers from the complete lines of `output` (the first [`MAX_EVENTS`]).
     events: Vec<AiderEvent>,
     /// The current unfinished output line (its first `LINE_MAX` bytes, from the last `\r`).
     line: String,
@@ -126,7 +132,7 @@ impl Session {
             input: Some(input),
             transcript,
             quiet,
-            output: String::new(),
+            output: HeadTail::default(),
             events: Vec::new(),
             line: String::new(),
             line_overflow: false,
@@ -169,7 +175,7 @@ impl Session {
                 Some(Err(message)) => return Err(SessionError::Io(message)),
                 None => {
                     return Err(SessionError::Exited {
-                        output: std::mem::take(&mut self.output),
+                        output: self.output.take(),
                     })
                 }
             }
@@ -268,7 +274,9 @@ impl Session {
     /// Finishes the current line: its markers are collected and a new line starts.
     fn end_line(&mut self) {
         let line = std::mem::take(&mut self.line);
-        self.events.extend(parse::events(&line));
+        let room = MAX_EVENTS.saturating_sub(self.events.len());
+        self.events
+            .extend(parse::events(&line).into_iter().take(room));
         self.line_overflow = false;
     }
 
@@ -299,7 +307,7 @@ impl Session {
 
     fn end_turn(&mut self, mode: Option<String>) -> Turn {
         Turn {
-            output: std::mem::take(&mut self.output),
+            output: self.output.take(),
             events: std::mem::take(&mut self.events),
             mode,
         }
@@ -1001,6 +1009,53 @@ mod tests {
         assert_eq!(typed.last().map(String::as_str), Some("n\n"));
         assert!(rest.contains("# Uncaught FileNotFoundError"));
         assert!(rest.ends_with("FileNotFoundError: [Errno 2] No such file or directory\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_turn_printing_400_mb_keeps_the_session_buffer_bounded() {
+        use crate::agent::bounded::{HEAD, TAIL};
+        let Harness {
+            mut session,
+            out,
+            stdin: _stdin,
+            transcript,
+        } = Harness::new();
+        // Nobody keeps the transcript here (the real writer caps what it stores).
+        drop(transcript);
+        // 400 chunks of 1 MiB (one shared buffer), in lines of 4 KiB, no prompt among them.
+        let line = format!("{}\n", "x".repeat(4095));
+        let chunk = Bytes::from(line.repeat(256));
+        out.send(Ok(Bytes::from_static(b"first words\n"))).unwrap();
+        for _ in 0..400 {
+            out.send(Ok(chunk.clone())).unwrap();
+        }
+        let flooded = timeout(NOT_READY, session.wait_ready()).await;
+        assert!(flooded.is_err(), "no prompt yet");
+        assert!(
+            session.output.held() <= HEAD + 2 * TAIL,
+            "{} bytes held",
+            session.output.held()
+        );
+        out.send(Ok(Bytes::from_static(b"last words\n> "))).unwrap();
+        let turn = session.wait_ready().await.unwrap();
+        assert!(
+            turn.output.len() <= HEAD + TAIL + 100,
+            "{}",
+            turn.output.len()
+        );
+        assert!(turn.output.starts_with("first words\nxxx"));
+        // The tail the manager reads: the end of the output, prompt included.
+        assert!(turn.output.ends_with("xxxx\nlast words\n> "));
+        assert!(turn.output.contains("bytes of output cut here]"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_of_endless_marker_lines_keeps_a_bounded_list_of_markers() {
+        let mut h = Harness::new();
+        h.print(&"Applied edit to f.py\n".repeat(50_000));
+        h.print("> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(turn.events.len(), MAX_EVENTS);
     }
 
     #[test]
