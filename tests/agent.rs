@@ -485,3 +485,83 @@ fn a_secret_printed_in_the_agent_session_is_redacted_from_transcript_and_log() {
         }
     }
 }
+
+/// What Aider prints comes in pieces (it prints a command's output as it arrives), and the
+/// manager may repeat what it read: the secret stays out of every stored transcript row, the log,
+/// the job's detail and events, and the progress lines.
+#[test]
+fn a_secret_printed_in_two_writes_is_redacted_in_every_stored_row_and_answer() {
+    let env = Env::new();
+    let secret = "agent-split-secret-4c1d";
+    let file = "/run/secrets/RUNNER_TEST_AGENT_SECRET";
+    let gave_up = serde_json::json!({
+        "progress": format!("read {secret}\u{1b}]0;pwned\u{7}"),
+        "thought": "scripted",
+        "action": "fail",
+        "argument": format!("the key is {secret}"),
+    });
+    let llm = ScriptedLlm::start(
+        vec![
+            answer(
+                "run",
+                &format!("sh -c 'head -c 10 {file}; sleep 0.3; tail -c +11 {file}; echo'"),
+            ),
+            gave_up.to_string(),
+        ],
+        vec![],
+    );
+    let job = agent_job(
+        &env,
+        "split",
+        "{ mode: llm, model: manager-mock, max_turns: 5 }",
+        "secrets: [RUNNER_TEST_AGENT_SECRET]",
+    );
+    let out = env
+        .cmd()
+        .args(["run", path_str(&job)])
+        .env("OPENAI_BASE_URL", &llm.url)
+        .env("RUNNER_TEST_AGENT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = log_of(&env, "split");
+    assert!(
+        log.contains("[redacted RUNNER_TEST_AGENT_SECRET]"),
+        "the output was there, redacted: {log}"
+    );
+    let show = env.show("split");
+    assert_eq!(
+        show["detail"],
+        "the manager gave up: the key is [redacted RUNNER_TEST_AGENT_SECRET]"
+    );
+    // The transcript rows, in order: a secret split between two rows is in their concatenation.
+    let db = rusqlite::Connection::open(env.state.join("runner.db")).unwrap();
+    let rows: Vec<String> = db
+        .prepare("SELECT text FROM transcript ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rows.len() > 2, "{rows:?}");
+    let events: Vec<String> = db
+        .prepare("SELECT coalesce(detail, '') FROM events")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let answers = [
+        ("transcript rows", rows.concat()),
+        ("events", events.concat()),
+        ("log", log),
+        ("run's progress lines", stderr(&out)),
+        ("show", stdout(&env.run(&["show", "split"]))),
+        ("show --json", show.to_string()),
+    ];
+    for (what, text) in answers {
+        assert!(!text.contains(secret), "{what} holds the secret: {text}");
+    }
+    // The manager's progress text reaches the terminal with its control sequence made visible.
+    assert!(!stderr(&out).contains('\u{1b}'), "{}", stderr(&out));
+}
