@@ -403,9 +403,11 @@ fn pr_output_pushes_a_branch_from_the_host_and_opens_a_pull_request() {
             stub.url
         ),
     );
+    // The operator lets the token go to the stub forge (the default is api.github.com only).
+    let allow = format!("RUNNER_TEST_FORGE_TOKEN={}", stub.url);
     let out = env
         .cmd()
-        .args(["run", path_str(&job)])
+        .args(["run", path_str(&job), "--allow-pr-token", &allow])
         .env("OPENAI_BASE_URL", &llm.url)
         .env("RUNNER_TEST_FORGE_TOKEN", "forge-token-93c1")
         .output()

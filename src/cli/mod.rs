@@ -16,6 +16,7 @@ mod submit;
 mod terminal;
 mod validate;
 
+use crate::scheduler::policy;
 use clap::{Args, Parser, Subcommand};
 use exit::{CmdResult, Failure};
 use std::path::{Path, PathBuf};
@@ -120,6 +121,14 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command reads or writes the state dir (all but `validate` and `images`, which
+    /// leave files the user's umask should govern).
+    fn uses_state_dir(&self) -> bool {
+        !matches!(self, Command::Validate { .. } | Command::Images { .. })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
     /// Build shipped images (all when no name is given): base, aider.
@@ -162,6 +171,21 @@ pub struct LimitArgs {
     /// Most output stored per attempt; beyond it the head and the tail are kept and the cut is marked.
     #[arg(long, default_value = "16m", value_parser = parse_log_cap)]
     pub log_cap: u64,
+    /// A host variable jobs may read as a secret, by name or glob like `CI_*` (repeatable). None
+    /// given: any variable but credentials (OPENAI_API_KEY, GITHUB_TOKEN, those of the two flags
+    /// below), which must always be named exactly.
+    #[arg(long = "allow-secret", value_name = "NAME|GLOB", value_parser = policy::parse_secret_pattern)]
+    pub allow_secrets: Vec<String>,
+    /// Jobs may send the LLM key in host variable NAME to URL and below (`llm.api_key_env`,
+    /// `llm.base_url`; repeatable). Always allowed: OPENAI_API_KEY to the scheduler's
+    /// OPENAI_BASE_URL/OPENAI_API_BASE and to https://api.openai.com/v1.
+    #[arg(long = "allow-llm-key", value_name = "NAME=URL", value_parser = policy::parse_credential_rule)]
+    pub allow_llm_keys: Vec<policy::CredentialRule>,
+    /// Jobs may send the pull-request token in host variable NAME to URL and below
+    /// (`output.token_env`, `output.api_url`; repeatable). Always allowed: GITHUB_TOKEN to
+    /// https://api.github.com.
+    #[arg(long = "allow-pr-token", value_name = "NAME=URL", value_parser = policy::parse_credential_rule)]
+    pub allow_pr_tokens: Vec<policy::CredentialRule>,
 }
 
 fn parse_log_cap(s: &str) -> Result<u64, String> {
@@ -205,6 +229,11 @@ impl LimitArgs {
         config.host_memory = self.host_memory;
         config.stop_grace = self.stop_grace;
         config.log_cap = self.log_cap;
+        config.policy = policy::Policy::new(
+            self.allow_secrets.clone(),
+            self.allow_llm_keys.clone(),
+            self.allow_pr_tokens.clone(),
+        );
         Ok(config)
     }
 }
@@ -220,6 +249,10 @@ fn load_prices(state_dir: &Path) -> Result<crate::llm::Prices, Failure> {
 /// Runs the parsed command line; returns the process exit code.
 pub async fn main(cli: Cli) -> i32 {
     let state_dir = cli.state_dir.clone();
+    if cli.command.uses_state_dir() {
+        // Before anything opens the state dir: what it holds is for this user only.
+        crate::store::private::restrict_umask();
+    }
     let result: CmdResult = match cli.command {
         Command::Validate { paths } => validate::run(&paths),
         Command::Submit { paths, wait, json } => submit::run(&state_dir, &paths, wait, json).await,

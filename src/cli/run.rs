@@ -68,12 +68,21 @@ pub async fn run(
         println!("{}", serde_json::Value::Array(values));
     }
     if let Some(path) = junit {
-        std::fs::write(path, junit_xml(&records)).map_err(|e| {
-            Failure::environment(format!(
-                "cannot write the JUnit report {}: {e}",
-                path.display()
-            ))
-        })?;
+        let new = !path.exists();
+        std::fs::write(path, junit_xml(&records))
+            .and_then(|()| {
+                // The report is the user's, not the state dir's: the user's umask decides.
+                if new {
+                    crate::store::private::give_user_mode(path)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| {
+                Failure::environment(format!(
+                    "cannot write the JUnit report {}: {e}",
+                    path.display()
+                ))
+            })?;
     }
     let failed = records
         .iter()

@@ -68,7 +68,12 @@ impl Recorder {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(write_err)?;
         }
+        let new = !path.exists();
         let file = std::fs::File::create(path).map_err(write_err)?;
+        if new {
+            // The cassette lives beside the job file, the user's: the user's umask decides.
+            crate::store::private::give_user_mode(path).map_err(write_err)?;
+        }
         Ok(Recorder {
             path: path.to_path_buf(),
             file: Mutex::new(file),

@@ -44,6 +44,8 @@ pub(crate) struct Git {
     timeout: Duration,
     /// Text to replace in git's messages (a URL with credentials, and how to show it).
     redact: Option<(String, String)>,
+    /// Run with the user's umask instead of the state dir's 077 (git writes in the user's repo).
+    user_umask: bool,
 }
 
 /// What a finished git command printed.
@@ -61,6 +63,7 @@ pub(crate) fn git(dir: Option<&Path>) -> Git {
         args: Vec::new(),
         timeout: LOCAL_TIMEOUT,
         redact: None,
+        user_umask: false,
     }
 }
 
@@ -91,6 +94,13 @@ impl Git {
         self
     }
 
+    /// Runs git with the user's umask: for commands that create files in the user's own
+    /// repository (a push to a local origin), which must not come out private to the runner.
+    pub fn with_user_umask(mut self) -> Self {
+        self.user_umask = true;
+        self
+    }
+
     /// Runs the command and returns its output whatever its exit status.
     pub fn output(self, what: &str) -> Result<GitOutput, RepoError> {
         let mut cmd = Command::new("git");
@@ -108,12 +118,18 @@ impl Git {
         for var in REPO_ENV {
             cmd.env_remove(var);
         }
-        // SAFETY: setsid is async-signal-safe. A new session has no controlling terminal, so
-        // neither git nor ssh nor a credential helper can prompt on ours; it also makes git the
-        // leader of a process group that a timeout can kill whole.
+        let umask = self
+            .user_umask
+            .then(|| crate::store::private::user_umask() as libc::mode_t);
+        // SAFETY: setsid and umask are async-signal-safe. A new session has no controlling
+        // terminal, so neither git nor ssh nor a credential helper can prompt on ours; it also
+        // makes git the leader of a process group that a timeout can kill whole.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::setsid();
+                if let Some(mask) = umask {
+                    libc::umask(mask);
+                }
                 Ok(())
             });
         }

@@ -66,6 +66,8 @@ pub fn push_branch(
         .arg(format!("{head}:{target}"))
         .network()
         .hiding(&secret)
+        // A local origin's receive-pack writes objects and refs into the user's repository.
+        .with_user_umask()
         .output(&format!("pushing branch `{branch}` to {shown}"))?;
     if pushed.success {
         return Ok(());

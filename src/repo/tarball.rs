@@ -89,11 +89,13 @@ fn append<W: Write>(
         .set_groupname(OWNER_NAME)
         .map_err(RepoError::io(path))?;
     header.set_mtime(meta.mtime().max(0) as u64);
-    let mode = meta.mode() & 0o7777;
+    // Modes as git knows them (executable or not), whatever the umask the checkout was made
+    // under: the work tree lives in the private state dir, where everything is owner-only.
+    let executable = meta.mode() & 0o111 != 0;
     let appended = if kind.is_dir() {
         header.set_entry_type(tar::EntryType::Directory);
         // The sandbox user must be able to create files in every directory it receives.
-        header.set_mode(mode | 0o700);
+        header.set_mode(0o755);
         header.set_size(0);
         builder.append_data(&mut header, rel, std::io::empty())
     } else if kind.is_symlink() {
@@ -104,7 +106,7 @@ fn append<W: Write>(
         builder.append_link(&mut header, rel, target)
     } else if kind.is_file() {
         header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(mode | 0o400);
+        header.set_mode(if executable { 0o755 } else { 0o644 });
         header.set_size(meta.len());
         let file = std::fs::File::open(path).map_err(RepoError::io(path))?;
         // Exactly the size in the header, even if the file changed since: a short read is
@@ -187,11 +189,14 @@ mod tests {
         std::fs::create_dir_all(dir.join(".git/refs/tags")).unwrap();
         std::fs::write(dir.join(".git/HEAD"), "ref: refs/heads/runner/work\n").unwrap();
         std::fs::write(dir.join("run.sh"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o700))
             .unwrap();
         let deep = format!("{}/file.txt", "d".repeat(120));
         std::fs::create_dir(dir.join("d".repeat(120))).unwrap();
         std::fs::write(dir.join(&deep), "deep").unwrap();
+        // A checkout made in the private state dir (umask 077).
+        std::fs::set_permissions(dir.join(&deep), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.join(".git"), std::fs::Permissions::from_mode(0o700)).unwrap();
 
         let bytes = tar_tree(dir).unwrap();
         let got = entries(&bytes);
@@ -211,7 +216,12 @@ mod tests {
         assert!(got.iter().all(|e| e.2 == 1000 && e.3 == 1000), "{got:?}");
         let run = got.iter().find(|e| e.0 == "run.sh").unwrap();
         assert_eq!((run.4 & 0o777, run.5.as_str()), (0o755, "#!/bin/sh\n"));
-        assert_eq!(got.iter().find(|e| e.0 == deep).unwrap().5, "deep");
+        let deep_entry = got.iter().find(|e| e.0 == deep).unwrap();
+        assert_eq!((deep_entry.4, deep_entry.5.as_str()), (0o644, "deep"));
+        assert_eq!(
+            got[0].4, 0o755,
+            "modes are git's, not the private checkout's"
+        );
         assert_eq!(got[0].1, tar::EntryType::Directory);
     }
 

@@ -60,7 +60,9 @@ impl<S: Sandbox> Attempt<S> {
     pub async fn run(self) -> FinishResult {
         let (id, n) = (self.job.id.clone(), self.attempt.n);
         // A job that can never start as written (no image, no secret...) is not retried.
-        let (outcome, max_attempts, redact) = match read_secrets(&self.job.spec) {
+        // The operator's allow-lists come first: the job file may not be the operator's.
+        let secrets = self.allowed().and_then(|()| read_secrets(&self.job.spec));
+        let (outcome, max_attempts, redact) = match secrets {
             Ok(secrets) => {
                 let redact = redactor(&secrets);
                 match self.execute(secrets, &redact).await {
@@ -122,6 +124,15 @@ impl<S: Sandbox> Attempt<S> {
                 tracing::warn!(job = %self.job.id, "cannot revoke gateway tokens: {e}");
             }
         }
+    }
+
+    /// Whether the operator lets this job have what it names (secrets, where its LLM key and
+    /// pull-request token go); checked before anything is read, sent or created.
+    fn allowed(&self) -> Result<(), Outcome> {
+        self.config
+            .policy
+            .check(&self.job.spec, |var| std::env::var_os(var).is_some())
+            .map_err(|e| Outcome::failed(Reason::Infra, None, e.to_string()))
     }
 
     /// Runs the attempt; `Err` is a failure that no retry can cure. The container is left for

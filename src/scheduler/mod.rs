@@ -15,6 +15,7 @@ mod dispatch;
 mod fake;
 pub mod lock;
 pub mod logfile;
+pub mod policy;
 mod reconcile;
 pub mod redact;
 #[cfg(test)]
@@ -61,6 +62,8 @@ pub struct SchedulerConfig {
     pub jobs_dir_interval: Duration,
     /// Model prices for metering LLM calls.
     pub prices: crate::llm::Prices,
+    /// The operator's allow-lists: host variables jobs may name, and where credentials may go.
+    pub policy: policy::Policy,
 }
 
 impl SchedulerConfig {
@@ -81,6 +84,7 @@ impl SchedulerConfig {
             jobs_dir: None,
             jobs_dir_interval: Duration::from_secs(2),
             prices: crate::llm::Prices::default(),
+            policy: policy::Policy::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! submit jobs and move them between states in `transitions`.
 
 mod jobs;
+pub mod private;
 mod records;
 mod schema;
 mod transitions;
@@ -85,8 +86,9 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) the database in `state_dir` and brings its schema up to date.
+    /// The state dir is made private first (see [`private`]).
     pub fn open(state_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+        private::secure_state_dir(state_dir).map_err(|source| StoreError::CreateDir {
             path: state_dir.to_path_buf(),
             source,
         })?;
