@@ -6,8 +6,12 @@
 //! three byte alignments the value can have inside a longer encoded text; only the characters
 //! that depend on the value alone are matched, so the few bits at each edge stay).
 //!
+//! Tools wrap encoded text (`base64` at 76 characters, `xxd -p` at 60), so an encoded form also
+//! matches with line breaks between its characters (at most one per [`WRAP_MIN`] of them); the
+//! breaks are kept after the replacement, so lines stay lines.
+//!
 //! The output is a stream: a value may be split across chunks (two writes a moment apart). A
-//! [`Redactor`] is one stream's state: it holds back the last (longest pattern − 1) bytes, which
+//! [`Redactor`] is one stream's state: it holds back the last (longest reach − 1) bytes, which
 //! could be the start of a value, until the next chunk or [`Redactor::finish`] settles them.
 //! One redactor per stream, shared by every writer of that stream, so the log and the stored
 //! transcript see the same redacted bytes.
@@ -17,17 +21,53 @@ use std::sync::Arc;
 /// Values shorter than this are not redacted (they would mangle ordinary output).
 pub const MIN_SECRET_LEN: usize = 6;
 
+/// Encoded forms may be wrapped into lines of at least this many characters.
+pub const WRAP_MIN: usize = 16;
+
 /// One form of one secret to look for.
 struct Pattern {
     bytes: Vec<u8>,
     replacement: Vec<u8>,
+    /// The most line-break bytes (`\n`, `\r`) allowed between its characters: 0 for the value
+    /// as it is, some for an encoding that tools wrap.
+    breaks: usize,
+}
+
+impl Pattern {
+    /// The most input bytes a match can span.
+    fn reach(&self) -> usize {
+        self.bytes.len() + self.breaks
+    }
+
+    /// The length of the match at the start of `input`, and the line breaks it spans.
+    fn matches(&self, input: &[u8]) -> Option<(usize, Vec<u8>)> {
+        if self.breaks == 0 {
+            return input
+                .starts_with(&self.bytes)
+                .then(|| (self.bytes.len(), Vec::new()));
+        }
+        let mut skipped = Vec::new();
+        let mut j = 0;
+        for (k, &b) in self.bytes.iter().enumerate() {
+            while k > 0 && matches!(input.get(j), Some(b'\n' | b'\r')) {
+                skipped.push(input[j]);
+                j += 1;
+            }
+            if skipped.len() > self.breaks || input.get(j) != Some(&b) {
+                return None;
+            }
+            j += 1;
+        }
+        Some((j, skipped))
+    }
 }
 
 /// The patterns of a job's secrets, longest first, and which bytes can start one.
 struct Patterns {
     list: Vec<Pattern>,
     starts: [bool; 256],
-    longest: usize,
+    /// The most bytes any match spans.
+    reach: usize,
 }
 
 impl Default for Patterns {
@@ -35,7 +75,7 @@ impl Default for Patterns {
         Patterns {
             list: Vec::new(),
             starts: [false; 256],
-            longest: 0,
+            reach: 0,
         }
     }
 }
@@ -68,13 +108,18 @@ impl Redactor {
                 if bytes.len() < MIN_SECRET_LEN || list.iter().any(|p| p.bytes == bytes) {
                     continue;
                 }
-                let replacement = match form {
-                    "" => format!("[redacted {name}]"),
-                    form => format!("[redacted {name} {form}]"),
+                let (replacement, breaks) = match form {
+                    "" => (format!("[redacted {name}]"), 0),
+                    // A CRLF per wrapped line at most.
+                    form => (
+                        format!("[redacted {name} {form}]"),
+                        2 * (bytes.len() / WRAP_MIN),
+                    ),
                 };
                 list.push(Pattern {
                     bytes,
                     replacement: replacement.into_bytes(),
+                    breaks,
                 });
             }
         }
@@ -84,12 +129,12 @@ impl Redactor {
         for p in &list {
             starts[p.bytes[0] as usize] = true;
         }
-        let longest = list.first().map_or(0, |p| p.bytes.len());
+        let reach = list.iter().map(Pattern::reach).max().unwrap_or(0);
         Redactor {
             patterns: Arc::new(Patterns {
                 list,
                 starts,
-                longest,
+                reach,
             }),
             carry: Vec::new(),
         }
@@ -129,7 +174,7 @@ impl Redactor {
         let mut buf = std::mem::take(&mut self.carry);
         buf.extend_from_slice(chunk);
         // A pattern starting before `settled` lies whole inside `buf` if it is there at all.
-        let settled = buf.len().saturating_sub(self.patterns.longest - 1);
+        let settled = buf.len().saturating_sub(self.patterns.reach - 1);
         let (mut out, mut end) = self.replace(&buf, settled);
         // Never split a UTF-8 sequence between what is written and what is held: give back the
         // (at most three) bytes of a sequence the held bytes continue. They were copied as they
@@ -159,9 +204,10 @@ impl Redactor {
         'outer: while i < limit {
             if patterns.starts[input[i] as usize] {
                 for p in &patterns.list {
-                    if input[i..].starts_with(&p.bytes) {
+                    if let Some((len, breaks)) = p.matches(&input[i..]) {
                         out.extend_from_slice(&p.replacement);
-                        i += p.bytes.len();
+                        out.extend_from_slice(&breaks);
+                        i += len;
                         continue 'outer;
                     }
                 }
@@ -304,6 +350,44 @@ mod tests {
             let text = r.redact_str(&format!("x={printed};"));
             assert!(!text.contains(&printed), "{text}");
             assert!(text.starts_with("x=[redacted TOKEN "), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_long_secret_printed_as_wrapped_base64_or_hex_is_redacted_in_pieces() {
+        let secret = "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let r = Redactor::new([("GH_TOKEN", secret)]);
+        let wrap = |text: &str, width: usize, end: &str| -> String {
+            let chars: Vec<char> = text.chars().collect();
+            chars
+                .chunks(width)
+                .map(|c| c.iter().collect::<String>() + end)
+                .collect()
+        };
+        // `echo "$v" | base64` (76 per line), `xxd -p` (60 per line), CRLF line ends too.
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{secret}\n"));
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        for printed in [
+            wrap(&b64, 76, "\n"),
+            wrap(&hex, 60, "\n"),
+            wrap(&b64, 64, "\r\n"),
+        ] {
+            // Byte by byte, to hold the held-back window to account.
+            let mut stream = r.fresh();
+            let mut out = Vec::new();
+            for b in printed.as_bytes() {
+                out.extend(stream.push(&[*b]));
+            }
+            out.extend(stream.finish());
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("[redacted GH_TOKEN "), "{text}");
+            assert_eq!(
+                text.matches('\n').count(),
+                printed.matches('\n').count(),
+                "line breaks are kept: {text}"
+            );
+            let left = text.len() - text.find(']').unwrap() - 1 + text.find('[').unwrap();
+            assert!(left <= 12, "{text}");
         }
     }
 
