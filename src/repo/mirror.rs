@@ -4,10 +4,11 @@
 //! exclusively, readers (checkout, push) take it shared. The kernel drops it when a process dies.
 
 use super::git::{git, redact_url};
+use super::local::{LocalRepo, Origin, Shadow};
 use super::RepoError;
 use crate::job::RepoSource;
 use sha2::{Digest, Sha256};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -17,8 +18,8 @@ use std::path::{Path, PathBuf};
 pub struct Mirror {
     /// The bare mirror repository (`<cache>/<name>-<hash>.git`).
     dir: PathBuf,
-    /// What git clones and fetches from: the URL, or the canonical local path.
-    remote: OsString,
+    /// Where the mirror is filled from.
+    origin: Origin,
     /// The source as people should read it (credentials hidden).
     shown: String,
 }
@@ -34,22 +35,20 @@ pub fn mirror(cache_dir: &Path, source: &RepoSource) -> Result<PathBuf, RepoErro
 impl Mirror {
     /// Where the mirror of `source` lives; touches nothing but a local source's path.
     pub fn new(cache_dir: &Path, source: &RepoSource) -> Result<Mirror, RepoError> {
-        let (remote, key, shown) = match source {
-            RepoSource::Url(url) => (
-                OsString::from(url),
+        let origin = Origin::of(source)?;
+        let (key, shown) = match &origin {
+            Origin::Remote(url) => (
                 url.trim_end_matches('/').as_bytes().to_vec(),
                 redact_url(url),
             ),
-            RepoSource::Path(path) => {
-                let canonical = std::fs::canonicalize(path).map_err(RepoError::io(path))?;
-                let key = canonical.as_os_str().as_encoded_bytes().to_vec();
-                let shown = canonical.display().to_string();
-                (canonical.into_os_string(), key, shown)
-            }
+            Origin::Local(LocalRepo { path, .. }) | Origin::Folder(path) => (
+                path.as_os_str().as_encoded_bytes().to_vec(),
+                path.display().to_string(),
+            ),
         };
         Ok(Mirror {
             dir: cache_dir.join(dir_name(&key)),
-            remote,
+            origin,
             shown,
         })
     }
@@ -65,14 +64,30 @@ impl Mirror {
         let cache = self.dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(cache).map_err(RepoError::io(cache))?;
         let _lock = FileLock::take(&lock_path(&self.dir), true, true)?;
-        let source = Path::new(&self.remote);
-        if source.is_dir() && !is_git_repository(source) {
-            return self.snapshot(source);
-        }
+        // A local repository is read through a shadow git dir: git never runs in its own.
+        let (remote, _shadow) = match &self.origin {
+            Origin::Folder(folder) => return self.snapshot(folder),
+            Origin::Remote(url) => (OsString::from(url), None),
+            Origin::Local(repo) => {
+                let shadow = Shadow::create(cache, repo)?;
+                (shadow.dir().as_os_str().to_os_string(), Some(shadow))
+            }
+        };
         if self.dir.join("HEAD").is_file() {
-            return self.fetch();
+            return self.fetch(&remote);
         }
-        self.clone_fresh(cache)
+        self.clone_fresh(cache, &remote)
+    }
+
+    /// What the mirror's `origin` remote records: the URL, or the local repository's path
+    /// (for messages only: a local origin is always fetched through a fresh shadow).
+    fn recorded_origin(&self) -> OsString {
+        match &self.origin {
+            Origin::Remote(url) => OsString::from(url),
+            Origin::Local(LocalRepo { path, .. }) | Origin::Folder(path) => {
+                path.as_os_str().to_os_string()
+            }
+        }
     }
 
     /// A local directory that is not a git repository: its files (as they are now) become a
@@ -122,12 +137,12 @@ impl Mirror {
         Ok(())
     }
 
-    fn fetch(&self) -> Result<(), RepoError> {
+    fn fetch(&self, remote: &OsStr) -> Result<(), RepoError> {
         // The remote is named explicitly so that a moved local source (same hash, new path)
         // or a changed URL cannot make the mirror fetch something else.
         git(Some(&self.dir))
             .args(["remote", "set-url", "origin"])
-            .arg(&self.remote)
+            .arg(self.recorded_origin())
             .run(
                 "updating the mirror's remote",
                 &format!(
@@ -136,9 +151,11 @@ impl Mirror {
                 ),
             )?;
         git(Some(&self.dir))
-            .args(["fetch", "--prune", "--quiet", "origin"])
+            .args(["fetch", "--prune", "--quiet", "--"])
+            .arg(remote)
+            .arg("+refs/*:refs/*")
             .network()
-            .hiding(&self.remote.to_string_lossy())
+            .hiding(&remote.to_string_lossy())
             .run(
                 &format!("fetching {}", self.shown),
                 &format!(
@@ -150,7 +167,7 @@ impl Mirror {
         Ok(())
     }
 
-    fn clone_fresh(&self, cache: &Path) -> Result<(), RepoError> {
+    fn clone_fresh(&self, cache: &Path, remote: &OsStr) -> Result<(), RepoError> {
         // Clone beside the final name and rename, so that an interrupted clone never looks
         // like a mirror.
         let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
@@ -158,28 +175,38 @@ impl Mirror {
         if partial.exists() {
             std::fs::remove_dir_all(&partial).map_err(RepoError::io(&partial))?;
         }
+        // `--no-local`: a local clone would copy (or hardlink) the origin's object files,
+        // `info/alternates` included, instead of receiving a pack.
         let cloned = git(None)
-            .args(["clone", "--mirror", "--quiet", "--template=", "--"])
-            .arg(&self.remote)
+            .args([
+                "clone",
+                "--mirror",
+                "--no-local",
+                "--quiet",
+                "--template=",
+                "--",
+            ])
+            .arg(remote)
             .arg(&partial)
             .network()
-            .hiding(&self.remote.to_string_lossy())
+            .hiding(&remote.to_string_lossy())
             .run(
                 &format!("cloning {}", self.shown),
                 "check that `repo` names a git repository (the top of a local repository, or \
                  a URL) that the host can read with its own credentials",
             );
-        if let Err(err) = cloned {
+        let recorded = cloned.and_then(|_| {
+            git(Some(&partial))
+                .args(["remote", "set-url", "origin"])
+                .arg(self.recorded_origin())
+                .run("recording the mirror's origin", "check the cache directory")
+        });
+        if let Err(err) = recorded {
             let _ = std::fs::remove_dir_all(&partial);
             return Err(err);
         }
         std::fs::rename(&partial, &self.dir).map_err(RepoError::io(&self.dir))
     }
-}
-
-/// A work tree with `.git`, or a bare repository.
-fn is_git_repository(path: &Path) -> bool {
-    path.join(".git").exists() || (path.join("HEAD").is_file() && path.join("objects").is_dir())
 }
 
 /// `<last path segment>-<16 hex digits of SHA-256>.git`: unique per source, readable by people.

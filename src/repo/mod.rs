@@ -9,8 +9,11 @@
 
 mod checkout;
 mod git;
+mod local;
 mod mirror;
 mod push;
+#[cfg(test)]
+mod safety_tests;
 mod tarball;
 #[cfg(test)]
 pub(crate) mod testutil;
@@ -67,6 +70,12 @@ pub enum RepoError {
     /// The result bundle cannot be used.
     #[error("bundle {path} cannot be used: {message}: export the result again")]
     BadBundle { path: PathBuf, message: String },
+    /// A `file://` URL names another host (git would ignore it and use this host's path).
+    #[error("`{0}` names a host: a `file://` URL reaches this host only; write `file:///path/to/repo` (or `file://localhost/...`), or use an `ssh://` URL for another host")]
+    FileUrlHost(String),
+    /// A local path looks like a git repository but cannot be used as one.
+    #[error("{} is not a usable git repository: {why}: name a repository's top folder or a bare repository", path.display())]
+    NotARepository { path: PathBuf, why: String },
     /// A file or directory could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {

@@ -4,6 +4,7 @@
 //! commit is a no-op, a different one an error naming the branch.
 
 use super::git::{git, redact_url};
+use super::local::{Origin, Shadow};
 use super::mirror::{lock_path, FileLock};
 use super::RepoError;
 use crate::job::RepoSource;
@@ -20,13 +21,27 @@ pub fn push_branch(
     branch: &str,
 ) -> Result<(), RepoError> {
     check_branch(branch)?;
-    let (remote, shown): (OsString, String) = match source {
-        RepoSource::Url(url) => (url.into(), redact_url(url)),
-        RepoSource::Path(path) => (path.into(), path.display().to_string()),
-    };
-    let secret = remote.to_string_lossy().into_owned();
+    let origin = Origin::of(source)?;
     let _lock = FileLock::take(&lock_path(mirror), false, false)?;
     let head = unbundle(mirror, bundle)?;
+    // A local repository is pushed to through a shadow git dir, so that `receive-pack` runs
+    // with the runner's config and no hooks, never with the repository's own.
+    let (remote, shown, _shadow): (OsString, String, Option<Shadow>) = match &origin {
+        Origin::Remote(url) => (url.into(), redact_url(url), None),
+        Origin::Local(repo) => {
+            let cache = mirror.parent().unwrap_or(Path::new("."));
+            let shadow = Shadow::create(cache, repo)?;
+            let remote = shadow.dir().as_os_str().to_os_string();
+            (remote, repo.path.display().to_string(), Some(shadow))
+        }
+        Origin::Folder(path) => {
+            return Err(RepoError::NotARepository {
+                path: path.clone(),
+                why: "a branch can only be pushed to a git repository".into(),
+            })
+        }
+    };
+    let secret = remote.to_string_lossy().into_owned();
     let target = format!("refs/heads/{branch}");
 
     let existing = |what: &str| -> Result<Option<String>, RepoError> {
