@@ -6,6 +6,7 @@ mod scripted;
 
 use common::*;
 use scripted::{answer, create_file, ScriptedLlm, PAUSE};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -450,6 +451,28 @@ fn pr_output_pushes_a_branch_from_the_host_and_opens_a_pull_request() {
             assert!(!String::from_utf8_lossy(&bytes).contains("forge-token-93c1"));
         }
     }
+    // The exported results are the runner user's only, like everything in the state dir.
+    let mut results = vec![];
+    let mut dirs = vec![env.state.join("artifacts")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            }
+            results.push((entry.path(), meta.mode() & 0o777));
+        }
+    }
+    assert!(
+        results
+            .iter()
+            .any(|(p, _)| p.extension().is_some_and(|e| e == "patch")),
+        "{results:?}"
+    );
+    assert!(
+        results.iter().all(|(_, mode)| mode & 0o077 == 0),
+        "{results:?}"
+    );
 }
 
 #[test]
