@@ -369,7 +369,9 @@ fn pr_stub() -> PrStub {
                     )
                 }
             },
-        ),
+        )
+        // The runner first looks for a pull request already open for the branch: none.
+        .get(|| async { axum::Json(serde_json::json!([])) }),
     );
     let (url, runtime) = serve_on_loopback(app);
     PrStub {

@@ -304,16 +304,24 @@ struct Seen {
     body: serde_json::Value,
 }
 
-/// A stub of `POST /repos/{owner}/{name}/pulls` on a loopback port: 201 with an `html_url`,
-/// except for the repository `dup`, which gets GitHub's 422 for a pull request that exists.
+/// A stub of GitHub's pull requests on a loopback port. `POST /repos/{owner}/{name}/pulls`
+/// answers 201 with an `html_url` and remembers the pull request as open, except for the
+/// repository `dup`, which gets GitHub's 422 for a pull request that exists. `GET` lists the open
+/// pull requests whose `head` (`owner:branch`) and `state` match the query, as GitHub does.
 async fn github_stub() -> (String, Arc<Mutex<Vec<Seen>>>) {
     use axum::extract::{Path as UrlPath, State};
     use axum::http::{HeaderMap, StatusCode, Uri};
     use axum::Json;
 
-    type Seen_ = Arc<Mutex<Vec<Seen>>>;
-    async fn pulls(
-        State(seen): State<Seen_>,
+    #[derive(Clone, Default)]
+    struct Stub {
+        seen: Arc<Mutex<Vec<Seen>>>,
+        /// Open pull requests: (`owner:branch`, html_url).
+        open: Arc<Mutex<Vec<(String, String)>>>,
+    }
+
+    async fn create(
+        State(stub): State<Stub>,
         UrlPath((owner, name)): UrlPath<(String, String)>,
         uri: Uri,
         headers: HeaderMap,
@@ -326,7 +334,8 @@ async fn github_stub() -> (String, Arc<Mutex<Vec<Seen>>>) {
                 .unwrap_or("")
                 .to_string()
         };
-        seen.lock().unwrap().push(Seen {
+        let head = body["head"].as_str().unwrap_or("").to_string();
+        stub.seen.lock().unwrap().push(Seen {
             path: uri.path().to_string(),
             authorization: header("authorization"),
             accept: header("accept"),
@@ -343,17 +352,71 @@ async fn github_stub() -> (String, Arc<Mutex<Vec<Seen>>>) {
             });
             return (StatusCode::UNPROCESSABLE_ENTITY, Json(answer));
         }
-        let url = format!("https://github.example/{owner}/{name}/pull/7");
+        let mut open = stub.open.lock().unwrap();
+        let url = format!(
+            "https://github.example/{owner}/{name}/pull/{}",
+            7 + open.len()
+        );
+        open.push((format!("{owner}:{head}"), url.clone()));
         (
             StatusCode::CREATED,
             Json(serde_json::json!({"number": 7, "html_url": url})),
         )
     }
 
-    let seen: Seen_ = Arc::default();
+    /// `%XX` escapes decoded (enough for the `owner:branch` of a query).
+    fn decode(s: &str) -> String {
+        let mut out = Vec::new();
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'%' if i + 2 < bytes.len() => {
+                    out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                    i += 3;
+                }
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    async fn list(State(stub): State<Stub>, uri: Uri) -> Json<serde_json::Value> {
+        let query: std::collections::HashMap<String, String> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect();
+        let head = query.get("head").cloned().unwrap_or_default();
+        let open = query.get("state").map(String::as_str) == Some("open");
+        let found: Vec<serde_json::Value> = stub
+            .open
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(h, _)| open && *h == head)
+            .map(|(_, url)| serde_json::json!({"html_url": url, "state": "open"}))
+            .collect();
+        Json(serde_json::Value::Array(found))
+    }
+
+    let stub = Stub::default();
+    let seen = stub.seen.clone();
     let app = axum::Router::new()
-        .route("/repos/{owner}/{name}/pulls", axum::routing::post(pulls))
-        .with_state(seen.clone());
+        .route(
+            "/repos/{owner}/{name}/pulls",
+            axum::routing::post(create).get(list),
+        )
+        .with_state(stub);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -386,6 +449,32 @@ async fn a_pull_request_is_opened_through_the_api() {
         serde_json::json!({"title": "Add greet()", "head": "runner/add-greeting",
                            "base": "main", "body": "Made by runner."})
     );
+}
+
+#[tokio::test]
+async fn a_pull_request_open_for_the_branch_is_returned_instead_of_opening_a_second() {
+    let (api, seen) = github_stub().await;
+    let open = |head: &'static str| {
+        let api = api.clone();
+        async move {
+            open_pull_request(&api, "t0ken", "org/app", head, "main", "Add greet()", "b")
+                .await
+                .unwrap()
+        }
+    };
+    let first = open("runner/greet").await;
+    // Asked again for the same branch (a runner restarted after a crash): the same one.
+    assert_eq!(open("runner/greet").await, first);
+    // Another branch gets its own.
+    let other = open("runner/other").await;
+    assert_ne!(other, first);
+    let posts: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.body["head"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(posts, ["runner/greet", "runner/other"]);
 }
 
 #[tokio::test]

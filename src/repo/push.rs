@@ -13,13 +13,14 @@ use std::path::Path;
 
 /// Pushes the head of `bundle` (made from commits on top of a commit `mirror` has) as
 /// `refs/heads/<branch>` to the repository `source` names: the local repository for a path,
-/// the URL otherwise.
+/// the URL otherwise. Returns the commit the branch holds. A branch that already holds exactly
+/// that commit (a push that finished after its runner crashed) counts as pushed.
 pub fn push_branch(
     source: &RepoSource,
     mirror: &Path,
     bundle: &Path,
     branch: &str,
-) -> Result<(), RepoError> {
+) -> Result<String, RepoError> {
     check_branch(branch)?;
     let origin = Origin::of(source)?;
     let _lock = FileLock::take(&lock_path(mirror), false, false)?;
@@ -67,7 +68,7 @@ pub fn push_branch(
         wanted: head.clone(),
     };
     match existing(&format!("looking up branch `{branch}` in {shown}"))? {
-        Some(sha) if sha == head => return Ok(()),
+        Some(sha) if sha == head => return Ok(head),
         Some(sha) => return Err(exists_error(sha)),
         None => {}
     }
@@ -85,10 +86,13 @@ pub fn push_branch(
         .with_user_umask()
         .output(&format!("pushing branch `{branch}` to {shown}"))?;
     if pushed.success {
-        return Ok(());
+        return Ok(head);
     }
     if pushed.stderr.contains("stale info") {
         if let Some(sha) = existing(&format!("looking up branch `{branch}` in {shown}"))? {
+            if sha == head {
+                return Ok(head);
+            }
             return Err(exists_error(sha));
         }
     }

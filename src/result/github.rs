@@ -1,6 +1,7 @@
-//! Pull requests through the GitHub REST API (`POST /repos/{owner}/{name}/pulls`), and telling
-//! `owner/name` from a repository URL. The token goes only into the `Authorization` header
-//! (marked sensitive); no error message or log line carries it.
+//! Pull requests through the GitHub REST API (`GET`, then if none is open for the branch `POST`
+//! `/repos/{owner}/{name}/pulls`), and telling `owner/name` from a repository URL. The token goes
+//! only into the `Authorization` header (marked sensitive); no error message or log line
+//! carries it.
 
 use super::ResultError;
 use crate::job::DEFAULT_GITHUB_API;
@@ -13,7 +14,8 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Opens a pull request of `head` (a branch of `repo`, already pushed) into `base` on
-/// `repo` (`owner/name`) and returns its web address (`html_url`).
+/// `repo` (`owner/name`) and returns its web address (`html_url`). A pull request already open
+/// for the branch (one opened just before a crash, say) is returned instead of opening a second.
 pub async fn open_pull_request(
     api_url: &str,
     token: &str,
@@ -50,30 +52,62 @@ pub async fn open_pull_request(
     };
     let client = reqwest::Client::builder()
         .user_agent("runner")
+        .default_headers(headers)
         .timeout(TIMEOUT)
         .build()
         .map_err(request_error)?;
+
+    let response = client
+        .get(&url)
+        .query(&[
+            ("head", format!("{owner}:{head}").as_str()),
+            ("state", "open"),
+        ])
+        .send()
+        .await
+        .map_err(request_error)?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(request_error)?;
+    if !status.is_success() {
+        return Err(refusal(repo, token, status, &bytes));
+    }
+    let open: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    let existing = open
+        .as_ref()
+        .and_then(|list| list.as_array())
+        .and_then(|list| list.first())
+        .and_then(|pr| pr.get("html_url"))
+        .and_then(|u| u.as_str());
+    if let Some(existing) = existing {
+        return Ok(existing.to_string());
+    }
+
     let response = client
         .post(&url)
-        .headers(headers)
         .json(&serde_json::json!({ "title": title, "head": head, "base": base, "body": body }))
         .send()
         .await
         .map_err(request_error)?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(request_error)?;
-    let answer: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-    if status.is_success() {
-        return answer
-            .as_ref()
-            .and_then(|a| a.get("html_url"))
-            .and_then(|u| u.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| ResultError::Request {
-                url: url.clone(),
-                message: format!("the answer ({status}) has no `html_url`"),
-            });
+    if !status.is_success() {
+        return Err(refusal(repo, token, status, &bytes));
     }
+    let answer: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    answer
+        .as_ref()
+        .and_then(|a| a.get("html_url"))
+        .and_then(|u| u.as_str())
+        .map(str::to_string)
+        .ok_or_else(|| ResultError::Request {
+            url: url.clone(),
+            message: format!("the answer ({status}) has no `html_url`"),
+        })
+}
+
+/// GitHub's error answer as an error, its message cleared of the token.
+fn refusal(repo: &str, token: &str, status: reqwest::StatusCode, bytes: &[u8]) -> ResultError {
+    let answer: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
     let mut message = match &answer {
         Some(answer) => github_message(answer),
         None => String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_ERROR_BODY)])
@@ -88,12 +122,12 @@ pub async fn open_pull_request(
     if !token.is_empty() {
         message = message.replace(token, "***");
     }
-    Err(ResultError::GitHub {
+    ResultError::GitHub {
         repo: repo.to_string(),
         status: status.as_u16(),
         message,
         hint: hint(status.as_u16()),
-    })
+    }
 }
 
 /// GitHub's `message`, followed by the messages (or codes) of its `errors` list.

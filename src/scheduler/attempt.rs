@@ -39,6 +39,12 @@ pub(crate) struct LlmAccess {
     pub gateway: crate::llm::Gateway,
 }
 
+/// Where attempt `n` of a job keeps its results: each attempt its own, so a retry never
+/// overwrites what an earlier attempt made (and may already have delivered).
+pub fn artifacts_path(artifacts_dir: &Path, job: &str, n: u32) -> PathBuf {
+    artifacts_dir.join(job).join(n.to_string())
+}
+
 /// Where attempt `n` of a job writes its output.
 pub fn log_path(logs_dir: &std::path::Path, job: &str, n: u32) -> PathBuf {
     logs_dir.join(job).join(format!("{n}.log"))
@@ -142,6 +148,9 @@ impl<S: Sandbox> Attempt<S> {
         secrets: Vec<(String, Secret)>,
         redact: &Redactor,
     ) -> Result<Outcome, Outcome> {
+        if let Some(outcome) = self.resume_delivery().await {
+            return Ok(outcome);
+        }
         let spec = &self.job.spec;
         let labels = Labels {
             state: self.store.state_id(),
@@ -233,7 +242,46 @@ impl<S: Sandbox> Attempt<S> {
                 })
                 .await;
         }
-        Ok(outcome)
+        // The result leaves the runner only now, with the container stopped: see `deliver`.
+        match outcome {
+            Outcome::Succeeded => Ok(self.deliver().await.unwrap_or(Outcome::Succeeded)),
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// Pushes the attempt's result and opens its pull request, if it has a delivery.
+    async fn deliver(&self) -> Option<Outcome> {
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        let pending = self.store.call(move |s| s.delivery(&id, n)).await;
+        if !matches!(pending, Ok(Some(_))) {
+            return None;
+        }
+        self.emit(JobState::Running, Some("delivering the result".into()));
+        super::deliver::deliver(
+            &self.store,
+            &self.job.spec,
+            &self.config.cache_dir,
+            &self.job.id,
+            self.attempt.n,
+        )
+        .await
+    }
+
+    /// An attempt adopted after a crash whose result was already exported: its delivery is
+    /// finished from the stored result (the work is not redone). `None` for any other attempt.
+    async fn resume_delivery(&self) -> Option<Outcome> {
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        let stored = self.store.call(move |s| s.delivery(&id, n)).await;
+        if !matches!(stored, Ok(Some(_))) {
+            return None;
+        }
+        tracing::info!(job = %self.job.id, attempt = n, "finishing the delivery of a stored result");
+        // The crash may have come before the container was stopped.
+        let name = &self.attempt.container;
+        if let Err(e) = self.sandbox.stop(name, self.config.stop_grace).await {
+            tracing::debug!(container = %name, "stop before delivery: {e}");
+        }
+        self.deliver().await
     }
 
     /// A plain command: copy its output while it runs; returns the outcome and whether the log
@@ -363,8 +411,11 @@ impl<S: Sandbox> Attempt<S> {
             attempt: self.attempt.n,
             container: name,
             base,
-            artifacts: self.config.artifacts_dir.join(self.job.id.as_str()),
-            cache: self.config.cache_dir.clone(),
+            artifacts: artifacts_path(
+                &self.config.artifacts_dir,
+                self.job.id.as_str(),
+                self.attempt.n,
+            ),
             progress: &progress,
             redact,
         };

@@ -10,6 +10,7 @@
 
 mod admission;
 mod attempt;
+mod deliver;
 mod dispatch;
 #[cfg(test)]
 mod fake;
@@ -46,7 +47,7 @@ pub struct SchedulerConfig {
     pub stop_grace: Duration,
     /// Where job logs go (`<logs_dir>/<job>/<attempt>.log`).
     pub logs_dir: PathBuf,
-    /// Where results go (`<artifacts_dir>/<job>/`).
+    /// Where results go (`<artifacts_dir>/<job>/<attempt>/`).
     pub artifacts_dir: PathBuf,
     /// Repository mirrors.
     pub cache_dir: PathBuf,

@@ -1,7 +1,8 @@
 //! Reconciling with the engine when a scheduler starts: the database says which jobs were active,
 //! the engine's labels say which containers exist. Active jobs whose container exists are adopted
 //! (their attempt task resumes: deadline from the recorded start, log rebuilt from the container);
-//! a `starting` job with no container is launched again under the same deterministic name; a
+//! a `starting` job with no container is launched again under the same deterministic name, and
+//! an attempt with an exported result still to deliver finishes its delivery; a
 //! `running` job whose container vanished ends `lost` (or is retried, per `retries`); containers no
 //! active job owns are removed.
 
@@ -51,7 +52,13 @@ impl<S: Sandbox> Dispatcher<S> {
                 continue;
             };
             let exists = existing.contains(attempt.container.as_str());
-            if exists || job.state == JobState::Starting {
+            // An exported result still to be delivered needs no container: adopt it to finish.
+            let (id, n) = (job.id.clone(), attempt.n);
+            let delivering = matches!(
+                self.store.call(move |s| s.delivery(&id, n)).await,
+                Ok(Some(_))
+            );
+            if exists || delivering || job.state == JobState::Starting {
                 tracing::info!(job = %job.id, container = %attempt.container, "adopting");
                 keep.insert(attempt.container.clone());
                 self.start(job, attempt).await;

@@ -11,6 +11,7 @@
 //! async tasks; reads of jobs, attempts, events and artifacts are in `jobs`, and the writes that
 //! submit jobs and move them between states in `transitions`.
 
+mod deliveries;
 mod jobs;
 pub mod private;
 mod records;
@@ -18,6 +19,7 @@ mod schema;
 mod transitions;
 mod usage;
 
+pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use records::*;
 pub use usage::{Role, RoleUsage, Usage};
 

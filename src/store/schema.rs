@@ -103,4 +103,20 @@ CREATE INDEX transcript_by_attempt ON transcript(job_id, attempt, seq);
     r#"
 ALTER TABLE attempts ADD COLUMN base_commit TEXT;
 "#,
+    // 5: delivering an attempt's result (push a branch, open a pull request) as resumable steps.
+    r#"
+CREATE TABLE deliveries (
+    job_id        TEXT NOT NULL REFERENCES jobs(id),
+    attempt       INTEGER NOT NULL,
+    kind          TEXT NOT NULL,            -- branch | pr
+    branch        TEXT NOT NULL,
+    bundle        TEXT NOT NULL,            -- path of the attempt's result.bundle
+    bundle_sha256 TEXT NOT NULL,            -- its hash when exported: a changed file is not delivered
+    commit_sha    TEXT,                     -- the bundle's head, once pushed
+    state         TEXT NOT NULL,            -- pending | pushed | done
+    pr_url        TEXT,
+    updated_at    TEXT NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+"#,
 ];

@@ -33,10 +33,8 @@ pub struct Drive<'a, S: Sandbox> {
     pub container: &'a str,
     /// Commit the work started from (the patch and bundle are relative to it).
     pub base: String,
-    /// Where patch and bundle go.
+    /// Where this attempt's patch, bundle and verify logs go (`artifacts/<job>/<attempt>/`).
     pub artifacts: PathBuf,
-    /// Where the repository mirror lives (for branch and PR output).
-    pub cache: PathBuf,
     /// Progress lines for the live display.
     pub progress: &'a (dyn Fn(JobState, Option<String>) + Send + Sync),
     /// The job's secret values, kept out of the verify output stored as an artifact.

@@ -1,5 +1,6 @@
 //! The end of an agent attempt: verify the work, export it as a patch (and bundle), and for
-//! `output.mode: branch | pr` push the branch and open the pull request.
+//! `output.mode: branch | pr` record the pending delivery (pushing the branch and opening the
+//! pull request happen after the container stops, in `scheduler::deliver`).
 
 use super::drive::Drive;
 use super::infra;
@@ -7,6 +8,8 @@ use crate::agent::protocol::TurnContext;
 use crate::job::OutputMode;
 use crate::sandbox::Sandbox;
 use crate::state::{JobState, Outcome, Reason};
+use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Output kept from one verify run.
@@ -70,6 +73,8 @@ impl<S: Sandbox> Drive<'_, S> {
         }
     }
 
+    /// Exports the result and records it; for `output.mode: branch | pr` also its pending
+    /// delivery, which the attempt carries out once the container is stopped.
     async fn export(&self) -> Outcome {
         (self.progress)(JobState::Running, Some("exporting the result".into()));
         let exported =
@@ -83,39 +88,39 @@ impl<S: Sandbox> Drive<'_, S> {
         if let Some(bundle) = &exported.bundle {
             artifacts.push(("bundle".into(), bundle.display().to_string()));
         }
-        let (job, n) = (self.job.clone(), self.attempt);
-        let rows = artifacts.clone();
-        if let Err(e) = self
-            .store
-            .call(move |s| {
-                for (kind, path) in &rows {
-                    s.add_artifact(&job, n, kind, path)?;
-                }
-                Ok(())
-            })
-            .await
-        {
-            return infra(format!("cannot record artifacts: {e}"));
-        }
-        match self.spec.output.mode {
-            OutputMode::Patch => Outcome::Succeeded,
+        let delivery = match self.spec.output.mode {
+            OutputMode::Patch => None,
             OutputMode::Branch | OutputMode::Pr => {
-                match self.publish(exported.bundle.as_deref()).await {
-                    Ok(()) => Outcome::Succeeded,
-                    Err(why) => Outcome::permanent(Reason::Infra, why),
+                match self.delivery(exported.bundle.as_deref()).await {
+                    Ok(delivery) => Some(delivery),
+                    Err(why) => return Outcome::permanent(Reason::Infra, why),
                 }
             }
+        };
+        let (job, n) = (self.job.clone(), self.attempt);
+        match self
+            .store
+            .call(move |s| s.add_result(&job, n, &artifacts, delivery.as_ref()))
+            .await
+        {
+            Ok(()) => Outcome::Succeeded,
+            Err(e) => infra(format!("cannot record the result: {e}")),
         }
     }
 
-    /// `output.mode: branch | pr`: pushes the branch from the host and opens the pull request.
-    async fn publish(&self, bundle: Option<&Path>) -> Result<(), String> {
+    /// The delivery of `bundle` for `output.mode: branch | pr`, with the bundle's hash, so that a
+    /// file changed after the export is never delivered.
+    async fn delivery(&self, bundle: Option<&Path>) -> Result<DeliveryRecord, String> {
         let Some(bundle) = bundle else {
             return Err("there are no changes to push".into());
         };
-        let Some(source) = self.spec.repo.clone() else {
-            return Err("output.mode branch/pr needs a repo".into());
-        };
+        let bytes = tokio::fs::read(bundle)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
+        let bundle_sha256 = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let branch = self.spec.output.branch.clone().unwrap_or_else(|| {
             format!(
                 "runner/{}-{}",
@@ -123,49 +128,16 @@ impl<S: Sandbox> Drive<'_, S> {
                 self.job.as_str().to_ascii_lowercase()
             )
         });
-        let (cache, bundle_path, b) = (self.cache.clone(), bundle.to_path_buf(), branch.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mirror = crate::repo::mirror(&cache, &source).map_err(|e| e.to_string())?;
-            crate::repo::push_branch(&source, &mirror, &bundle_path, &b).map_err(|e| e.to_string())
+        let kind = match self.spec.output.mode {
+            OutputMode::Pr => DeliveryKind::Pr,
+            _ => DeliveryKind::Branch,
+        };
+        Ok(DeliveryRecord {
+            kind,
+            branch,
+            bundle: bundle.display().to_string(),
+            bundle_sha256,
+            state: DeliveryState::Pending,
         })
-        .await
-        .map_err(|e| e.to_string())??;
-        if self.spec.output.mode == OutputMode::Pr {
-            let crate::job::RepoSource::Url(url) = self.spec.repo.as_ref().expect("checked") else {
-                return Err("a pull request needs a repo URL".into());
-            };
-            let repo = crate::result::pr_repo_of(url, &self.spec.output.api_url)
-                .ok_or_else(|| format!("{url} does not name a GitHub repository (owner/name)"))?;
-            let token = std::env::var(&self.spec.output.token_env).map_err(|_| {
-                format!(
-                    "output.token_env: the host environment variable {} is not set",
-                    self.spec.output.token_env
-                )
-            })?;
-            let base = self.spec.output.base.clone();
-            let title = self
-                .spec
-                .output
-                .title
-                .clone()
-                .unwrap_or_else(|| format!("runner: {}", self.spec.name));
-            let url = crate::result::open_pull_request(
-                &self.spec.output.api_url,
-                &token,
-                &repo,
-                &branch,
-                &base,
-                &title,
-                &format!("Opened by runner for job {}.", self.job),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            let (job, n) = (self.job.clone(), self.attempt);
-            let _ = self
-                .store
-                .call(move |s| s.add_artifact(&job, n, "pull_request", &url))
-                .await;
-        }
-        Ok(())
     }
 }
