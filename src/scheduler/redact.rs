@@ -202,14 +202,22 @@ impl Redactor {
         let mut out = Vec::with_capacity(input.len());
         let mut i = 0;
         'outer: while i < limit {
-            if patterns.starts[input[i] as usize] {
-                for p in &patterns.list {
-                    if let Some((len, breaks)) = p.matches(&input[i..]) {
-                        out.extend_from_slice(&p.replacement);
-                        out.extend_from_slice(&breaks);
-                        i += len;
-                        continue 'outer;
-                    }
+            // Copy the run of bytes that cannot start a pattern in one go.
+            let run = input[i..limit]
+                .iter()
+                .position(|&b| patterns.starts[b as usize])
+                .unwrap_or(limit - i);
+            out.extend_from_slice(&input[i..i + run]);
+            i += run;
+            if i == limit {
+                break;
+            }
+            for p in &patterns.list {
+                if let Some((len, breaks)) = p.matches(&input[i..]) {
+                    out.extend_from_slice(&p.replacement);
+                    out.extend_from_slice(&breaks);
+                    i += len;
+                    continue 'outer;
                 }
             }
             out.push(input[i]);
