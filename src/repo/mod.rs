@@ -70,6 +70,13 @@ pub enum RepoError {
     /// The result bundle cannot be used.
     #[error("bundle {path} cannot be used: {message}: export the result again")]
     BadBundle { path: PathBuf, message: String },
+    /// The result's commits name a path outside the repository or inside its `.git`.
+    #[error("the result bundle {} changes `{path}`, but {why}: nothing was pushed; a job may change files inside its repository only", bundle.display())]
+    UnsafePath {
+        bundle: PathBuf,
+        path: String,
+        why: &'static str,
+    },
     /// A `file://` URL names another host (git would ignore it and use this host's path).
     #[error("`{0}` names a host: a `file://` URL reaches this host only; write `file:///path/to/repo` (or `file://localhost/...`), or use an `ssh://` URL for another host")]
     FileUrlHost(String),

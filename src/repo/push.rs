@@ -25,6 +25,7 @@ pub fn push_branch(
     let origin = Origin::of(source)?;
     let _lock = FileLock::take(&lock_path(mirror), false, false)?;
     let head = unbundle(mirror, bundle)?;
+    check_paths(mirror, bundle, &head)?;
     // A local repository is pushed to through a shadow git dir, so that `receive-pack` runs
     // with the runner's config and no hooks, never with the repository's own.
     let (remote, shown, _shadow): (OsString, String, Option<Shadow>) = match &origin {
@@ -148,6 +149,37 @@ fn unbundle(mirror: &Path, bundle: &Path) -> Result<String, RepoError> {
     Ok(head)
 }
 
+/// Refuses a result whose new commits (those the mirror's refs do not reach) add, change or
+/// delete a path outside the repository or inside `.git`. The bundle comes from the sandbox,
+/// and git takes such names from a crafted tree object.
+fn check_paths(mirror: &Path, bundle: &Path, head: &str) -> Result<(), RepoError> {
+    let names = git(Some(mirror))
+        .args([
+            "log",
+            "-z",
+            "--format=",
+            "--name-only",
+            "--no-renames",
+            "-m",
+            "--root",
+        ])
+        .args([head, "--not", "--all"])
+        .run(
+            "listing the result's paths",
+            "the mirror may be damaged: delete it so the next run clones it afresh",
+        )?;
+    for name in names.split('\0').map(|n| n.trim_matches('\n')) {
+        if let Some(why) = crate::result::patch_paths::unsafe_path(name) {
+            return Err(RepoError::UnsafePath {
+                bundle: bundle.to_path_buf(),
+                path: name.to_string(),
+                why,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The commit of `HEAD` in `git bundle list-heads` output, else of the work branch, else of the
 /// only ref listed.
 fn pick_head(list: &str) -> Option<String> {
@@ -258,6 +290,83 @@ mod tests {
             )
         );
         assert_eq!(git_out(&origin, &["rev-parse", "main"]), main);
+    }
+
+    #[test]
+    fn a_bundle_adding_paths_outside_the_repository_or_inside_git_is_never_pushed() {
+        for (name, path) in [
+            (".git", ".git/hooks/post-checkout"),
+            ("..", "../hooks/post-checkout"),
+            ("sub/.Git", "sub/.Git/hooks/post-checkout"),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (origin, mirror, _, _) = setup(tmp.path());
+            let work = tmp.path().join("seed");
+            let base = git_out(&work, &["rev-parse", "HEAD~1"]);
+            // A tree git would never write from a work tree, made object by object.
+            let blob = git_out(&work, &["hash-object", "-w", "README.md"]);
+            let hooks = mktree(&work, &format!("100755 blob {blob}\tpost-checkout"));
+            let dir = mktree(&work, &format!("040000 tree {hooks}\thooks"));
+            let mut tree = dir;
+            let parts: Vec<&str> = name.rsplit('/').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let listing = if i + 1 == parts.len() {
+                    format!("{}\n", git_out(&work, &["ls-tree", &base]))
+                } else {
+                    String::new()
+                };
+                tree = mktree(&work, &format!("{listing}040000 tree {tree}\t{part}"));
+            }
+            let evil = git_out(&work, &["commit-tree", "-p", &base, "-m", "evil", &tree]);
+            let bundle = tmp.path().join("evil.bundle");
+            git_out(&work, &["branch", "evil", &evil]);
+            git_out(
+                &work,
+                &[
+                    "bundle",
+                    "create",
+                    "--quiet",
+                    bundle.to_str().unwrap(),
+                    "evil",
+                    &format!("^{base}"),
+                ],
+            );
+            let err = push_branch(
+                &RepoSource::Path(origin.clone()),
+                &mirror,
+                &bundle,
+                "runner/evil",
+            )
+            .unwrap_err();
+            assert!(
+                matches!(&err, RepoError::UnsafePath { path: p, .. } if p == path),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains("nothing was pushed"), "{err}");
+            assert_eq!(git_out(&origin, &["branch", "--list", "runner/evil"]), "");
+        }
+    }
+
+    /// `git mktree` with `lines` (one `mode type id\tname` each) as input.
+    fn mktree(repo: &Path, lines: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .arg("mktree")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{}\n", lines.trim_end()).as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub const MAX_RESULT_BYTES: usize = 256 << 20;
 const SMALL_OUTPUT: usize = 64 << 10;
 
 /// Git options for every command run in the container: no hooks, no fsmonitor program, no
-/// signing prompts, and patches in the standard `a/` `b/` form whatever the user config says.
-const GIT: [&str; 13] = [
+/// signing prompts, and patches in the standard `a/` `b/` form whatever the repository's config
+/// (which the job can write) says.
+const GIT: [&str; 17] = [
     "git",
     "-c",
     "core.hooksPath=/dev/null",
@@ -31,6 +32,10 @@ const GIT: [&str; 13] = [
     "diff.noprefix=false",
     "-c",
     "diff.mnemonicPrefix=false",
+    "-c",
+    "diff.srcPrefix=a/",
+    "-c",
+    "diff.dstPrefix=b/",
     "-c",
     "diff.relative=false",
     "-c",
@@ -174,9 +179,6 @@ struct Runner<'a, S> {
 impl<S: Sandbox> Runner<'_, S> {
     async fn export(&self, base: &str, out_dir: &Path) -> Result<Exported, ResultError> {
         let prepared = self.prepare(base).await?;
-        tokio::fs::create_dir_all(out_dir)
-            .await
-            .map_err(io(out_dir))?;
 
         let (patch_bytes, files_changed) = if prepared.tip == base {
             (Vec::new(), Vec::new())
@@ -219,6 +221,11 @@ impl<S: Sandbox> Runner<'_, S> {
                 .collect();
             (patch, names)
         };
+        // The patch and the names come from the sandbox: checked before anything is written.
+        check_paths(&patch_bytes, &files_changed)?;
+        tokio::fs::create_dir_all(out_dir)
+            .await
+            .map_err(io(out_dir))?;
         let patch = out_dir.join("result.patch");
         tokio::fs::write(&patch, &patch_bytes)
             .await
@@ -393,6 +400,27 @@ impl Prepared {
             uncommitted: uncommitted == "yes",
         })
     }
+}
+
+/// Refuses a result whose patch or file list names a path outside the repository or in `.git`.
+fn check_paths(patch: &[u8], files_changed: &[String]) -> Result<(), ResultError> {
+    if let Some(bad) = super::patch_paths::first_unsafe_path(patch) {
+        return Err(ResultError::UnsafePath {
+            path: bad.path,
+            line: Some(bad.line),
+            why: bad.why,
+        });
+    }
+    for name in files_changed {
+        if let Some(why) = super::patch_paths::unsafe_path(name) {
+            return Err(ResultError::UnsafePath {
+                path: name.clone(),
+                line: None,
+                why,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ResultError {
@@ -618,6 +646,96 @@ mod tests {
         let fetched = checkout_bundle(&work, &base, &bundle, &tmp.path().join("fetched"));
         assert_eq!(files(&fetched), expected);
         assert_eq!(git_out(&fetched, &["rev-parse", "HEAD^"]), head);
+    }
+
+    /// A commit on HEAD whose tree is HEAD's plus `name/config` (made with `mktree`, which,
+    /// unlike `git add`, takes any name), then one that takes it away again: HEAD stays a tree
+    /// git can check out, while the history in the patch and the bundle names `name`.
+    fn commit_a_hidden_entry(work: &Path, name: &str) {
+        let run = |args: &[&str], input: &str| -> String {
+            use std::io::Write;
+            let mut child = std::process::Command::new("git")
+                .arg("-C")
+                .arg(work)
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "git {args:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let blob = run(
+            &["hash-object", "-w", "--stdin"],
+            "[core]\n\tfsmonitor = evil\n",
+        );
+        let inner = run(&["mktree"], &format!("100644 blob {blob}\tconfig\n"));
+        let listing = git_out(work, &["ls-tree", "HEAD"]);
+        let tree = run(
+            &["mktree"],
+            &format!("{listing}\n040000 tree {inner}\t{name}\n"),
+        );
+        let head = git_out(work, &["rev-parse", "HEAD"]);
+        let env = ["-c", "user.name=Test", "-c", "user.email=test@example.com"];
+        let hidden = git_out(
+            work,
+            &[
+                &env[..],
+                &["commit-tree", "-p", &head, "-m", "hidden", &tree],
+            ]
+            .concat(),
+        );
+        let back = git_out(
+            work,
+            &[
+                &env[..],
+                &["commit-tree", "-p", &hidden, "-m", "back", "HEAD^{tree}"],
+            ]
+            .concat(),
+        );
+        git_out(work, &["update-ref", "HEAD", &back]);
+    }
+
+    #[tokio::test]
+    async fn a_patch_into_git_or_out_of_the_repository_is_refused_before_anything_is_written() {
+        for (name, path) in [(".GIT", ".GIT/config"), ("..", "../config")] {
+            let tmp = tempfile::tempdir().unwrap();
+            let work = new_repo(tmp.path(), "work");
+            let base = git_out(&work, &["rev-parse", "HEAD"]);
+            commit_a_hidden_entry(&work, name);
+            commit(&work, "greet.py", "print('hi')\n", "greet");
+            let out = tmp.path().join("out");
+            let err = export(&HostShell::new(&work), "c", &base, &out)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, ResultError::UnsafePath { path: p, .. } if p == path),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains("nothing was pushed"), "{err}");
+            assert!(!out.exists(), "nothing written for {name}");
+        }
+        // The work repository's own config cannot bend the prefixes out of the repository.
+        let tmp = tempfile::tempdir().unwrap();
+        let work = new_repo(tmp.path(), "work");
+        let base = git_out(&work, &["rev-parse", "HEAD"]);
+        commit(&work, "greet.py", "print('hi')\n", "greet");
+        git_out(&work, &["config", "diff.dstPrefix", "b/../../"]);
+        git_out(&work, &["config", "diff.srcPrefix", "a/.git/"]);
+        let got = export(&HostShell::new(&work), "c", &base, &tmp.path().join("out"))
+            .await
+            .unwrap();
+        let patch = std::fs::read_to_string(&got.patch).unwrap();
+        assert!(patch.contains("\n+++ b/greet.py\n"), "{patch}");
     }
 
     #[tokio::test]

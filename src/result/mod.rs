@@ -6,6 +6,7 @@
 
 mod export;
 mod github;
+pub mod patch_paths;
 #[cfg(test)]
 mod testutil;
 mod verify;
@@ -42,6 +43,13 @@ pub enum ResultError {
     /// The patch or the bundle is too large to export.
     #[error("the result {what} is larger than {limit} bytes: ask for smaller changes, or export the work tree another way")]
     TooLarge { what: &'static str, limit: usize },
+    /// The result names a path outside the repository or inside its `.git`.
+    #[error("the result changes `{path}`{}, but {why}: it was not exported and nothing was pushed; a job may change files inside its repository only (not `.git`, not outside it)", line.map(|l| format!(" (patch line {l})")).unwrap_or_default())]
+    UnsafePath {
+        path: String,
+        line: Option<usize>,
+        why: &'static str,
+    },
     /// An exported file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Io {
