@@ -94,20 +94,25 @@ impl Setup {
         }
     }
 
-    /// Starts a daemon with the git wrapper first in its PATH.
+    /// Starts a daemon with the git wrapper first in its PATH (and `forge` allowed the token).
     fn daemon(&mut self, forge: Option<&str>) -> u32 {
         let path = format!(
             "{}:{}",
             self.bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let _ = forge;
         let vars = [
             ("PATH", path.as_str()),
             ("OPENAI_BASE_URL", self.llm.url.as_str()),
             ("RUNNER_TEST_FORGE_TOKEN", "forge-token-5e1f"),
         ];
-        self.env.spawn_daemon_env(&[], &vars)
+        // The operator allows the token to go to the stub forge only.
+        let allow = forge.map(|url| format!("RUNNER_TEST_FORGE_TOKEN={url}"));
+        let args: Vec<&str> = match &allow {
+            Some(allow) => vec!["--allow-pr-token", allow],
+            None => vec![],
+        };
+        self.env.spawn_daemon_env(&args, &vars)
     }
 
     /// Waits for the wrapper to hold a push; returns the wrapper's pid.
