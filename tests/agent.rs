@@ -337,7 +337,48 @@ fn cancelling_mid_turn_stops_the_agent() {
         "{:?}",
         started.elapsed()
     );
-    assert!(env.containers().is_empty());
+    // The outcome is recorded first; the container and its relay are removed right after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.containers().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", env.containers());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.signal_daemon(daemon, "TERM");
+}
+
+#[test]
+fn the_gateway_token_is_on_no_command_line_the_host_can_see() {
+    let mut env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let manager = "{ mode: script, steps: [ { action: run, argument: \"sleep 120\" }, { action: finish, argument: x } ] }";
+    let job = agent_job(&env, "seen", manager, "");
+    let out = env.run(&["submit", path_str(&job)]);
+    let id = stdout(&out).trim().to_string();
+    let daemon = env.spawn_daemon_env(&["--stop-grace", "2s"], &[("OPENAI_BASE_URL", &llm.url)]);
+    env.wait_state(&id, "running", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_of(&env, &id).contains("» /run sleep 120") {
+        assert!(Instant::now() < deadline, "the turn never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // `docker top` prints what the host's `ps` shows every local user.
+    let container = env
+        .containers()
+        .into_iter()
+        .find(|c| !c.ends_with("-relay"))
+        .unwrap();
+    let top = std::process::Command::new("docker")
+        .args(["top", &container, "-eo", "pid,args"])
+        .output()
+        .unwrap();
+    let listing = stdout(&top);
+    assert!(listing.contains("aider"), "Aider runs: {listing}");
+    assert!(
+        !listing.contains("rnr-"),
+        "a token on a command line: {listing}"
+    );
+    assert!(env.run(&["cancel", &id]).status.success());
+    env.wait_state(&id, "cancelled", Duration::from_secs(30));
     env.signal_daemon(daemon, "TERM");
 }
 

@@ -52,36 +52,89 @@ fn runner_with_upstream(env: &Env, upstream: &Upstream, args: &[&str]) -> std::p
         .unwrap()
 }
 
+/// Every IPv4 address of this host (each bridge's included), as `ip` lists them.
+fn host_addresses() -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .expect("ip (iproute2)");
+    let text = stdout(&out);
+    let addrs: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            Some(words.next()?.split('/').next()?.to_string())
+        })
+        .collect();
+    assert!(addrs.len() >= 2, "loopback and docker0 at least: {text}");
+    addrs
+}
+
 #[test]
 fn llm_job_reaches_the_gateway_and_nothing_else() {
     let env = Env::new();
     let upstream = Upstream::start();
-    let script = r#"
+    // A host service listening on every address, as careless services do.
+    let service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    service.set_nonblocking(true).unwrap();
+    let port = service.local_addr().unwrap().port();
+    let addrs = host_addresses().join(" ");
+    let script = format!(
+        r#"
 print("answer", *call())
 print("bogus", call(key="not-a-token")[0])
+print("ifaces", " ".join(sorted(os.listdir("/sys/class/net"))))
+routes = open("/proc/net/route").read().splitlines()[1:]
+print("routes", len(routes))
 try:
     socket.getaddrinfo("example.com", 80)
     print("dns-open")
 except OSError:
     print("dns-blocked")
-for host in ["1.1.1.1", "172.17.0.1"]:
-    s = socket.socket(); s.settimeout(3)
+# Every host address (and this container's default gateway, if it had one) on the host
+# service's port and on a common one; and other ports next to the relay's.
+targets = [(a, p) for a in "{addrs} 1.1.1.1".split() for p in ({port}, 80)]
+for r in routes:
+    gw = r.split()[2]
+    targets.append((socket.inet_ntoa(bytes.fromhex(gw)[::-1]), {port}))
+targets += [("127.0.0.1", 8081), ("127.0.0.1", 22)]
+for target in targets:
+    s = socket.socket(); s.settimeout(2)
     try:
-        s.connect((host, 80)); print("tcp-open", host)
+        s.connect(target); print("tcp-open", *target)
     except OSError:
-        print("tcp-blocked", host)
+        print("tcp-blocked", *target)
+try:
+    s = socket.socket(socket.AF_INET6); s.settimeout(2)
+    s.connect(("ff02::1%eth0", {port})); print("tcp-open ipv6")
+except OSError:
+    print("tcp-blocked ipv6")
 print("key-in-env", os.environ["OPENAI_API_KEY"] == "upstream-key-4d2f9a")
-"#;
-    let job = env.job("llm.yaml", &llm_job("llm", script, ""));
+"#
+    );
+    let job = env.job("llm.yaml", &llm_job("llm", &script, ""));
     let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let log = log_of(&env, "llm");
     assert!(log.contains("answer 200 answer-1"), "{log}");
     assert!(log.contains("bogus 401"), "unknown token is refused: {log}");
+    assert!(log.contains("ifaces lo\n"), "loopback only: {log}");
+    assert!(log.contains("routes 0"), "no route anywhere: {log}");
     assert!(log.contains("dns-blocked"), "{log}");
-    assert!(log.contains("tcp-blocked 1.1.1.1"), "{log}");
-    assert!(log.contains("tcp-blocked 172.17.0.1"), "{log}");
+    assert!(
+        !log.contains("tcp-open"),
+        "only the gateway is reachable: {log}"
+    );
+    assert!(
+        log.contains(&format!("tcp-blocked 172.17.0.1 {port}")),
+        "{log}"
+    );
     assert!(log.contains("key-in-env False"), "{log}");
+    assert!(
+        matches!(service.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the host service was reached"
+    );
     let seen = upstream.seen.lock().unwrap();
     assert_eq!(seen.calls, 1, "the bogus token never reached the upstream");
     assert_eq!(seen.authorizations, vec![format!("Bearer {UPSTREAM_KEY}")]);
@@ -98,11 +151,94 @@ print("key-in-env", os.environ["OPENAI_API_KEY"] == "upstream-key-4d2f9a")
     );
     assert_eq!(job["attempts"][0]["usage"]["agent"]["requests"], 1);
     assert_eq!(job["usage"]["manager"]["requests"], 0);
-    assert_eq!(
-        env.networks(),
-        Vec::<String>::new(),
-        "`runner run` removes its LLM network when it is done"
-    );
+    assert_eq!(env.containers(), Vec::<String>::new(), "relays are removed");
+    assert_eq!(env.networks(), Vec::<String>::new(), "no network is made");
+}
+
+#[test]
+fn a_token_is_accepted_only_from_its_own_attempts_container() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    // Each job waits for the test to hand it the other job's token, then calls with both.
+    let script = r#"
+deadline = time.time() + 90
+while not os.path.exists("/tmp/go") and time.time() < deadline:
+    time.sleep(0.1)
+other = open("/tmp/token").read().strip()
+print("other", call(key=other)[0], flush=True)
+print("own", call()[0], flush=True)
+"#;
+    let a = env.job("a.yaml", &llm_job("a", script, ""));
+    let b = env.job("b.yaml", &llm_job("b", script, ""));
+    let mut child = env
+        .cmd()
+        .args(["run", path_str(&a), path_str(&b)])
+        .env("OPENAI_BASE_URL", &upstream.url)
+        .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let token_of = |name: &str| -> Option<String> {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "--format", "{{json .Config.Env}}", name])
+            .output()
+            .ok()?;
+        let vars: Vec<String> = serde_json::from_slice(&out.stdout).ok()?;
+        vars.iter()
+            .find_map(|v| v.strip_prefix("OPENAI_API_KEY=").map(str::to_string))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let jobs = loop {
+        let jobs: Vec<String> = env
+            .containers()
+            .into_iter()
+            .filter(|c| !c.ends_with("-relay"))
+            .collect();
+        let running = jobs.iter().all(|c| {
+            let out = std::process::Command::new("docker")
+                .args(["inspect", "--format", "{{.State.Running}}", c])
+                .output()
+                .unwrap();
+            stdout(&out).trim() == "true"
+        });
+        if jobs.len() == 2 && running {
+            break jobs;
+        }
+        assert!(Instant::now() < deadline, "both jobs never ran: {jobs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let tokens: Vec<String> = jobs.iter().map(|c| token_of(c).unwrap()).collect();
+    assert_ne!(tokens[0], tokens[1]);
+    for (container, other) in jobs.iter().zip(tokens.iter().rev()) {
+        let handed = std::process::Command::new("docker")
+            .args([
+                "exec",
+                "-i",
+                container,
+                "sh",
+                "-c",
+                "cat > /tmp/token && touch /tmp/go",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut p| {
+                use std::io::Write;
+                p.stdin.take().unwrap().write_all(other.as_bytes())?;
+                p.wait()
+            })
+            .unwrap();
+        assert!(handed.success());
+    }
+    assert!(child.wait().unwrap().success());
+    for job in ["a", "b"] {
+        let log = log_of(&env, job);
+        assert!(
+            log.contains("other 401"),
+            "another attempt's token is refused: {log}"
+        );
+        assert!(log.contains("own 200"), "its own token works: {log}");
+    }
+    assert_eq!(upstream.seen.lock().unwrap().calls, 2);
 }
 
 #[test]
@@ -124,7 +260,11 @@ fn container_never_holds_the_upstream_key() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut inspected = 0;
     while Instant::now() < deadline && inspected == 0 {
-        for name in env.containers() {
+        for name in env
+            .containers()
+            .into_iter()
+            .filter(|c| !c.ends_with("-relay"))
+        {
             let out = std::process::Command::new("docker")
                 .args(["inspect", &name])
                 .output()
@@ -169,8 +309,9 @@ fn tight_budget_ends_the_job_with_reason_budget_after_at_most_one_more_call() {
     // 40 tokens a call: the first stays under 50, the second crosses it, the third is refused.
     assert_eq!(upstream.calls(), 2);
     assert_eq!(job["usage"]["agent"]["requests"], 2);
+    // The third call is refused (402) unless the container was stopped before it returned.
     let log = log_of(&env, "budget");
-    assert!(log.contains("call 2 402"), "{log}");
+    assert!(!log.contains("call 2 200"), "{log}");
 }
 
 #[test]
@@ -291,8 +432,8 @@ print("huge", call(content="x" * (9 << 20))[0])
 "#;
     let job = env.job("err.yaml", &llm_job("err", script, ""));
     let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let log = log_of(&env, "err");
+    assert_eq!(out.status.code(), Some(0), "{}{log}", stderr(&out));
     assert!(log.contains("upstream 503 upstream is overloaded"), "{log}");
     assert!(log.contains("huge 413"), "{log}");
     assert_eq!(

@@ -17,7 +17,11 @@ pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdRe
         .filter_map(|(_, attempt)| attempt.map(|a| a.container))
         .collect();
     let verb = if dry_run { "would remove" } else { "removed" };
-    for container in owned.iter().filter(|c| !live.contains(&c.name)) {
+    // A relay lives as long as the attempt it serves.
+    let orphans = owned
+        .iter()
+        .filter(|c| !live.contains(crate::sandbox::attempt_of(&c.name)));
+    for container in orphans {
         if !dry_run {
             sandbox.remove(&container.name).await?;
         }
@@ -27,7 +31,7 @@ pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdRe
         let removed = if dry_run {
             false
         } else {
-            sandbox.remove_llm_network(store.state_id()).await?
+            sandbox.remove_legacy_llm_network(store.state_id()).await?
         };
         if removed {
             println!("removed network runner-llm-{}", store.state_id());

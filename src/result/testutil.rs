@@ -3,8 +3,8 @@
 //! way the engine interleaves them. Only `exec` is implemented.
 
 use crate::sandbox::{
-    ContainerPlan, ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, LlmNetwork,
-    OutputStream, OwnedContainer, Sandbox, SandboxError,
+    ContainerPlan, ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, OutputStream,
+    OwnedContainer, RelayPlan, Sandbox, SandboxError,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -102,11 +102,11 @@ impl Sandbox for HostShell {
         Err(unsupported())
     }
 
-    async fn ensure_llm_network(&self, _state_id: &str) -> Result<LlmNetwork, SandboxError> {
+    async fn start_relay(&self, _relay: &RelayPlan) -> Result<(), SandboxError> {
         Err(unsupported())
     }
 
-    async fn remove_llm_network(&self, _state_id: &str) -> Result<bool, SandboxError> {
+    async fn remove_legacy_llm_network(&self, _state_id: &str) -> Result<bool, SandboxError> {
         Err(unsupported())
     }
 

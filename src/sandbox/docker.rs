@@ -3,8 +3,8 @@
 
 use super::plan::{ContainerPlan, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
 use super::{
-    ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, LlmNetwork, OutputStream,
-    OwnedContainer, Sandbox, SandboxError,
+    ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, OutputStream, OwnedContainer,
+    RelayPlan, Sandbox, SandboxError,
 };
 use crate::job::NetworkMode;
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountTypeEnum, MountVolumeOptions, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
+    MountTypeEnum, MountVolumeOptions, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
@@ -24,6 +24,8 @@ use bytes::Bytes;
 use futures_util::stream::{Stream, StreamExt};
 use std::collections::HashMap;
 use std::time::Duration;
+
+mod relay;
 
 /// Where secrets appear inside the container.
 pub const SECRETS_DIR: &str = "/run/secrets";
@@ -150,14 +152,13 @@ fn host_config(plan: &ContainerPlan) -> HostConfig {
                 ("max-file".to_string(), LOG_MAX_FILES.to_string()),
             ])),
         }),
-        network_mode: Some(
-            match plan.network {
-                NetworkMode::None => "none",
-                NetworkMode::Bridge => "bridge",
-                NetworkMode::Llm => plan.llm_network.as_deref().unwrap_or("none"),
-            }
-            .into(),
-        ),
+        // An `llm` job shares its relay's network namespace: loopback only, where the relay's
+        // one port leads to the gateway. Without a relay it gets no network at all.
+        network_mode: Some(match (plan.network, &plan.llm_relay) {
+            (NetworkMode::None, _) | (NetworkMode::Llm, None) => "none".into(),
+            (NetworkMode::Bridge, _) => "bridge".into(),
+            (NetworkMode::Llm, Some(relay)) => format!("container:{relay}"),
+        }),
         mounts,
         runtime: plan.runtime.clone(),
         auto_remove: Some(false),
@@ -179,7 +180,10 @@ fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
         stdin_once: Some(false),
         tty: Some(false),
         stop_timeout: Some(plan.stop_grace_secs),
-        network_disabled: Some(plan.network == NetworkMode::None),
+        network_disabled: Some(
+            plan.network == NetworkMode::None
+                || (plan.network == NetworkMode::Llm && plan.llm_relay.is_none()),
+        ),
         host_config: Some(host_config(plan)),
         ..Default::default()
     }
@@ -495,62 +499,11 @@ impl Sandbox for DockerSandbox {
         }
     }
 
-    async fn ensure_llm_network(&self, state_id: &str) -> Result<LlmNetwork, SandboxError> {
-        let name = format!("runner-llm-{state_id}");
-        let existing = match self
-            .docker
-            .inspect_network(
-                &name,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-        {
-            Ok(network) => Some(network),
-            Err(e) if status_code(&e) == Some(404) => None,
-            Err(e) => return Err(self.map_err(e)),
-        };
-        let network = match existing {
-            Some(network) => network,
-            None => {
-                let request = NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".into()),
-                    internal: Some(true),
-                    labels: Some(HashMap::from([(
-                        LABEL_STATE.to_string(),
-                        state_id.to_string(),
-                    )])),
-                    ..Default::default()
-                };
-                match self.docker.create_network(request).await {
-                    Ok(_) => {}
-                    // Created meanwhile by another process: use it.
-                    Err(e) if status_code(&e) == Some(409) => {}
-                    Err(e) => return Err(self.map_err(e)),
-                }
-                self.docker
-                    .inspect_network(
-                        &name,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-                    .map_err(|e| self.map_err(e))?
-            }
-        };
-        let gateway = network
-            .ipam
-            .and_then(|ipam| ipam.config)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| c.gateway)
-            .find_map(|g| g.parse::<std::net::IpAddr>().ok().filter(|ip| ip.is_ipv4()))
-            .ok_or_else(|| {
-                SandboxError::Engine(format!("network {name} has no IPv4 gateway address"))
-            })?;
-        Ok(LlmNetwork { name, gateway })
+    async fn start_relay(&self, relay: &RelayPlan) -> Result<(), SandboxError> {
+        self.start_relay_container(relay).await
     }
 
-    async fn remove_llm_network(&self, state_id: &str) -> Result<bool, SandboxError> {
+    async fn remove_legacy_llm_network(&self, state_id: &str) -> Result<bool, SandboxError> {
         match self
             .docker
             .remove_network(&format!("runner-llm-{state_id}"))

@@ -8,7 +8,8 @@ mod plan;
 
 pub use docker::DockerSandbox;
 pub use plan::{
-    ContainerPlan, Labels, Secret, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE,
+    attempt_of, ContainerPlan, Labels, RelayPlan, Secret, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB,
+    LABEL_STATE, RELAY_PORT,
 };
 
 use async_trait::async_trait;
@@ -67,13 +68,6 @@ pub struct OwnedContainer {
     /// `runner.attempt` label.
     pub attempt: u32,
     pub state: ContainerState,
-}
-
-/// The internal network agent containers join: no route out; the host is reachable at `gateway`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LlmNetwork {
-    pub name: String,
-    pub gateway: std::net::IpAddr,
 }
 
 /// What the host can give to jobs, as the engine reports it.
@@ -156,13 +150,15 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Removes the container and its anonymous volumes; a missing container is not an error.
     async fn remove(&self, name: &str) -> Result<(), SandboxError>;
 
-    /// Creates (or finds) this state dir's internal network for `network: llm`.
-    async fn ensure_llm_network(&self, state_id: &str) -> Result<LlmNetwork, SandboxError>;
+    /// Creates and starts an attempt's gateway relay (adopting one of the same name, started
+    /// again if it stopped), and returns once it listens. Remove it with [`Sandbox::remove`].
+    async fn start_relay(&self, relay: &RelayPlan) -> Result<(), SandboxError>;
 
-    /// Removes this state dir's LLM network; true when it existed and is gone (it stays while a
-    /// container uses it).
-    async fn remove_llm_network(&self, state_id: &str) -> Result<bool, SandboxError>;
+    /// Removes the internal network `runner-llm-<state_id>` that runner versions before the
+    /// relays made; true when it existed and is gone (it stays while a container uses it).
+    async fn remove_legacy_llm_network(&self, state_id: &str) -> Result<bool, SandboxError>;
 
-    /// Every container carrying `runner.state=<state_id>`.
+    /// Every container carrying `runner.state=<state_id>` (attempts' containers and their relays;
+    /// [`attempt_of`] tells which attempt a relay serves).
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError>;
 }

@@ -10,6 +10,14 @@ pub const LABEL_JOB: &str = "runner.job";
 /// Label naming the attempt number.
 pub const LABEL_ATTEMPT: &str = "runner.attempt";
 
+/// Suffix of a relay's container name after its attempt's container name.
+const RELAY_SUFFIX: &str = "-relay";
+
+/// The attempt container a container belongs to: itself, or the attempt a relay serves.
+pub fn attempt_of(container: &str) -> &str {
+    container.strip_suffix(RELAY_SUFFIX).unwrap_or(container)
+}
+
 /// The unprivileged user every job runs as (the base image's `runner` user).
 pub const CONTAINER_USER: &str = "1000:1000";
 
@@ -31,6 +39,11 @@ impl Labels {
             self.job.to_ascii_lowercase(),
             self.attempt
         )
+    }
+
+    /// The name of the attempt's gateway relay (see [`RelayPlan`]).
+    pub fn relay_name(&self) -> String {
+        format!("{}{RELAY_SUFFIX}", self.container_name())
     }
 
     pub fn to_map(&self) -> std::collections::HashMap<String, String> {
@@ -76,8 +89,9 @@ pub struct ContainerPlan {
     pub secrets: Vec<(String, Secret)>,
     pub resources: Resources,
     pub network: NetworkMode,
-    /// For `network: llm`: the internal network to join.
-    pub llm_network: Option<String>,
+    /// For `network: llm`: the attempt's gateway relay, whose network namespace (loopback only)
+    /// the container joins.
+    pub llm_relay: Option<String>,
     /// Keep stdin open and attach to it (agent sessions).
     pub stdin: bool,
     /// OCI runtime (`runsc` for gVisor); `None` is the engine's default.
@@ -85,6 +99,26 @@ pub struct ContainerPlan {
     /// Seconds the engine waits after SIGTERM before SIGKILL on a plain `docker stop`.
     pub stop_grace_secs: i64,
 }
+
+/// An attempt's gateway relay: a small container with no network but loopback, whose only job is
+/// to carry TCP connections from `127.0.0.1:`[`RELAY_PORT`] to the runner's gateway through the
+/// attempt's own unix socket (bind-mounted from `socket_dir`). The job's container joins the
+/// relay's network namespace, so it can reach that one port and nothing else, and the gateway
+/// knows which attempt a call comes from by the socket it arrived on.
+#[derive(Clone, Debug)]
+pub struct RelayPlan {
+    pub name: String,
+    /// The attempt's labels (so orphan sweeps and tests' clean-up find the relay too).
+    pub labels: Labels,
+    /// Host directory holding the attempt's gateway socket (`gateway.sock`), mounted read-only.
+    pub socket_dir: std::path::PathBuf,
+    /// `uid:gid` the relay runs as: the owner of `socket_dir` (the runner's own user), so the
+    /// socket needs no wider permissions.
+    pub user: String,
+}
+
+/// The port the relay listens on inside the attempt's network namespace.
+pub const RELAY_PORT: u16 = 8080;
 
 impl ContainerPlan {
     /// The plan for a plain command job's attempt.
@@ -104,7 +138,7 @@ impl ContainerPlan {
             secrets,
             resources: spec.resources,
             network: spec.network,
-            llm_network: None,
+            llm_relay: None,
             stdin: false,
             runtime: spec.runtime.map(|r| r.as_str().to_string()),
             stop_grace_secs,

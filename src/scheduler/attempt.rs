@@ -7,11 +7,13 @@ use super::redact::Redactor;
 use super::{Event, SchedulerConfig};
 use crate::job::{JobKind, JobSpec, NetworkMode};
 use crate::sandbox::{
-    ContainerPlan, ExitStatus, Labels, Launched, OutputStream, Sandbox, SandboxError, Secret,
+    ContainerPlan, ExitStatus, Labels, Launched, OutputStream, RelayPlan, Sandbox, SandboxError,
+    Secret, RELAY_PORT,
 };
 use crate::state::{parse_rfc3339, JobState, Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
 use futures_util::StreamExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,15 +29,14 @@ pub(crate) struct Attempt<S: Sandbox> {
     pub attempt: AttemptRecord,
     /// Fired by `runner cancel` or by a second interrupt.
     pub cancel: CancellationToken,
-    /// The LLM gateway and its network, for `network: llm` jobs.
+    /// The LLM gateway, for `network: llm` jobs.
     pub llm: Option<LlmAccess>,
     pub events: Option<UnboundedSender<Event>>,
 }
 
-/// What a `network: llm` attempt needs: the network to join and the gateway on it.
+/// What a `network: llm` attempt needs: the gateway, which serves each attempt on its own socket.
 #[derive(Clone, Debug)]
 pub(crate) struct LlmAccess {
-    pub network: String,
     pub gateway: crate::llm::Gateway,
 }
 
@@ -118,14 +119,18 @@ impl<S: Sandbox> Attempt<S> {
         }
     }
 
-    /// Removes the attempt's container and revokes its gateway tokens, once its outcome is
-    /// recorded.
+    /// Removes the attempt's container (and its gateway relay) and revokes its gateway tokens,
+    /// once its outcome is recorded.
     async fn clean_up(&self) {
         let name = &self.attempt.container;
         if let Err(e) = self.sandbox.remove(name).await {
             tracing::warn!(container = %name, "cannot remove container: {e}");
         }
         if let Some(llm) = &self.llm {
+            let relay = self.labels().relay_name();
+            if let Err(e) = self.sandbox.remove(&relay).await {
+                tracing::warn!(container = %relay, "cannot remove the gateway relay: {e}");
+            }
             if let Err(e) = llm.gateway.revoke(&self.job.id, self.attempt.n).await {
                 tracing::warn!(job = %self.job.id, "cannot revoke gateway tokens: {e}");
             }
@@ -141,6 +146,15 @@ impl<S: Sandbox> Attempt<S> {
             .map_err(|e| Outcome::failed(Reason::Infra, None, e.to_string()))
     }
 
+    /// The labels of this attempt's Docker objects.
+    fn labels(&self) -> Labels {
+        Labels {
+            state: self.store.state_id(),
+            job: self.job.id.to_string(),
+            attempt: self.attempt.n,
+        }
+    }
+
     /// Runs the attempt; `Err` is a failure that no retry can cure. The container is left for
     /// [`Attempt::clean_up`].
     async fn execute(
@@ -152,11 +166,7 @@ impl<S: Sandbox> Attempt<S> {
             return Ok(outcome);
         }
         let spec = &self.job.spec;
-        let labels = Labels {
-            state: self.store.state_id(),
-            job: self.job.id.to_string(),
-            attempt: self.attempt.n,
-        };
+        let labels = self.labels();
         let grace = self.config.stop_grace.as_secs() as i64;
         let mut plan = match &spec.kind {
             JobKind::Command { command } if spec.repo.is_some() => ContainerPlan::for_command(
@@ -180,7 +190,9 @@ impl<S: Sandbox> Attempt<S> {
                 crate::agent::run::plan(spec, labels, secrets, grace)
             }
         };
-        self.connect_llm(&mut plan).await?;
+        if let Some(outcome) = self.connect_llm(&mut plan).await? {
+            return Ok(outcome);
+        }
         // The repository (agents always get a workspace; plain jobs when they name a repo).
         let prepared = if spec.is_agent() || spec.repo.is_some() {
             let work = self
@@ -434,10 +446,11 @@ impl<S: Sandbox> Attempt<S> {
         (outcome, stored)
     }
 
-    /// For `network: llm`: joins the gateway's network and gives the container a fresh token.
-    async fn connect_llm(&self, plan: &mut ContainerPlan) -> Result<(), Outcome> {
+    /// For `network: llm`: gives the container a fresh token and its own way to the gateway (a
+    /// relay whose network namespace it joins). `Ok(Some(..))` is a failure a retry may cure.
+    async fn connect_llm(&self, plan: &mut ContainerPlan) -> Result<Option<Outcome>, Outcome> {
         if self.job.spec.network != NetworkMode::Llm {
-            return Ok(());
+            return Ok(None);
         }
         let spec = &self.job.spec;
         let Some(llm) = &self.llm else {
@@ -454,23 +467,44 @@ impl<S: Sandbox> Attempt<S> {
                 "no LLM upstream: set llm.base_url in the job, or OPENAI_BASE_URL where the runner runs (or replay a cassette with llm.replay)",
             ));
         }
+        let infra = |what: &str, e: &dyn std::fmt::Display| {
+            Outcome::failed(Reason::Infra, None, format!("{what}: {e}"))
+        };
         let token = llm
             .gateway
             .grant(&self.job.id, self.attempt.n, spec)
             .await
-            .map_err(|e| {
-                Outcome::failed(
-                    Reason::Infra,
-                    None,
-                    format!("cannot grant a gateway token: {e}"),
-                )
-            })?;
-        let base = llm.gateway.base_url();
-        plan.llm_network = Some(llm.network.clone());
+            .map_err(|e| infra("cannot grant a gateway token", &e))?;
+        let socket_dir = llm
+            .gateway
+            .serve_attempt(&self.job.id, self.attempt.n)
+            .await
+            .map_err(|e| infra("cannot serve the LLM gateway", &e))?;
+        let user = match std::fs::metadata(&socket_dir) {
+            Ok(meta) => format!("{}:{}", meta.uid(), meta.gid()),
+            Err(e) => return Err(infra("cannot read the gateway socket's directory", &e)),
+        };
+        let relay = RelayPlan {
+            name: self.labels().relay_name(),
+            labels: self.labels(),
+            socket_dir,
+            user,
+        };
+        if let Err(e) = self.sandbox.start_relay(&relay).await {
+            let missing = matches!(e, SandboxError::ImageMissing { .. });
+            let outcome = infra("cannot start the gateway relay", &e);
+            return if missing {
+                Err(outcome)
+            } else {
+                Ok(Some(outcome))
+            };
+        }
+        let base = format!("http://127.0.0.1:{RELAY_PORT}/v1");
+        plan.llm_relay = Some(relay.name);
         plan.env.0.insert("OPENAI_API_BASE".into(), base.clone());
         plan.env.0.insert("OPENAI_BASE_URL".into(), base);
         plan.env.0.insert("OPENAI_API_KEY".into(), token);
-        Ok(())
+        Ok(None)
     }
 
     /// Waits for `work` (the agent's manager loop; `None` when Aider exited) or the container's

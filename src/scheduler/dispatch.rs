@@ -77,15 +77,6 @@ pub async fn run<S: Sandbox>(
     if let Some(llm) = &d.llm {
         llm.gateway.shutdown();
     }
-    // A state dir's LLM network lives while its scheduler does: one left behind by every
-    // `runner run` in a fresh checkout would use up the engine's address pools. The engine
-    // refuses while a container still uses it; an engine that is away is not waited for.
-    if d.running.is_empty() && !d.engine_down {
-        let state_id = d.store.state_id();
-        if let Err(e) = d.sandbox.remove_llm_network(&state_id).await {
-            tracing::warn!("cannot remove the LLM network: {e}");
-        }
-    }
     result
 }
 
@@ -288,22 +279,14 @@ impl<S: Sandbox> Dispatcher<S> {
         if let Some(llm) = &self.llm {
             return Ok(llm.clone());
         }
-        let network = self
-            .sandbox
-            .ensure_llm_network(&self.store.state_id())
-            .await
-            .map_err(|e| format!("cannot create the LLM network: {e}"))?;
         let gateway = crate::llm::Gateway::start(
             self.store.clone(),
-            network.gateway,
+            self.config.run_dir.clone(),
             self.config.prices.clone(),
         )
         .await
         .map_err(|e| e.to_string())?;
-        let access = LlmAccess {
-            network: network.name,
-            gateway,
-        };
+        let access = LlmAccess { gateway };
         self.llm = Some(access.clone());
         Ok(access)
     }

@@ -266,17 +266,11 @@ impl Sandbox for FakeSandbox {
         Ok(())
     }
 
-    async fn ensure_llm_network(
-        &self,
-        state_id: &str,
-    ) -> Result<crate::sandbox::LlmNetwork, SandboxError> {
-        Ok(crate::sandbox::LlmNetwork {
-            name: format!("fake-llm-{state_id}"),
-            gateway: std::net::IpAddr::from([127, 0, 0, 1]),
-        })
+    async fn start_relay(&self, _relay: &crate::sandbox::RelayPlan) -> Result<(), SandboxError> {
+        Ok(())
     }
 
-    async fn remove_llm_network(&self, _state_id: &str) -> Result<bool, SandboxError> {
+    async fn remove_legacy_llm_network(&self, _state_id: &str) -> Result<bool, SandboxError> {
         Ok(false)
     }
 

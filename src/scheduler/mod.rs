@@ -53,6 +53,9 @@ pub struct SchedulerConfig {
     pub cache_dir: PathBuf,
     /// Scratch work trees (`<work_dir>/<job>-<attempt>`), removed once uploaded.
     pub work_dir: PathBuf,
+    /// Where the gateway's per-attempt sockets live (`<run_dir>/<job>-<attempt>/`); absolute,
+    /// because relays bind-mount them.
+    pub run_dir: PathBuf,
     /// Cap of each stored log, bytes.
     pub log_cap: u64,
     /// How often the dispatcher looks at the queue and at cancel requests.
@@ -75,6 +78,9 @@ impl SchedulerConfig {
             artifacts_dir: state_dir.join("artifacts"),
             cache_dir: state_dir.join("cache").join("repos"),
             work_dir: state_dir.join("work"),
+            run_dir: std::path::absolute(state_dir)
+                .unwrap_or_else(|_| state_dir.to_path_buf())
+                .join("run"),
             parallel: 4,
             group_limits: HashMap::new(),
             host_cpus: None,

@@ -30,7 +30,8 @@ impl<S: Sandbox> Dispatcher<S> {
             .filter_map(|(_, a)| a.map(|a| a.container))
             .collect();
         for container in owned {
-            if !active.contains(&container.name) {
+            // A relay lives as long as the attempt it serves.
+            if !active.contains(crate::sandbox::attempt_of(&container.name)) {
                 tracing::info!(container = %container.name, "removing a container no job owns");
                 if let Err(e) = self.sandbox.remove(&container.name).await {
                     tracing::warn!(container = %container.name, "cannot remove: {e}");
@@ -75,7 +76,7 @@ impl<S: Sandbox> Dispatcher<S> {
             }
         }
         for container in owned {
-            if !keep.contains(&container.name) {
+            if !keep.contains(crate::sandbox::attempt_of(&container.name)) {
                 tracing::info!(container = %container.name, "removing a container no job owns");
                 if let Err(e) = self.sandbox.remove(&container.name).await {
                     tracing::warn!(container = %container.name, "cannot remove: {e}");

@@ -7,7 +7,9 @@ use crate::sandbox::{ContainerPlan, Labels, Secret};
 /// File the wrapper waits for before starting Aider (the workspace is in place).
 pub(super) const READY_FILE: &str = "/tmp/.runner-workspace-ready";
 /// Waits for the workspace, copies the image's warm Aider home into a writable one (the root
-/// file system is read-only), then becomes Aider with the gateway as its OpenAI endpoint.
+/// file system is read-only), then becomes Aider with the gateway as its OpenAI endpoint. The
+/// token stays in the environment (`OPENAI_API_KEY`, which Aider reads): on a command line every
+/// local user of the host would see it in `ps`.
 ///
 /// For a model the image's metadata file does not describe, Aider looks in a price map it
 /// fetches from the internet (unreachable from the sandbox: a DNS timeout of several seconds and
@@ -26,7 +28,7 @@ done
 cd /workspace
 if [ -f /etc/runner/aider-models.json ]; then set -- --model-metadata-file /etc/runner/aider-models.json "$@"; fi
 if [ -f /etc/runner/aider-model-settings.yml ]; then set -- --model-settings-file /etc/runner/aider-model-settings.yml "$@"; fi
-exec aider --openai-api-base "$OPENAI_API_BASE" --openai-api-key "$OPENAI_API_KEY" "$@"
+exec aider --openai-api-base "$OPENAI_API_BASE" "$@"
 "#;
 
 /// For a plain job with a `repo`: waits for the workspace, then runs the job's own command.
@@ -120,6 +122,10 @@ mod tests {
         assert!(plan.stdin);
         assert!(plan.command.iter().any(|a| a == "--no-fancy-input"));
         assert!(!plan.command.join(" ").contains("OPENAI_API_KEY="));
+        assert!(
+            !plan.command.join(" ").contains("--openai-api-key"),
+            "the token never goes on Aider's command line"
+        );
         assert_eq!(
             plan.env.0.get("HOME").map(String::as_str),
             Some("/tmp/home")

@@ -1,18 +1,25 @@
 //! The HTTP routes containers call (`/v1/chat/completions`, `/v1/models`) and the token check
-//! that maps a request to its attempt's grant.
+//! that maps a request to its attempt's grant: a token counts only on its own attempt's socket.
 
 use super::exchange::exchange;
-use super::{error, hash, lock, Grant, InFlight, Inner};
+use super::{error, hash, lock, Grant, InFlight, Inner, Seat};
 use crate::store::Role;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-async fn grant_for(inner: &Inner, headers: &HeaderMap) -> Option<Arc<Grant>> {
+/// The grant of the token in `headers`, if it belongs to the attempt this socket serves.
+async fn grant_for(inner: &Inner, seat: &Seat, headers: &HeaderMap) -> Option<Arc<Grant>> {
+    let grant = lookup(inner, headers).await?;
+    (grant.job == seat.job && grant.attempt == seat.attempt).then_some(grant)
+}
+
+async fn lookup(inner: &Inner, headers: &HeaderMap) -> Option<Arc<Grant>> {
     let token = headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -43,12 +50,16 @@ async fn grant_for(inner: &Inner, headers: &HeaderMap) -> Option<Arc<Grant>> {
     Some(grant)
 }
 
-pub(super) async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response {
-    let Some(grant) = grant_for(&inner, &headers).await else {
+pub(super) async fn models(
+    State(inner): State<Arc<Inner>>,
+    Extension(seat): Extension<Arc<Seat>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(grant) = grant_for(&inner, &seat, &headers).await else {
         return error(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
-            "runner gateway: unknown or revoked token",
+            "runner gateway: unknown or revoked token, or a token of another attempt",
         );
     };
     let model = grant
@@ -67,14 +78,15 @@ pub(super) async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) 
 
 pub(super) async fn chat(
     State(inner): State<Arc<Inner>>,
+    Extension(seat): Extension<Arc<Seat>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(grant) = grant_for(&inner, &headers).await else {
+    let Some(grant) = grant_for(&inner, &seat, &headers).await else {
         return error(
             StatusCode::UNAUTHORIZED,
             "invalid_api_key",
-            "runner gateway: unknown or revoked token",
+            "runner gateway: unknown or revoked token, or a token of another attempt",
         );
     };
     let request: Value = match serde_json::from_slice(&body) {

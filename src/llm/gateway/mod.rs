@@ -1,8 +1,9 @@
-//! The LLM gateway: an OpenAI-compatible endpoint inside the runner, served on the internal
-//! network's gateway address. Containers present a per-attempt token; the gateway forwards to the
-//! job's upstream with the real key (which never enters a container), meters every call per
-//! attempt and role, refuses calls once the job's budget is spent, and records or replays
-//! cassettes.
+//! The LLM gateway: an OpenAI-compatible endpoint inside the runner. Each attempt gets its own
+//! unix socket (`<run dir>/<job>-<attempt>/gateway.sock`), reached only through that attempt's
+//! relay container, and a per-attempt token that is accepted on that socket alone: a token used
+//! from anywhere else is refused. The gateway forwards to the job's upstream with the real key
+//! (which never enters a container), meters every call per attempt and role, refuses calls once
+//! the job's budget is spent, and records or replays cassettes.
 //!
 //! This module holds the gateway itself (start, grants, the manager's calls); `handlers` serves
 //! the HTTP routes and checks tokens, `exchange` meters, budgets and forwards one call, and
@@ -30,7 +31,7 @@ use handlers::{chat, models};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -38,19 +39,22 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest request body accepted (Aider sends whole files; this is far beyond a sane prompt).
 pub const MAX_REQUEST_BYTES: usize = 8 << 20;
-/// Meta key under which the gateway's port is kept, so restarted schedulers keep the address that
-/// adopted containers were given.
-const PORT_KEY: &str = "gateway_port";
+/// The socket's file name inside an attempt's socket directory.
+pub const SOCKET_FILE: &str = "gateway.sock";
+/// Longest path a unix socket may have (`sun_path` less its terminating NUL).
+const SOCKET_PATH_MAX: usize = 107;
 
 /// Errors starting or using the gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("cannot serve the LLM gateway on {addr}: {source}")]
+    #[error("cannot serve the LLM gateway on {path}: {source}")]
     Bind {
-        addr: SocketAddr,
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("the LLM gateway's socket path {path} is longer than the {SOCKET_PATH_MAX} bytes a unix socket allows: use a shorter --state-dir")]
+    PathTooLong { path: PathBuf },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -120,17 +124,29 @@ impl Drop for InFlight {
     }
 }
 
+/// The attempt a socket serves: only its tokens are accepted there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seat {
+    job: JobId,
+    attempt: u32,
+}
+
 /// A running gateway.
 #[derive(Clone)]
 pub struct Gateway {
     inner: Arc<Inner>,
-    addr: SocketAddr,
+    /// Where the attempts' socket directories are made.
+    run_dir: PathBuf,
+    /// The serving task of each attempt's socket, stopped by its token.
+    seats: Arc<Mutex<HashMap<(JobId, u32), CancellationToken>>>,
     stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("addr", &self.addr).finish()
+        f.debug_struct("Gateway")
+            .field("run_dir", &self.run_dir)
+            .finish()
     }
 }
 
@@ -150,31 +166,13 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 }
 
 impl Gateway {
-    /// Serves the gateway on `ip`, on the port this state dir used before when it is free.
+    /// A gateway whose attempts' sockets live under `run_dir` (created private to this user).
     pub async fn start(
         store: SharedStore,
-        ip: IpAddr,
+        run_dir: PathBuf,
         prices: Prices,
     ) -> Result<Gateway, GatewayError> {
-        let previous: Option<u16> = store
-            .call(|s| s.meta(PORT_KEY))
-            .await?
-            .and_then(|p| p.parse().ok());
-        let listener = match previous {
-            Some(port) => match tokio::net::TcpListener::bind((ip, port)).await {
-                Ok(l) => l,
-                Err(_) => bind(ip, 0).await?,
-            },
-            None => bind(ip, 0).await?,
-        };
-        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
-            addr: SocketAddr::new(ip, 0),
-            source,
-        })?;
-        if previous != Some(addr.port()) {
-            let port = addr.port().to_string();
-            store.call(move |s| s.set_meta(PORT_KEY, &port)).await?;
-        }
+        private_dir(&run_dir)?;
         let inner = Arc::new(Inner {
             store,
             client: reqwest::Client::builder()
@@ -189,28 +187,62 @@ impl Gateway {
             recorders: Mutex::new(HashMap::new()),
             agent_calls: Mutex::new(HashMap::new()),
         });
+        Ok(Gateway {
+            inner,
+            run_dir,
+            seats: Arc::new(Mutex::new(HashMap::new())),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Serves attempt `n`'s socket (again, after a restart) and returns the directory holding it,
+    /// for the attempt's relay to mount. Only attempt `n`'s tokens are accepted there.
+    pub async fn serve_attempt(&self, job: &JobId, n: u32) -> Result<PathBuf, GatewayError> {
+        let dir = self.run_dir.join(format!("{job}-{n}"));
+        let path = dir.join(SOCKET_FILE);
+        let key = (job.clone(), n);
+        if lock(&self.seats).contains_key(&key) {
+            return Ok(dir);
+        }
+        if path.as_os_str().len() > SOCKET_PATH_MAX {
+            return Err(GatewayError::PathTooLong { path });
+        }
+        let bind_error = |source| GatewayError::Bind {
+            path: path.clone(),
+            source,
+        };
+        private_dir(&dir)?;
+        // A socket left by a scheduler that stopped: bound again at the same path, which the
+        // relay (mounting the directory) finds on its next connection.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(bind_error(e)),
+        }
+        let listener = tokio::net::UnixListener::bind(&path).map_err(bind_error)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(bind_error)?;
+        let seat = Seat {
+            job: job.clone(),
+            attempt: n,
+        };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/chat/completions", post(chat))
             .route("/v1/models", get(models))
             .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-            .with_state(inner.clone());
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
+            .layer(axum::Extension(Arc::new(seat)))
+            .with_state(self.inner.clone());
+        let stop = self.stop.child_token();
+        lock(&self.seats).insert(key, stop.clone());
         tokio::spawn(async move {
-            let serve =
-                axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned());
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
-                tracing::error!("LLM gateway stopped: {e}");
+                tracing::error!("LLM gateway socket stopped: {e}");
             }
         });
-        tracing::info!(%addr, "LLM gateway listening");
-        Ok(Gateway { inner, addr, stop })
-    }
-
-    /// The base URL containers use (`http://<gateway>:<port>/v1`).
-    pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        tracing::debug!(path = %path.display(), "LLM gateway serving an attempt");
+        Ok(dir)
     }
 
     /// A fresh token for attempt `n` of a job; only its hash is stored.
@@ -233,8 +265,18 @@ impl Gateway {
         Ok(token)
     }
 
-    /// Revokes attempt `n`'s tokens: later calls with them get 401.
+    /// Revokes attempt `n`'s tokens (later calls with them get 401) and stops serving its
+    /// socket.
     pub async fn revoke(&self, job: &JobId, n: u32) -> Result<(), GatewayError> {
+        if let Some(stop) = lock(&self.seats).remove(&(job.clone(), n)) {
+            stop.cancel();
+        }
+        let dir = self.run_dir.join(format!("{job}-{n}"));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), "cannot remove the gateway socket: {e}");
+            }
+        }
         let mut files = Vec::new();
         lock(&self.inner.grants).retain(|_, g| {
             let mine = g.job == *job && g.attempt == n;
@@ -318,13 +360,18 @@ impl Gateway {
     }
 }
 
-async fn bind(ip: IpAddr, port: u16) -> Result<tokio::net::TcpListener, GatewayError> {
-    tokio::net::TcpListener::bind((ip, port))
-        .await
-        .map_err(|source| GatewayError::Bind {
-            addr: SocketAddr::new(ip, port),
-            source,
-        })
+/// Creates `dir` readable by this user alone (the relay runs as this user).
+fn private_dir(dir: &std::path::Path) -> Result<(), GatewayError> {
+    let bind_error = |source| GatewayError::Bind {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(bind_error)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(bind_error)
 }
 
 fn hex_random(bytes: usize) -> String {
