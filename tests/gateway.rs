@@ -442,3 +442,56 @@ print("huge", call(content="x" * (9 << 20))[0])
         "the huge request never reached the upstream"
     );
 }
+
+#[test]
+fn an_llm_job_adopted_after_the_daemon_was_killed_still_reaches_the_gateway() {
+    let mut env = Env::new();
+    let upstream = Upstream::start();
+    let script = r#"
+print("before", call()[0], flush=True)
+deadline = time.time() + 90
+while not os.path.exists("/tmp/go") and time.time() < deadline:
+    time.sleep(0.1)
+print("after", call()[0], flush=True)
+"#;
+    let job = env.job("adopted.yaml", &llm_job("adopted", script, ""));
+    let id = stdout(&env.run(&["submit", path_str(&job)]))
+        .trim()
+        .to_string();
+    let vars = [
+        ("OPENAI_BASE_URL", upstream.url.as_str()),
+        ("OPENAI_API_KEY", UPSTREAM_KEY),
+    ];
+    let daemon = env.spawn_daemon_env(&[], &vars);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_of(&env, &id).contains("before 200") {
+        assert!(Instant::now() < deadline, "{}", log_of(&env, &id));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.signal_daemon(daemon, "KILL");
+    let daemon = env.spawn_daemon_env(&[], &vars);
+    env.wait_state(&id, "running", Duration::from_secs(30));
+    let container = env
+        .containers()
+        .into_iter()
+        .find(|c| !c.ends_with("-relay"))
+        .unwrap();
+    let go = std::process::Command::new("docker")
+        .args(["exec", &container, "touch", "/tmp/go"])
+        .status()
+        .unwrap();
+    assert!(go.success());
+    env.wait_state(&id, "succeeded", Duration::from_secs(60));
+    let log = log_of(&env, &id);
+    assert!(
+        log.contains("after 200"),
+        "the adopted job's calls go through: {log}"
+    );
+    assert_eq!(env.show(&id)["attempts"].as_array().unwrap().len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.containers().is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", env.containers());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.signal_daemon(daemon, "TERM");
+}
