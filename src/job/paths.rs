@@ -31,6 +31,17 @@ pub(crate) fn check_repo_url(url: &str) -> Result<(), String> {
         .map_or(after_scheme, |(_, host)| host);
     let dashed =
         url.starts_with('-') || after_scheme.starts_with('-') || host_part.starts_with('-');
+    if let Some(rest) = url.strip_prefix("file://") {
+        let host = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) || host.len() == rest.len()
+        {
+            return Err(format!(
+                "`{}` names a host: a `file://` URL reaches this host only; write \
+                 `file:///path/to/repo`, or use an `ssh://` URL for another host",
+                url.escape_debug()
+            ));
+        }
+    }
     if dashed || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "repository URL `{}` has a space, or a part starting with `-` that git could read as \
@@ -99,6 +110,69 @@ pub(crate) fn check_inside(base: &Path, path: &Path) -> Result<(), String> {
     }
 }
 
+/// Checks that the git repository at `path` (already inside `base`) keeps its git data inside
+/// `base` too: a `.git` gitfile (`gitdir: <path>`) and a `commondir` file name other folders
+/// that git would read (and, on a push, write) instead of the folder itself.
+pub(crate) fn check_repo_inside(base: &Path, path: &Path) -> Result<(), String> {
+    let outside = |what: &str, target: &Path| {
+        format!(
+            "{what} leads to `{}`, outside the job file's directory `{}`: a repository in the \
+             job's folder must hold its own git data (name a repository elsewhere by URL, like \
+             `file:///srv/git/app.git`)",
+            target.display(),
+            base.display()
+        )
+    };
+    let dot_git = path.join(".git");
+    let mut git_dir = path.to_path_buf();
+    if let Ok(meta) = std::fs::symlink_metadata(&dot_git) {
+        check_inside(base, &dot_git)
+            .map_err(|_| outside(&format!("`{}`", dot_git.display()), &real(&dot_git)))?;
+        git_dir = dot_git.clone();
+        if std::fs::metadata(&dot_git).is_ok_and(|m| m.is_file()) || meta.is_file() {
+            let text = read_small(&dot_git);
+            let target = text
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("gitdir:"))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "`{}` is a file but not a gitfile (`gitdir: <path>`): make `repo` a \
+                         plain git repository",
+                        dot_git.display()
+                    )
+                })?;
+            git_dir = normalize(&path.join(target));
+            check_inside(base, &git_dir)
+                .map_err(|_| outside(&format!("the gitfile `{}`", dot_git.display()), &git_dir))?;
+        }
+    }
+    let commondir = git_dir.join("commondir");
+    if commondir.is_file() {
+        let common = normalize(&git_dir.join(read_small(&commondir).trim()));
+        check_inside(base, &common)
+            .map_err(|_| outside(&format!("`{}`", commondir.display()), &common))?;
+    }
+    Ok(())
+}
+
+/// `path` with symlinks resolved, when it exists.
+fn real(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The start of a small text file (a gitfile, a `commondir`), or nothing.
+fn read_small(path: &Path) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        let _ = file.take(4096).read_to_string(&mut text);
+    }
+    text
+}
+
 /// Removes `.` and folds `..` into its parent without touching the filesystem (a `..` at the
 /// root stays at the root). Symlinks are left alone on purpose: the path is what the user wrote.
 pub(crate) fn normalize(path: &Path) -> PathBuf {
@@ -144,6 +218,55 @@ mod tests {
             check_inside(&base, &resolve(&base, "link")).is_err(),
             "a symlink out is refused"
         );
+    }
+
+    #[test]
+    fn a_repository_whose_git_data_lives_outside_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("jobs");
+        let repo = base.join("repo");
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        assert!(check_repo_inside(&base, &repo).is_ok());
+        std::fs::remove_dir(repo.join(".git")).unwrap();
+        std::fs::create_dir_all(base.join("inside.git")).unwrap();
+        std::fs::write(repo.join(".git"), "gitdir: ../inside.git\n").unwrap();
+        assert!(check_repo_inside(&base, &repo).is_ok());
+        std::fs::write(repo.join(".git"), "gitdir: ../../elsewhere.git\n").unwrap();
+        let err = check_repo_inside(&base, &repo).unwrap_err();
+        assert!(
+            err.contains("the gitfile") && err.contains("elsewhere.git"),
+            "{err}"
+        );
+        std::fs::write(repo.join(".git"), "gitdir: /srv/git/app.git\n").unwrap();
+        assert!(check_repo_inside(&base, &repo).is_err());
+        std::fs::write(repo.join(".git"), "not a gitfile\n").unwrap();
+        assert!(check_repo_inside(&base, &repo)
+            .unwrap_err()
+            .contains("not a gitfile"));
+        // A linked work tree's git dir names the common dir of its repository.
+        std::fs::write(repo.join(".git"), "gitdir: ../inside.git\n").unwrap();
+        std::fs::write(base.join("inside.git/commondir"), "../../../main.git\n").unwrap();
+        assert!(check_repo_inside(&base, &repo)
+            .unwrap_err()
+            .contains("commondir"));
+        std::fs::remove_file(repo.join(".git")).unwrap();
+        std::os::unix::fs::symlink(tmp.path(), repo.join(".git")).unwrap();
+        assert!(
+            check_repo_inside(&base, &repo).is_err(),
+            "a .git symlink out"
+        );
+    }
+
+    #[test]
+    fn file_urls_naming_another_host_are_refused() {
+        assert!(check_repo_url("file:///srv/app.git").is_ok());
+        assert!(check_repo_url("file://localhost/srv/app.git").is_ok());
+        for url in ["file://evil/srv/app.git", "file://localhost", "file://"] {
+            assert!(
+                check_repo_url(url).unwrap_err().contains("names a host"),
+                "{url}"
+            );
+        }
     }
 
     #[test]

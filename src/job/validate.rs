@@ -224,7 +224,13 @@ fn repo_source(p: &mut Problems, base: &Path, repo: &str) -> Option<RepoSource> 
         return None;
     }
     let problem = match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_dir() => return Some(RepoSource::Path(path)),
+        Ok(meta) if meta.is_dir() => match super::paths::check_repo_inside(base, &path) {
+            Ok(()) => return Some(RepoSource::Path(path)),
+            Err(message) => {
+                p.at(&["repo"], format!("repo: {message}"));
+                return None;
+            }
+        },
         Ok(_) => "is not a directory",
         Err(_) => "does not exist",
     };

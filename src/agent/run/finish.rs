@@ -82,6 +82,10 @@ impl<S: Sandbox> Drive<'_, S> {
                 .await
             {
                 Ok(e) => e,
+                // The job's own work named a path out of bounds: a retry is no cure.
+                Err(e @ crate::result::ResultError::UnsafePath { .. }) => {
+                    return Outcome::permanent(Reason::Infra, format!("result refused: {e}"))
+                }
                 Err(e) => return infra(format!("cannot export the result: {e}")),
             };
         let mut artifacts = vec![("patch".to_string(), exported.patch.display().to_string())];
