@@ -74,3 +74,21 @@ pub enum ResultError {
         hint: &'static str,
     },
 }
+
+/// Lowercase hex SHA-256 of the file at `path`, read in pieces (a bundle may be 256 MiB): what
+/// identifies an exported result between its export and its delivery.
+pub async fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(&path)?, &mut hasher)?;
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

@@ -8,7 +8,6 @@
 use crate::job::{JobSpec, RepoSource};
 use crate::state::{JobId, Outcome, Reason};
 use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState, SharedStore};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Why a delivery did not complete.
@@ -104,16 +103,12 @@ async fn run(
 /// Refuses a bundle whose content is not what the export recorded.
 async fn check_unchanged(delivery: &DeliveryRecord) -> Result<(), DeliverError> {
     let path = &delivery.bundle;
-    let bytes = tokio::fs::read(path)
+    let found = crate::result::sha256_file(Path::new(path))
         .await
         .map_err(|source| DeliverError::Unreadable {
             path: path.clone(),
             source,
         })?;
-    let found: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     if found != delivery.bundle_sha256 {
         return Err(DeliverError::Changed {
             path: path.clone(),

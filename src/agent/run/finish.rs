@@ -9,7 +9,6 @@ use crate::job::OutputMode;
 use crate::sandbox::Sandbox;
 use crate::state::{JobState, Outcome, Reason};
 use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Output kept from one verify run.
@@ -118,13 +117,9 @@ impl<S: Sandbox> Drive<'_, S> {
         let Some(bundle) = bundle else {
             return Err("there are no changes to push".into());
         };
-        let bytes = tokio::fs::read(bundle)
+        let bundle_sha256 = crate::result::sha256_file(bundle)
             .await
             .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
-        let bundle_sha256 = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let branch = self.spec.output.branch.clone().unwrap_or_else(|| {
             format!(
                 "runner/{}-{}",
