@@ -213,6 +213,35 @@ impl Shadow {
         )
     }
 
+    /// Refuses to push `branch` into `repo` when a directory the new ref (or its lock file) would
+    /// be written in is a symlink: git would follow it and write the ref file wherever it leads.
+    pub fn check_ref_dirs(repo: &LocalRepo, branch: &str) -> Result<(), RepoError> {
+        // `objects` (the pack lands there), then `refs`, `refs/heads`, ... down to the ref's
+        // own folder.
+        let mut dirs = vec![repo.common_dir.join("objects")];
+        let mut dir = repo.common_dir.join("refs");
+        dirs.push(dir.clone());
+        dir.push("heads");
+        dirs.push(dir.clone());
+        let parts: Vec<&str> = branch.split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            dir.push(part);
+            dirs.push(dir.clone());
+        }
+        for dir in dirs {
+            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(RepoError::NotARepository {
+                    path: repo.path.clone(),
+                    why: format!(
+                        "{} is a symlink, and a push would write through it",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The shadow git dir, to clone, fetch, list or push.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -31,6 +31,7 @@ pub fn push_branch(
     let (remote, shown, _shadow): (OsString, String, Option<Shadow>) = match &origin {
         Origin::Remote(url) => (url.into(), redact_url(url), None),
         Origin::Local(repo) => {
+            Shadow::check_ref_dirs(repo, branch)?;
             let cache = mirror.parent().unwrap_or(Path::new("."));
             let shadow = Shadow::create(cache, repo)?;
             let remote = shadow.dir().as_os_str().to_os_string();
@@ -272,6 +273,18 @@ mod tests {
         // The mirror's refs are untouched; only objects were added.
         assert!(git_out(&mirror, &["branch", "--list"]).lines().count() == 1);
         push_branch(&source, &mirror, &bundle, "runner/demo-1").unwrap();
+    }
+
+    #[test]
+    fn a_symlink_in_the_origin_refs_is_never_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (origin, mirror, bundle, _) = setup(tmp.path());
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, origin.join("refs/heads/runner")).unwrap();
+        let err = push_branch(&RepoSource::Path(origin), &mirror, &bundle, "runner/x").unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]

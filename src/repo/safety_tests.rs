@@ -154,3 +154,15 @@ fn a_hostile_bare_repository_behind_a_gitfile_runs_nothing_either() {
     assert!(origin.join(".git").is_file());
     check(tmp.path(), &origin, &git_dir, &marks);
 }
+
+#[test]
+fn a_folder_holding_a_hostile_repository_is_snapshotted_without_running_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("folder");
+    let marks = tmp.path().join("markers");
+    hostile(&folder.join("sub"), &marks, None);
+    std::fs::write(folder.join("a.txt"), "a\n").unwrap();
+    let dir = mirror(&tmp.path().join("cache"), &RepoSource::Path(folder)).unwrap();
+    assert_eq!(git_out(&dir, &["show", "HEAD:a.txt"]), "a");
+    assert_eq!(markers(&marks), Vec::<String>::new());
+}
