@@ -166,3 +166,22 @@ fn a_folder_holding_a_hostile_repository_is_snapshotted_without_running_it() {
     assert_eq!(git_out(&dir, &["show", "HEAD:a.txt"]), "a");
     assert_eq!(markers(&marks), Vec::<String>::new());
 }
+
+#[test]
+fn a_shadow_left_by_a_killed_runner_is_removed_by_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = super::testutil::new_repo(tmp.path(), "origin");
+    let cache = tmp.path().join("cache");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let left = cache.join(format!(".shadow-{pid}-0"));
+    std::fs::create_dir_all(&left).unwrap();
+    std::os::unix::fs::symlink(origin.join(".git/objects"), left.join("objects")).unwrap();
+    let mine = cache.join(format!(".shadow-{}-999", std::process::id()));
+    std::fs::create_dir_all(&mine).unwrap();
+    mirror(&cache, &RepoSource::Path(origin.clone())).unwrap();
+    assert!(!left.exists(), "the dead process's shadow is removed");
+    assert!(mine.exists(), "a live process's shadow is left alone");
+    assert!(origin.join(".git/objects").is_dir(), "only the link went");
+}
