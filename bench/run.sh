@@ -13,6 +13,8 @@
 #  5. 8 concurrent agent jobs on one ~23 MB repository (manager script `finish`, empty cassette, no
 #     LLM): wall time and disk under the state dir's cache (final and peak, work trees included),
 #     against one `git clone` of the same repository and 8 of them.
+#  6. the price of the LLM gateway relay: 10 `network: llm` jobs (each starts its relay first)
+#     against the same jobs with `network: none`, one at a time, alternating rounds; a relay's memory.
 # Each part prints one summary line at the end. Temp dirs, and any leftover containers created
 # during the bench (runner containers by their state id, baseline containers by a bench label)
 # and the LLM networks of the bench's state dirs,
@@ -295,6 +297,58 @@ read -r ph_s ph_smax ph_p ph_pmax ph_e ph_emax < <(python3 "$ROOT/bench/first_pr
     || { echo "bench: cannot read the agent jobs' phases from $FAN_STATE/runner.db" >&2; exit 1; }
 echo "  per job (median / max): starting->running ${ph_s}s / ${ph_smax}s (mirror, checkout, launch); running->Aider's prompt ${ph_p}s / ${ph_pmax}s; prompt->done ${ph_e}s / ${ph_emax}s (finish, export, removal)" >&2
 
+# ---------------------------------------------------------------- part 6: the gateway relay
+# The llm jobs never call the gateway (their upstream is a closed loopback port): what is measured
+# is what isolation costs every `network: llm` attempt, a relay container started before the job.
+RELAY_JOBS=10
+for net in none llm; do
+    mkdir -p "$WORK/relay-$net"
+    for i in $(seq "$RELAY_JOBS"); do
+        cat >"$WORK/relay-$net/r-$i.yaml" <<EOF
+name: r-$i
+image: $IMAGE
+network: $net
+command: ["sh", "-c", "sleep 0.2"]
+timeout: 1m
+resources: { cpus: 0.2, memory: 64m, pids: 32 }
+EOF
+    done
+done
+relay_once() {   # $1: none|llm, $2: round
+    local t0; t0=$(now)
+    OPENAI_BASE_URL=http://127.0.0.1:9/v1 "$RUNNER" --state-dir "$WORK/state-relay-$1-$2" \
+        run "$WORK/relay-$1" --parallel 1 >/dev/null 2>"$WORK/relay-$1-$2.err" \
+        || { echo "bench: relay part: runner run failed" >&2; tail -20 "$WORK/relay-$1-$2.err" >&2; exit 1; }
+    sub "$(now)" "$t0"
+}
+echo "bench: part 6: $RELAY_JOBS jobs one at a time, network none vs llm (two rounds each)" >&2
+N1=$(relay_once none 1); L1=$(relay_once llm 1); N2=$(relay_once none 2); L2=$(relay_once llm 2)
+echo "  none: ${N1}s ${N2}s; llm: ${L1}s ${L2}s" >&2
+RELAY_N=$(awk -v a="$N1" -v b="$N2" 'BEGIN { print (a < b ? a : b) }')
+RELAY_L=$(awk -v a="$L1" -v b="$L2" 'BEGIN { print (a < b ? a : b) }')
+# A relay's memory at rest, read while one llm job sleeps.
+cat >"$WORK/relay-mem.yaml" <<EOF
+name: relay-mem
+image: $IMAGE
+network: llm
+command: ["sleep", "6"]
+timeout: 1m
+EOF
+OPENAI_BASE_URL=http://127.0.0.1:9/v1 "$RUNNER" --state-dir "$WORK/state-relay-mem" \
+    run "$WORK/relay-mem.yaml" >/dev/null 2>&1 &
+RELAY_MEM_PID=$!
+RELAY_MEM=n/a
+for _ in $(seq 50); do
+    relay=$(docker ps --format '{{.Names}}' --filter label=runner.role=relay | head -1)
+    if [ -n "$relay" ]; then
+        sleep 1
+        RELAY_MEM=$(docker stats --no-stream --format '{{.MemUsage}}' "$relay" | awk '{ print $1 }')
+        break
+    fi
+    sleep 0.1
+done
+wait "$RELAY_MEM_PID" || true
+
 # ---------------------------------------------------------------- summary
 awk -v r="$BEST_R" -v b="$BEST_B" -v x="$RATIO_RUN" -v n="$JOBS" -v p="$PAR" 'BEGIN {
     printf "bench: %d jobs at --parallel %d: runner %.1fs, docker run %.1fs, ratio %s (target <= 1.0)\n", n, p, r, b, x }'
@@ -310,4 +364,6 @@ awk -v n="$FAN" -v t="$FAN_T" -v c="$(mb "$CACHE_KB")" -v p="$(mb "$PEAK_KB")" -
     -v xd="$(ratio "$CACHE_KB" "$CLONE1_KB")" -v xp="$(ratio "$PEAK_KB" "$CLONEN_KB")" \
     -v xt="$(ratio "$FAN_T" "$CLONE1_T" %.1f)" -v xtn="$(ratio "$FAN_T" "$CLONEN_T" %.1f)" -v cpus="$(nproc)" 'BEGIN {
     printf "bench: %d agent jobs on one repo (%.1f MiB packed, %d host CPUs): runner %.1fs, cache %.1f MiB (peak with work trees %.1f MiB); one git clone %.2fs %.1f MiB, %d clones %.2fs %.1f MiB; disk cache/clone %s, peak/%d clones %s; time vs one clone %sx, vs %d clones %sx\n", n, rk, cpus, t, c, p, t1, c1, n, tn, cn, xd, n, xp, xt, n, xtn }'
+awk -v n="$RELAY_JOBS" -v a="$RELAY_N" -v b="$RELAY_L" -v m="$RELAY_MEM" -v x="$(ratio "$RELAY_L" "$RELAY_N")" 'BEGIN {
+    printf "bench: %d jobs one at a time: network llm %.1fs, network none %.1fs, ratio %s (+%.0f ms a job for its gateway relay); a relay uses %s\n", n, b, a, x, (b - a) * 1000 / n, m }'
 echo "bench: done in $(sub "$(now)" "$BENCH_START")s" >&2
