@@ -310,25 +310,32 @@ fn aider_exiting_mid_task_fails_the_job() {
     assert!(env.containers().is_empty());
 }
 
-#[test]
-fn cancelling_mid_turn_stops_the_agent() {
-    let mut env = Env::new();
-    let llm = ScriptedLlm::start(vec![], vec![]);
+/// Starts a daemon with one agent job and waits until the job's turn runs `sleep 120` in the
+/// container (so Aider is up and busy). Returns the job id and the daemon's pid.
+fn agent_mid_turn(env: &mut Env, llm: &ScriptedLlm, name: &str) -> (String, u32) {
     let manager = "{ mode: script, steps: [ { action: run, argument: \"sleep 120\" }, { action: finish, argument: x } ] }";
-    let job = agent_job(&env, "long", manager, "");
+    let job = agent_job(env, name, manager, "");
     let out = env.run(&["submit", path_str(&job)]);
     let id = stdout(&out).trim().to_string();
     let daemon = env.spawn_daemon_env(&["--stop-grace", "2s"], &[("OPENAI_BASE_URL", &llm.url)]);
     env.wait_state(&id, "running", Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !log_of(&env, &id).contains("» /run sleep 120") {
+    while !log_of(env, &id).contains("» /run sleep 120") {
         assert!(
             Instant::now() < deadline,
             "the turn never started: {}",
-            log_of(&env, &id)
+            log_of(env, &id)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    (id, daemon)
+}
+
+#[test]
+fn cancelling_mid_turn_stops_the_agent() {
+    let mut env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    let (id, daemon) = agent_mid_turn(&mut env, &llm, "long");
     let started = Instant::now();
     assert!(env.run(&["cancel", &id]).status.success());
     env.wait_state(&id, "cancelled", Duration::from_secs(30));
@@ -337,12 +344,7 @@ fn cancelling_mid_turn_stops_the_agent() {
         "{:?}",
         started.elapsed()
     );
-    // The outcome is recorded first; the container and its relay are removed right after.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.containers().is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", env.containers());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    env.wait_no_containers(Duration::from_secs(10));
     env.signal_daemon(daemon, "TERM");
 }
 
@@ -350,23 +352,9 @@ fn cancelling_mid_turn_stops_the_agent() {
 fn the_gateway_token_is_on_no_command_line_the_host_can_see() {
     let mut env = Env::new();
     let llm = ScriptedLlm::start(vec![], vec![]);
-    let manager = "{ mode: script, steps: [ { action: run, argument: \"sleep 120\" }, { action: finish, argument: x } ] }";
-    let job = agent_job(&env, "seen", manager, "");
-    let out = env.run(&["submit", path_str(&job)]);
-    let id = stdout(&out).trim().to_string();
-    let daemon = env.spawn_daemon_env(&["--stop-grace", "2s"], &[("OPENAI_BASE_URL", &llm.url)]);
-    env.wait_state(&id, "running", Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !log_of(&env, &id).contains("» /run sleep 120") {
-        assert!(Instant::now() < deadline, "the turn never started");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (id, daemon) = agent_mid_turn(&mut env, &llm, "seen");
     // `docker top` prints what the host's `ps` shows every local user.
-    let container = env
-        .containers()
-        .into_iter()
-        .find(|c| !c.ends_with("-relay"))
-        .unwrap();
+    let container = env.job_containers().pop().unwrap();
     let top = std::process::Command::new("docker")
         .args(["top", &container, "-eo", "pid,args"])
         .output()

@@ -189,11 +189,7 @@ print("own", call()[0], flush=True)
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let jobs = loop {
-        let jobs: Vec<String> = env
-            .containers()
-            .into_iter()
-            .filter(|c| !c.ends_with("-relay"))
-            .collect();
+        let jobs = env.job_containers();
         let running = jobs.iter().all(|c| {
             let out = std::process::Command::new("docker")
                 .args(["inspect", "--format", "{{.State.Running}}", c])
@@ -260,11 +256,7 @@ fn container_never_holds_the_upstream_key() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut inspected = 0;
     while Instant::now() < deadline && inspected == 0 {
-        for name in env
-            .containers()
-            .into_iter()
-            .filter(|c| !c.ends_with("-relay"))
-        {
+        for name in env.job_containers() {
             let out = std::process::Command::new("docker")
                 .args(["inspect", &name])
                 .output()
@@ -471,11 +463,7 @@ print("after", call()[0], flush=True)
     env.signal_daemon(daemon, "KILL");
     let daemon = env.spawn_daemon_env(&[], &vars);
     env.wait_state(&id, "running", Duration::from_secs(30));
-    let container = env
-        .containers()
-        .into_iter()
-        .find(|c| !c.ends_with("-relay"))
-        .unwrap();
+    let container = env.job_containers().pop().unwrap();
     let go = std::process::Command::new("docker")
         .args(["exec", &container, "touch", "/tmp/go"])
         .status()
@@ -488,10 +476,6 @@ print("after", call()[0], flush=True)
         "the adopted job's calls go through: {log}"
     );
     assert_eq!(env.show(&id)["attempts"].as_array().unwrap().len(), 1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.containers().is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", env.containers());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    env.wait_no_containers(Duration::from_secs(10));
     env.signal_daemon(daemon, "TERM");
 }

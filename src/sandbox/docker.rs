@@ -141,17 +141,8 @@ fn host_config(plan: &ContainerPlan) -> HostConfig {
             ("/workspace".to_string(), workspace_opts),
         ])),
         init: Some(true),
-        restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::NO),
-            maximum_retry_count: None,
-        }),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
-                ("max-file".to_string(), LOG_MAX_FILES.to_string()),
-            ])),
-        }),
+        restart_policy: Some(never_restart()),
+        log_config: Some(json_log(LOG_MAX_SIZE)),
         // An `llm` job shares its relay's network namespace: loopback only, where the relay's
         // one port leads to the gateway. Without a relay it gets no network at all.
         network_mode: Some(match (plan.network, &plan.llm_relay) {
@@ -164,6 +155,25 @@ fn host_config(plan: &ContainerPlan) -> HostConfig {
         auto_remove: Some(false),
         privileged: Some(false),
         ..Default::default()
+    }
+}
+
+/// The runner restarts nothing itself: a container that stops stays stopped.
+fn never_restart() -> RestartPolicy {
+    RestartPolicy {
+        name: Some(RestartPolicyNameEnum::NO),
+        maximum_retry_count: None,
+    }
+}
+
+/// The engine's own log of a container, capped at `max_size` per file.
+fn json_log(max_size: &str) -> HostConfigLogConfig {
+    HostConfigLogConfig {
+        typ: Some("json-file".into()),
+        config: Some(HashMap::from([
+            ("max-size".to_string(), max_size.to_string()),
+            ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+        ])),
     }
 }
 

@@ -153,6 +153,28 @@ impl Env {
         self.labelled(&["ps", "-a", "--format", "{{.Names}}"])
     }
 
+    /// Names of the attempts' own containers (without their gateway relays).
+    pub fn job_containers(&self) -> Vec<String> {
+        self.containers()
+            .into_iter()
+            .filter(|c| !c.ends_with("-relay"))
+            .collect()
+    }
+
+    /// Waits until no container of this state dir is left (outcomes are recorded before the
+    /// containers and relays are removed).
+    pub fn wait_no_containers(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.containers().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "containers left behind: {:?}",
+                self.containers()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Names of networks carrying this state dir's label.
     pub fn networks(&self) -> Vec<String> {
         self.labelled(&["network", "ls", "--format", "{{.Name}}"])

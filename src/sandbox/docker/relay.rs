@@ -3,17 +3,13 @@
 //! `127.0.0.1:8080` to the attempt's gateway socket, mounted read-only from the host. The job's
 //! container joins this container's network namespace (`network_mode: container:<relay>`).
 
-use super::{missing_image_hint, status_code, DockerSandbox, LOG_MAX_FILES};
+use super::{json_log, missing_image_hint, never_restart, status_code, DockerSandbox};
 use crate::sandbox::images::BASE_IMAGE;
 use crate::sandbox::{RelayPlan, SandboxError, RELAY_PORT};
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountTypeEnum, RestartPolicy,
-    RestartPolicyNameEnum,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
 use futures_util::StreamExt;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Where the attempt's socket directory appears inside the relay.
@@ -130,17 +126,8 @@ fn create_body(relay: &RelayPlan) -> ContainerCreateBody {
                 read_only: Some(true),
                 ..Default::default()
             }]),
-            restart_policy: Some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::NO),
-                maximum_retry_count: None,
-            }),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), "1m".to_string()),
-                    ("max-file".to_string(), LOG_MAX_FILES.to_string()),
-                ])),
-            }),
+            restart_policy: Some(never_restart()),
+            log_config: Some(json_log("1m")),
             init: Some(true),
             auto_remove: Some(false),
             privileged: Some(false),
