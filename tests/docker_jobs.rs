@@ -176,22 +176,68 @@ fn parallel_is_a_hard_ceiling() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let jobs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     // Each attempt holds a slot from its start to its end: count the most that overlap.
+    assert_eq!(
+        most_overlapping(&jobs),
+        2,
+        "at most --parallel jobs overlap, and the limit is used"
+    );
+}
+
+/// The most attempts of `jobs` (a `run --json` array) that were running at the same moment.
+fn most_overlapping(jobs: &[serde_json::Value]) -> i32 {
     let mut edges: Vec<(String, i32)> = Vec::new();
-    for job in &jobs {
+    for job in jobs {
         let a = &job["attempts"][0];
         edges.push((a["started_at"].as_str().unwrap().to_string(), 1));
         edges.push((a["finished_at"].as_str().unwrap().to_string(), -1));
     }
+    // An end and a start at the same instant do not overlap.
     edges.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
     let (mut now, mut most) = (0, 0);
     for (_, d) in edges {
         now += d;
         most = most.max(now);
     }
+    most
+}
+
+#[test]
+fn six_default_jobs_at_parallel_6_run_at_once_on_a_two_core_host() {
+    let env = Env::new();
+    // No `resources:`: each job is capped at 1 cpu but reserves only the default request.
+    let files: Vec<String> = (0..6)
+        .map(|i| {
+            let path = env.job(
+                &format!("d{i}.yaml"),
+                &sh_job(&format!("d{i}"), "sleep 3", ""),
+            );
+            path_str(&path).to_string()
+        })
+        .collect();
+    // A 2-core budget whatever the machine; memory enough for six default (1g) caps.
+    let mut args = vec![
+        "run",
+        "--parallel",
+        "6",
+        "--host-cpus",
+        "2",
+        "--host-memory",
+        "6g",
+        "--json",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let started = Instant::now();
+    let out = env.run(&args);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let jobs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs.len(), 6);
     assert_eq!(
-        most, 2,
-        "at most --parallel jobs overlap, and the limit is used"
+        most_overlapping(&jobs),
+        6,
+        "six default jobs run side by side on two cores: {jobs:#?}"
     );
+    eprintln!("six default `sleep 3` jobs at --parallel 6 on 2 cpus: {took:?}");
 }
 
 #[test]

@@ -117,6 +117,9 @@ positive_float!(
     /// `resources.cpus`, in cores.
     Cpus, 256.0, "a number of cores above 0 and at most 256, like `1.5`");
 positive_float!(
+    /// `resources.cpu_request`, in cores.
+    CpuRequest, 256.0, "a number of cores above 0 and at most `resources.cpus`, like `0.5`");
+positive_float!(
     /// `budget.usd`.
     Usd, f64::MAX, "an amount in US dollars above 0, like `2.00`");
 

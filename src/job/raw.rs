@@ -5,7 +5,7 @@
 //! `numbers`, `argv` and `vars`); rules that involve several fields or the filesystem live in `validate`.
 
 use super::argv::Argv;
-use super::numbers::{Cpus, MaxTurns, Memory, Pids, Retries, Timeout, Tokens, Usd};
+use super::numbers::{CpuRequest, Cpus, MaxTurns, Memory, Pids, Retries, Timeout, Tokens, Usd};
 use super::spec::{ManagerAction, NetworkMode, OutputMode};
 use super::text::{EnvName, GitRef, HttpUrl, ImageRef, Name, NonEmptyText, Text};
 use super::vars::{Env, Secrets};
@@ -42,7 +42,7 @@ pub(crate) struct RawJob {
     pub output: Option<RawOutput>,
 }
 
-/// `resources: { cpus, memory, pids }`.
+/// `resources: { cpus, cpu_request, memory, pids }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -50,6 +50,7 @@ pub(crate) struct RawJob {
 )]
 pub(crate) struct RawResources {
     pub cpus: Option<Cpus>,
+    pub cpu_request: Option<CpuRequest>,
     pub memory: Option<Memory>,
     pub pids: Option<Pids>,
 }

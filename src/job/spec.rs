@@ -90,21 +90,45 @@ impl fmt::Debug for EnvVars {
     }
 }
 
-/// Per-job resource caps.
+/// Per-job resource caps, and the share of the host CPU budget admission reserves.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
-    /// CPU quota in cores (default 1).
+    /// CPU quota in cores (default 1): the most the container may use, not what it reserves.
     pub cpus: f64,
+    /// Cores admission reserves out of the host budget (Kubernetes' request beside its limit).
+    /// At most `cpus`. Agents mostly wait on a model, so the default is small (see
+    /// [`DEFAULT_CPU_REQUEST`]); specs stored before the field existed read as the default.
+    #[serde(default = "default_cpu_request")]
+    pub cpu_request: f64,
     /// Memory limit in bytes; swap is set equal (no swap). Default 1 GiB.
     pub memory: ByteSize,
     /// Maximum number of processes (default 512).
     pub pids: u32,
 }
 
+/// What a job reserves of the host's CPU when its file names no `cpu_request`. CPU is
+/// compressible: an agent spends most of its time waiting for a model, and a busy host only slows
+/// a job down (its quota still caps it), while memory cannot be taken back. A quarter core lets six
+/// default jobs (1.5 cores) fit a 2-core host with room left for the runner itself and Docker.
+pub const DEFAULT_CPU_REQUEST: f64 = 0.25;
+
+fn default_cpu_request() -> f64 {
+    DEFAULT_CPU_REQUEST
+}
+
+impl Resources {
+    /// The cores admission reserves: the request, never more than the cap (a spec stored before
+    /// `cpu_request` existed may have a cap below the default request).
+    pub fn reserved_cpus(&self) -> f64 {
+        self.cpu_request.min(self.cpus)
+    }
+}
+
 impl Default for Resources {
     fn default() -> Self {
         Resources {
             cpus: 1.0,
+            cpu_request: DEFAULT_CPU_REQUEST,
             memory: ByteSize(1 << 30),
             pids: 512,
         }
@@ -367,4 +391,16 @@ pub enum OutputMode {
     Patch,
     Branch,
     Pr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_stored_before_cpu_request_existed_read_the_default_request() {
+        let old: Resources =
+            serde_json::from_str(r#"{"cpus":2.0,"memory":"1g","pids":512}"#).unwrap();
+        assert_eq!((old.cpus, old.cpu_request), (2.0, DEFAULT_CPU_REQUEST));
+    }
 }

@@ -112,10 +112,28 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
 
     let resources = raw.resources.as_ref();
     let defaults = Resources::default();
+    let cpus = resources
+        .and_then(|r| r.cpus)
+        .map_or(defaults.cpus, |c| c.0);
+    let cpu_request = match resources.and_then(|r| r.cpu_request) {
+        Some(request) if request.0 > cpus => {
+            p.at(
+                &["resources", "cpu_request"],
+                format!(
+                    "resources.cpu_request: {} is above the cap resources.cpus ({cpus}): a job \
+                     cannot reserve more than it may use; lower `cpu_request`, or raise `cpus`",
+                    request.0
+                ),
+            );
+            cpus
+        }
+        Some(request) => request.0,
+        // A cap below the default request reserves the cap.
+        None => defaults.cpu_request.min(cpus),
+    };
     let resources = Resources {
-        cpus: resources
-            .and_then(|r| r.cpus)
-            .map_or(defaults.cpus, |c| c.0),
+        cpus,
+        cpu_request,
         memory: resources
             .and_then(|r| r.memory)
             .map_or(defaults.memory, |m| m.0),
@@ -292,6 +310,44 @@ mod tests {
         assert_eq!(spec.network, NetworkMode::None);
         assert_eq!(spec.image, "runner/base:bookworm");
         assert!(!spec.is_agent());
+    }
+
+    #[test]
+    fn a_cpu_request_above_the_cap_is_refused_where_it_is_written() {
+        let (at, msg) = one_error(&format!(
+            "{AGENT}resources:\n  cpus: 1\n  cpu_request: 1.5\n"
+        ));
+        assert_eq!(at, Some((5, 3)));
+        assert!(
+            msg.starts_with("resources.cpu_request: 1.5 is above the cap resources.cpus (1)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("lower `cpu_request`, or raise `cpus`"),
+            "{msg}"
+        );
+        let (at, _) = one_error(&format!("{AGENT}resources: {{ cpu_request: 2 }}\n"));
+        assert_eq!(at, Some((3, 14)), "the default cap of 1 applies too");
+    }
+
+    #[test]
+    fn the_cpu_request_defaults_small_and_never_above_the_cap() {
+        let spec = ok(AGENT);
+        assert_eq!(
+            (spec.resources.cpus, spec.resources.cpu_request),
+            (1.0, 0.25)
+        );
+        let spec = ok(&format!("{AGENT}resources: {{ cpus: 0.1 }}\n"));
+        assert_eq!(spec.resources.cpu_request, 0.1);
+        let spec = ok(&format!(
+            "{AGENT}resources: {{ cpus: 2, cpu_request: 2 }}\n"
+        ));
+        assert_eq!(spec.resources.cpu_request, 2.0);
+        let (_, msg) = one_error(&format!("{AGENT}resources: {{ cpu_request: 0 }}\n"));
+        assert!(
+            msg.starts_with("resources.cpu_request: 0 is out of range"),
+            "{msg}"
+        );
     }
 
     #[test]

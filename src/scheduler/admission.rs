@@ -1,4 +1,9 @@
 //! Admission: may a queued job start now, later, or never? Pure functions over what is running.
+//!
+//! CPU is compressible and memory is not: a running job reserves its CPU *request*
+//! (`resources.cpu_request`, small by default) out of the host's CPU budget, while its CPU cap
+//! (`resources.cpus`) only bounds what the container may use. Memory caps are reserved in full, so
+//! memory is never overcommitted. `--parallel` and group limits are hard ceilings on top.
 
 use crate::job::JobSpec;
 use std::collections::HashMap;
@@ -7,7 +12,9 @@ use std::collections::HashMap;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Held {
     pub jobs: usize,
-    pub cpus: f64,
+    /// The sum of their CPU requests (not their caps).
+    pub cpu_requests: f64,
+    /// The sum of their memory caps.
     pub memory: u64,
     pub per_group: HashMap<String, usize>,
 }
@@ -15,14 +22,14 @@ pub(crate) struct Held {
 impl Held {
     pub fn take(&mut self, spec: &JobSpec) {
         self.jobs += 1;
-        self.cpus += spec.resources.cpus;
+        self.cpu_requests += spec.resources.reserved_cpus();
         self.memory += spec.resources.memory.0;
         *self.per_group.entry(spec.group.clone()).or_default() += 1;
     }
 
     pub fn release(&mut self, spec: &JobSpec) {
         self.jobs = self.jobs.saturating_sub(1);
-        self.cpus = (self.cpus - spec.resources.cpus).max(0.0);
+        self.cpu_requests = (self.cpu_requests - spec.resources.reserved_cpus()).max(0.0);
         self.memory = self.memory.saturating_sub(spec.resources.memory.0);
         if let Some(n) = self.per_group.get_mut(&spec.group) {
             *n = n.saturating_sub(1);
@@ -53,9 +60,19 @@ const EPSILON: f64 = 1e-9;
 
 pub(crate) fn admit(spec: &JobSpec, held: &Held, limits: &Limits) -> Admission {
     let r = &spec.resources;
+    let request = r.reserved_cpus();
+    if request > limits.cpus + EPSILON {
+        return Admission::Never(format!(
+            "reserves {request} cpus (resources.cpu_request) but the host budget is {} \
+             (lower resources.cpu_request, or raise --host-cpus)",
+            limits.cpus
+        ));
+    }
+    // The cap reserves nothing, but a quota above the whole budget cannot be what was meant (and
+    // the engine refuses a quota above its core count).
     if r.cpus > limits.cpus + EPSILON {
         return Admission::Never(format!(
-            "needs {} cpus but the host budget is {} (lower resources.cpus, or raise --host-cpus)",
+            "is capped at {} cpus but the host budget is {} (lower resources.cpus, or raise --host-cpus)",
             r.cpus, limits.cpus
         ));
     }
@@ -74,7 +91,9 @@ pub(crate) fn admit(spec: &JobSpec, held: &Held, limits: &Limits) -> Admission {
             return Admission::Wait;
         }
     }
-    if held.cpus + r.cpus > limits.cpus + EPSILON || held.memory + r.memory.0 > limits.memory {
+    if held.cpu_requests + request > limits.cpus + EPSILON
+        || held.memory + r.memory.0 > limits.memory
+    {
         return Admission::Wait;
     }
     Admission::Start
@@ -85,12 +104,82 @@ mod tests {
     use super::*;
     use crate::job::ByteSize;
 
+    /// A job whose CPU request equals its cap, so that sums are easy to follow.
     fn spec(cpus: f64, memory: u64, group: &str) -> JobSpec {
+        request(cpus, cpus, memory, group)
+    }
+
+    fn request(cpus: f64, cpu_request: f64, memory: u64, group: &str) -> JobSpec {
         let mut s = crate::store::tests_support::spec("a");
         s.resources.cpus = cpus;
+        s.resources.cpu_request = cpu_request;
         s.resources.memory = ByteSize(memory);
         s.group = group.into();
         s
+    }
+
+    fn two_cores(parallel: usize) -> Limits {
+        Limits {
+            parallel,
+            group_limits: HashMap::new(),
+            cpus: 2.0,
+            memory: 16 << 30,
+        }
+    }
+
+    /// Starts copies of `job` until admission says otherwise; returns how many started.
+    fn fill(job: &JobSpec, limits: &Limits) -> (usize, Admission) {
+        let mut held = Held::default();
+        loop {
+            match admit(job, &held, limits) {
+                Admission::Start => held.take(job),
+                other => return (held.jobs, other),
+            }
+        }
+    }
+
+    #[test]
+    fn requests_not_caps_are_summed_so_six_default_jobs_fit_two_cores() {
+        let default = crate::store::tests_support::spec("a");
+        assert_eq!(default.resources.cpus, 1.0);
+        assert_eq!(fill(&default, &two_cores(6)), (6, Admission::Wait));
+        // Only --parallel stopped them: with more slots, eight quarter-core requests fill 2 cores.
+        assert_eq!(fill(&default, &two_cores(100)), (8, Admission::Wait));
+        // A larger request reserves more, whatever the cap.
+        assert_eq!(
+            fill(&request(2.0, 0.5, 1 << 30, "a"), &two_cores(100)),
+            (4, Admission::Wait)
+        );
+    }
+
+    #[test]
+    fn memory_caps_are_reserved_in_full() {
+        let mut limits = two_cores(100);
+        limits.memory = 4 << 30;
+        // Tiny CPU requests do not let memory overcommit: 4 GiB holds four 1 GiB caps.
+        assert_eq!(
+            fill(&request(1.0, 0.01, 1 << 30, "a"), &limits),
+            (4, Admission::Wait)
+        );
+    }
+
+    #[test]
+    fn a_request_above_the_host_budget_is_never_admissible() {
+        match admit(&request(4.0, 3.0, 1, "a"), &Held::default(), &two_cores(6)) {
+            Admission::Never(why) => {
+                assert!(why.contains("resources.cpu_request"), "{why}");
+                assert!(why.contains("--host-cpus"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stored_request_above_its_cap_reserves_only_the_cap() {
+        // Specs stored before `cpu_request` existed read as the default request, which may
+        // exceed a small cap.
+        let job = request(0.1, 0.25, 1, "a");
+        assert_eq!(fill(&job, &two_cores(100)).0, 20);
     }
 
     fn limits() -> Limits {
