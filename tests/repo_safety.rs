@@ -10,6 +10,7 @@ use common::*;
 use scripted::{create_file, ScriptedLlm};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 const HELLO: &str = "def hello():\n    return 'hi'\n";
 
@@ -145,6 +146,44 @@ fn a_repo_folder_whose_git_file_leads_outside_the_job_folder_is_refused() {
     if env.state.join("runner.db").exists() {
         assert!(env.ps().is_empty(), "nothing was stored");
     }
+}
+
+#[test]
+fn a_repo_folder_changed_to_lead_outside_after_the_job_was_accepted_is_refused_when_it_runs() {
+    let mut env = Env::new();
+    let elsewhere = env.dir.path().join("elsewhere/app");
+    make_repo(&elsewhere);
+    let jobs = env.dir.path().join("jobs");
+    make_repo(&jobs.join("app"));
+    let job = env.job(
+        "jobs/swap.yaml",
+        "name: swap\nimage: runner/base:bookworm\nrepo: ./app\ncommand: [\"ls\", \"/workspace\"]\n",
+    );
+    let out = env.run(&["submit", path_str(&job)]);
+    assert!(
+        out.status.success(),
+        "accepted while inside: {}",
+        stderr(&out)
+    );
+    let id = stdout(&out).trim().to_string();
+    // Once accepted, the folder's `.git` is swapped for a gitfile to a repository elsewhere.
+    std::fs::remove_dir_all(jobs.join("app/.git")).unwrap();
+    std::fs::write(
+        jobs.join("app/.git"),
+        format!("gitdir: {}\n", elsewhere.join(".git").display()),
+    )
+    .unwrap();
+    let daemon = env.spawn_daemon(&[]);
+    env.wait_state(&id, "failed", Duration::from_secs(30));
+    let show = env.show(&id);
+    assert_eq!(show["reason"], "infra", "{show}");
+    let detail = show["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("outside the job file's directory"),
+        "{show}"
+    );
+    assert!(env.containers().is_empty(), "nothing ran");
+    env.signal_daemon(daemon, "TERM");
 }
 
 /// Run as the job's `verify`: commits a tree holding `.GIT/config` (made with `mktree`, which

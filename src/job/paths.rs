@@ -144,18 +144,35 @@ pub(crate) fn check_repo_inside(base: &Path, path: &Path) -> Result<(), String> 
                         dot_git.display()
                     )
                 })?;
-            git_dir = normalize(&path.join(target));
+            git_dir = existing(
+                &path.join(target),
+                &format!("the gitfile `{}`", dot_git.display()),
+            )?;
             check_inside(base, &git_dir)
                 .map_err(|_| outside(&format!("the gitfile `{}`", dot_git.display()), &git_dir))?;
         }
     }
     let commondir = git_dir.join("commondir");
     if commondir.is_file() {
-        let common = normalize(&git_dir.join(read_small(&commondir).trim()));
+        let common = existing(
+            &git_dir.join(read_small(&commondir).trim()),
+            &format!("`{}`", commondir.display()),
+        )?;
         check_inside(base, &common)
             .map_err(|_| outside(&format!("`{}`", commondir.display()), &common))?;
     }
     Ok(())
+}
+
+/// Where `target` (named by `what`) really leads, resolved by the file system as git resolves it:
+/// `link/..` is the parent of wherever `link` points, not the folder holding `link`.
+fn existing(target: &Path, what: &str) -> Result<PathBuf, String> {
+    std::fs::canonicalize(target).map_err(|e| {
+        format!(
+            "{what} names `{}`, which cannot be resolved ({e}): make `repo` a plain git repository",
+            target.display()
+        )
+    })
 }
 
 /// `path` with symlinks resolved, when it exists.
@@ -254,6 +271,31 @@ mod tests {
         assert!(
             check_repo_inside(&base, &repo).is_err(),
             "a .git symlink out"
+        );
+    }
+
+    #[test]
+    fn a_gitfile_leading_out_through_a_symlink_and_dot_dot_is_refused() {
+        // `link/..` is the parent of where `link` points (as git resolves it), not `jobs/`.
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("jobs");
+        let repo = base.join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        let far = tmp.path().join("far/away");
+        std::fs::create_dir_all(&far).unwrap();
+        std::fs::create_dir_all(tmp.path().join("far/x.git")).unwrap();
+        std::fs::create_dir_all(base.join("x.git")).unwrap();
+        std::os::unix::fs::symlink(&far, base.join("link")).unwrap();
+        std::fs::write(repo.join(".git"), "gitdir: ../link/../x.git\n").unwrap();
+        let err = check_repo_inside(&base, &repo).unwrap_err();
+        assert!(err.contains("far/x.git"), "{err}");
+        // The same trick in a linked work tree's `commondir`.
+        std::fs::write(repo.join(".git"), "gitdir: ../x.git\n").unwrap();
+        std::fs::write(base.join("x.git/commondir"), "../link/../x.git\n").unwrap();
+        let err = check_repo_inside(&base, &repo).unwrap_err();
+        assert!(
+            err.contains("commondir") && err.contains("far/x.git"),
+            "{err}"
         );
     }
 

@@ -48,9 +48,25 @@ pub struct JobSpec {
     /// Command run inside the sandbox that must pass for the job to succeed.
     pub verify: Option<Vec<String>>,
     pub output: OutputSettings,
+    /// The folder of the job file, for checking local paths again when the job runs (absent for
+    /// jobs stored by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_dir: Option<PathBuf>,
 }
 
 impl JobSpec {
+    /// Checks again, when the job runs, that a local `repo` (and the git data its `.git` leads
+    /// to) is still inside the job file's folder: the folder may have changed since the job was
+    /// accepted.
+    pub fn recheck_repo(&self) -> Result<(), String> {
+        match (&self.repo, &self.job_dir) {
+            (Some(RepoSource::Path(path)), Some(dir)) => super::paths::check_inside(dir, path)
+                .and_then(|()| super::paths::check_repo_inside(dir, path))
+                .map_err(|e| format!("repo: {e}")),
+            _ => Ok(()),
+        }
+    }
+
     /// True for agent jobs (`task:`), false for plain `command:` jobs.
     pub fn is_agent(&self) -> bool {
         matches!(self.kind, JobKind::Task { .. })

@@ -165,6 +165,7 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         p.errors.sort_by_key(|e| e.location);
         return Err(p.errors);
     };
+    let repo_is_path = matches!(repo, Some(RepoSource::Path(_)));
     Ok(JobSpec {
         name: name.0,
         kind,
@@ -192,6 +193,7 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         },
         verify: raw.verify.map(|v| v.0),
         output,
+        job_dir: repo_is_path.then(|| base.to_path_buf()),
     })
 }
 

@@ -145,6 +145,7 @@ const SHADOW_CONFIG: &str = "[core]\n\
 \thooksPath = /dev/null\n\
 \tfsmonitor = false\n\
 \tlogAllRefUpdates = false\n\
+\talternateRefsCommand = :\n\
 [receive]\n\
 \tautogc = false\n\
 [gc]\n\
@@ -227,6 +228,10 @@ impl Shadow {
         for part in &parts[..parts.len().saturating_sub(1)] {
             dir.push(part);
             dirs.push(dir.clone());
+        }
+        // Loose objects land in `objects/xx/`, packs in `objects/pack/`: none may lead elsewhere.
+        if let Ok(entries) = std::fs::read_dir(repo.common_dir.join("objects")) {
+            dirs.extend(entries.flatten().map(|e| e.path()));
         }
         for dir in dirs {
             if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {

@@ -288,6 +288,20 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_in_the_origin_objects_is_never_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (origin, mirror, bundle, _) = setup(tmp.path());
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let pack = origin.join("objects/pack");
+        let _ = std::fs::remove_dir_all(&pack);
+        std::os::unix::fs::symlink(&elsewhere, &pack).unwrap();
+        let err = push_branch(&RepoSource::Path(origin), &mirror, &bundle, "runner/x").unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
     fn a_different_existing_branch_is_never_overwritten() {
         let tmp = tempfile::tempdir().unwrap();
         let (origin, mirror, bundle, head) = setup(tmp.path());

@@ -46,6 +46,16 @@ pub fn artifacts_path(artifacts_dir: &Path, job: &str, n: u32) -> PathBuf {
     artifacts_dir.join(job).join(n.to_string())
 }
 
+/// How an attempt begins.
+enum Start {
+    /// The operator does not allow what the job names, or a secret is missing: not retried.
+    Refused(Outcome),
+    /// A result stored before a crash was delivered (or failed to be); nothing else runs.
+    Delivered(Outcome),
+    /// The job runs, with these secrets.
+    Run(Vec<(String, Secret)>),
+}
+
 /// Where attempt `n` of a job writes its output.
 pub fn log_path(logs_dir: &std::path::Path, job: &str, n: u32) -> PathBuf {
     logs_dir.join(job).join(format!("{n}.log"))
@@ -68,16 +78,28 @@ impl<S: Sandbox> Attempt<S> {
         let (id, n) = (self.job.id.clone(), self.attempt.n);
         // A job that can never start as written (no image, no secret...) is not retried.
         // The operator's allow-lists come first: the job file may not be the operator's.
-        let secrets = self.allowed().and_then(|()| read_secrets(&self.job.spec));
-        let (outcome, max_attempts, redact) = match secrets {
-            Ok(secrets) => {
+        // A result stored before a crash only needs delivering: the job's secrets (which the
+        // restarted scheduler's environment may lack) are not read for it.
+        let start = match self.allowed() {
+            Err(refused) => Start::Refused(refused),
+            Ok(()) => match self.resume_delivery().await {
+                Some(delivered) => Start::Delivered(delivered),
+                None => match read_secrets(&self.job.spec) {
+                    Ok(secrets) => Start::Run(secrets),
+                    Err(refused) => Start::Refused(refused),
+                },
+            },
+        };
+        let (outcome, max_attempts, redact) = match start {
+            Start::Delivered(outcome) => (outcome, 1 + self.job.spec.retries, Redactor::default()),
+            Start::Run(secrets) => {
                 let redact = redactor(&secrets);
                 match self.execute(secrets, &redact).await {
                     Ok(outcome) => (outcome, 1 + self.job.spec.retries, redact),
                     Err(permanent) => (permanent, n, redact),
                 }
             }
-            Err(permanent) => (permanent, n, Redactor::default()),
+            Start::Refused(permanent) => (permanent, n, Redactor::default()),
         };
         // A detail may quote what the job or the manager printed (the manager's last words).
         let mut outcome = outcome;
@@ -162,9 +184,6 @@ impl<S: Sandbox> Attempt<S> {
         secrets: Vec<(String, Secret)>,
         redact: &Redactor,
     ) -> Result<Outcome, Outcome> {
-        if let Some(outcome) = self.resume_delivery().await {
-            return Ok(outcome);
-        }
         let spec = &self.job.spec;
         let labels = self.labels();
         let grace = self.config.stop_grace.as_secs() as i64;

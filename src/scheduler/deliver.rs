@@ -130,6 +130,7 @@ async fn push(
             "output.mode branch/pr needs a repo".into(),
         ));
     };
+    spec.recheck_repo().map_err(DeliverError::Push)?;
     let (cache, bundle, branch) = (
         cache.to_path_buf(),
         PathBuf::from(&delivery.bundle),

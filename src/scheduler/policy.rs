@@ -5,8 +5,9 @@
 //! anything, and refuses it with a message naming the flag that would allow it.
 //!
 //! Defaults keep a single user's setup working: any variable may be a secret except credentials
-//! (`OPENAI_API_KEY`, `GITHUB_TOKEN` and every variable an `--allow-llm-key`/`--allow-pr-token`
-//! names), which need `--allow-secret NAME`; `OPENAI_API_KEY` may go to the scheduler's own
+//! (`OPENAI_API_KEY`, `GITHUB_TOKEN`, every variable an `--allow-llm-key`/`--allow-pr-token`
+//! names, and well-known provider credentials such as `*_API_KEY`, `GH_TOKEN` and AWS's secret
+//! keys), which need `--allow-secret NAME`; `OPENAI_API_KEY` may go to the scheduler's own
 //! `OPENAI_BASE_URL`/`OPENAI_API_BASE` and to `https://api.openai.com/v1`; `GITHUB_TOKEN` to
 //! `https://api.github.com`.
 
@@ -15,6 +16,16 @@ use reqwest::Url;
 
 /// The key variable an OpenAI client reads, allowed to the scheduler's own upstream.
 const DEFAULT_LLM_KEY: &str = "OPENAI_API_KEY";
+/// Names of other well-known credentials: like the runner's own, a job may read them only when
+/// `--allow-secret` names them exactly.
+const KNOWN_CREDENTIALS: [&str; 6] = [
+    "*_API_KEY",
+    "GH_TOKEN",
+    "GITLAB_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+];
 /// OpenAI's API: where `OPENAI_API_KEY` may always go.
 const OPENAI_API: &str = "https://api.openai.com/v1";
 
@@ -130,7 +141,9 @@ impl Policy {
     }
 
     fn check_secret(&self, name: &str) -> Result<(), PolicyError> {
-        let credential = name == DEFAULT_LLM_KEY
+        let known = KNOWN_CREDENTIALS.iter().any(|p| glob_matches(p, name));
+        let credential = known
+            || name == DEFAULT_LLM_KEY
             || name == DEFAULT_TOKEN_ENV
             || self
                 .llm_keys
@@ -148,7 +161,9 @@ impl Policy {
         }
         Err(PolicyError::Secret {
             name: name.to_string(),
-            why: if credential {
+            why: if known {
+                " (it looks like a provider's credential)"
+            } else if credential {
                 " (it is a credential the runner itself uses)"
             } else {
                 " (it is not on the --allow-secret list)"
@@ -362,6 +377,11 @@ mod tests {
         let err = open.check_secret("OPENAI_API_KEY").unwrap_err().to_string();
         assert!(err.contains("--allow-secret OPENAI_API_KEY"), "{err}");
         assert!(open.check_secret("GITHUB_TOKEN").is_err());
+        for known in ["ANTHROPIC_API_KEY", "GH_TOKEN", "AWS_SECRET_ACCESS_KEY"] {
+            let err = open.check_secret(known).unwrap_err().to_string();
+            assert!(err.contains("provider's credential"), "{err}");
+        }
+        assert!(open.check_secret("API_TOKEN").is_ok(), "an ordinary name");
 
         let rule = parse_credential_rule("GH_PAT=https://ghe.example.com/api/v3").unwrap();
         let listed = Policy::new(

@@ -27,6 +27,7 @@ pub(crate) fn spec(name: &str) -> JobSpec {
         budget: Budget::default(),
         verify: None,
         output: OutputSettings::default(),
+        job_dir: None,
     }
 }
 

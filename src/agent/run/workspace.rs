@@ -19,6 +19,8 @@ pub struct Prepared {
 /// Mirrors and checks out the job's repository on the host (before any container exists, so a
 /// bad repo or ref fails fast). Errors are permanent: a retry cannot fix them.
 pub async fn prepare(spec: &JobSpec, cache: &Path, work: &Path) -> Result<Prepared, Outcome> {
+    spec.recheck_repo()
+        .map_err(|e| Outcome::failed(Reason::Infra, None, e))?;
     let Some(source) = spec.repo.clone() else {
         return Ok(Prepared {
             tar: None,

@@ -5,7 +5,7 @@
 
 use super::{json_log, missing_image_hint, never_restart, status_code, DockerSandbox};
 use crate::sandbox::images::BASE_IMAGE;
-use crate::sandbox::{RelayPlan, SandboxError, RELAY_PORT};
+use crate::sandbox::{ContainerState, RelayPlan, Sandbox, SandboxError, RELAY_PORT};
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum};
 use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder};
@@ -142,24 +142,19 @@ impl DockerSandbox {
         &self,
         relay: &RelayPlan,
     ) -> Result<(), SandboxError> {
-        let options = CreateContainerOptionsBuilder::new()
-            .name(&relay.name)
-            .build();
-        match self
-            .docker
-            .create_container(Some(options), create_body(relay))
-            .await
-        {
-            Ok(_) => {}
-            // Made before a restart: adopt it (started again below if it stopped).
-            Err(e) if status_code(&e) == Some(409) => {}
-            Err(e) if status_code(&e) == Some(404) => {
-                return Err(SandboxError::ImageMissing {
-                    image: BASE_IMAGE.into(),
-                    hint: missing_image_hint(BASE_IMAGE),
-                })
+        if !self.create_relay(relay).await? {
+            // Made before a restart. A running relay has printed its one ready line; one that
+            // stopped is made afresh, so an old ready line is never taken for a new one.
+            if self.inspect(&relay.name).await? == Some(ContainerState::Running) {
+                return self.wait_until_listening(&relay.name).await;
             }
-            Err(e) => return Err(self.map_err(e)),
+            self.remove(&relay.name).await?;
+            if !self.create_relay(relay).await? {
+                return Err(SandboxError::Engine(format!(
+                    "the gateway relay {} came back while it was being replaced",
+                    relay.name
+                )));
+            }
         }
         match self
             .docker
@@ -176,6 +171,26 @@ impl DockerSandbox {
             Err(e) => return Err(self.map_err(e)),
         }
         self.wait_until_listening(&relay.name).await
+    }
+
+    /// Creates the relay; false when one of that name exists already.
+    async fn create_relay(&self, relay: &RelayPlan) -> Result<bool, SandboxError> {
+        let options = CreateContainerOptionsBuilder::new()
+            .name(&relay.name)
+            .build();
+        match self
+            .docker
+            .create_container(Some(options), create_body(relay))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if status_code(&e) == Some(409) => Ok(false),
+            Err(e) if status_code(&e) == Some(404) => Err(SandboxError::ImageMissing {
+                image: BASE_IMAGE.into(),
+                hint: missing_image_hint(BASE_IMAGE),
+            }),
+            Err(e) => Err(self.map_err(e)),
+        }
     }
 
     /// Reads the relay's output until it says it listens (or it exits, or time runs out).
