@@ -3,7 +3,7 @@
 //!
 //! Each turn's Aider output is built from the real Aider 0.86.2 recordings in
 //! tests/fixtures/aider/*.txt, repeated and varied (file names, commit ids, token counts) to
-//! 2–20 KB a turn. The turn context is driven exactly as the manager loop does it (src/agent/run.rs):
+//! 2–20 KB a turn. The turn context is driven exactly as the manager loop does it (src/attempt/drive.rs):
 //! turn k is asked with the output that followed turn k-1 (the start-up output on turn 1), then the
 //! step is remembered. The request is the one the manager sends (model, messages, temperature,
 //! response_format), serialised.

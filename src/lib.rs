@@ -2,6 +2,7 @@
 //! See docs/architecture.md for how the modules fit together.
 
 pub mod agent;
+pub mod attempt;
 pub mod cli;
 pub mod job;
 pub mod llm;

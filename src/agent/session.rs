@@ -71,6 +71,9 @@ const MAX_EVENTS: usize = 1_000;
 /// questions and markers are far shorter; a longer line is neither a prompt nor a question.
 const LINE_MAX: usize = 4096;
 
+/// How long Aider's output must stay quiet after a prompt before it counts as ready.
+pub const QUIET: Duration = Duration::from_millis(50);
+
 /// Longest a quiet prompt waits for an LLM call in flight to end. A call that outlives this with
 /// no output (a client that stopped reading and kept its connection) no longer holds the turn.
 pub const LLM_HOLD: Duration = Duration::from_secs(20);

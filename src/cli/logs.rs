@@ -5,7 +5,7 @@
 
 use super::exit::{CmdResult, SUCCESS};
 use super::terminal::Visible;
-use crate::scheduler::log_path;
+use crate::attempt::log_path;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Duration;

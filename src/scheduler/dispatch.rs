@@ -2,8 +2,8 @@
 //! attempts, forwards cancel requests, scans the jobs dir, and turns signals into a drain or a kill.
 
 use super::admission::{admit, Admission, Held, Limits};
-use super::attempt::{Attempt, LlmAccess};
 use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
+use crate::attempt::{Attempt, LlmAccess};
 use crate::job::{self, JobSpec};
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Reason};

@@ -2,27 +2,22 @@
 //! terminal) and `runner daemon` (long-lived, also watching a jobs dir).
 //!
 //! One dispatcher loop owns all scheduling state (what runs, what it holds of the limits). Each
-//! attempt runs in its own task ([`attempt`]) and reports back when it ends. Limits: a global
+//! attempt runs in its own task ([`crate::attempt`]) and reports back when it ends. Limits: a global
 //! `parallel` ceiling, per-group ceilings, and resource admission (the sum of running jobs' cpu and
 //! memory caps stays within the host budget). On start the dispatcher reconciles with the engine
 //! ([`reconcile`]): containers of active jobs are adopted, vanished ones marked `lost`, and
 //! containers no job owns removed.
 
 mod admission;
-mod attempt;
-mod deliver;
 mod dispatch;
 #[cfg(test)]
 mod fake;
 pub mod lock;
-pub mod logfile;
 pub mod policy;
 mod reconcile;
-pub mod redact;
 #[cfg(test)]
 mod tests;
 
-pub use attempt::log_path;
 pub use dispatch::run;
 pub use lock::{LockError, StateLock};
 
@@ -86,7 +81,7 @@ impl SchedulerConfig {
             host_cpus: None,
             host_memory: None,
             stop_grace: Duration::from_secs(10),
-            log_cap: logfile::DEFAULT_LOG_CAP,
+            log_cap: crate::attempt::logfile::DEFAULT_LOG_CAP,
             tick: Duration::from_millis(200),
             jobs_dir: None,
             jobs_dir_interval: Duration::from_secs(2),

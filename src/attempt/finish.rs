@@ -1,6 +1,6 @@
 //! The end of an agent attempt: verify the work, export it as a patch (and bundle), and for
 //! `output.mode: branch | pr` record the pending delivery (pushing the branch and opening the
-//! pull request happen after the container stops, in `scheduler::deliver`).
+//! pull request happen after the container stops, in `deliver`).
 
 use super::drive::Drive;
 use super::infra;

@@ -1,11 +1,11 @@
 //! The container of an agent attempt: Aider behind a small shell wrapper that waits for the
-//! workspace before it starts.
+//! workspace before it starts (the attempt uploads it, then creates [`READY_FILE`]).
 
 use crate::job::JobSpec;
 use crate::sandbox::{ContainerPlan, Labels, Secret};
 
 /// File the wrapper waits for before starting Aider (the workspace is in place).
-pub(super) const READY_FILE: &str = "/tmp/.runner-workspace-ready";
+pub const READY_FILE: &str = "/tmp/.runner-workspace-ready";
 /// Waits for the workspace, copies the image's warm Aider home into a writable one (the root
 /// file system is read-only), then becomes Aider with the gateway as its OpenAI endpoint. The
 /// token stays in the environment (`OPENAI_API_KEY`, which Aider reads): on a command line every
@@ -30,28 +30,6 @@ if [ -f /etc/runner/aider-models.json ]; then set -- --model-metadata-file /etc/
 if [ -f /etc/runner/aider-model-settings.yml ]; then set -- --model-settings-file /etc/runner/aider-model-settings.yml "$@"; fi
 exec aider --openai-api-base "$OPENAI_API_BASE" "$@"
 "#;
-
-/// For a plain job with a `repo`: waits for the workspace, then runs the job's own command.
-const WAIT_THEN_RUN: &str = r#"i=0
-while [ ! -e /tmp/.runner-workspace-ready ]; do
-  i=$((i+1)); if [ $i -gt 2400 ]; then echo "runner: the workspace never arrived" >&2; exit 97; fi
-  sleep 0.05
-done
-cd /workspace
-exec "$@"
-"#;
-
-/// A plain job's command, run once its repository is in /workspace (the image needs `sh`).
-pub fn after_upload(command: &[String]) -> Vec<String> {
-    let mut argv: Vec<String> = vec![
-        "sh".into(),
-        "-c".into(),
-        WAIT_THEN_RUN.into(),
-        "runner-job".into(),
-    ];
-    argv.extend(command.iter().cloned());
-    argv
-}
 
 /// The container of an agent attempt.
 pub fn plan(

@@ -1,12 +1,34 @@
 //! The attempt's workspace: the job's repository mirrored and checked out on the host, then
 //! uploaded into the running container (or an empty repository when the job has none).
 
-use super::plan::READY_FILE;
+use crate::agent::plan::READY_FILE;
 use crate::job::JobSpec;
 use crate::sandbox::Sandbox;
 use crate::state::{Outcome, Reason};
 use bytes::Bytes;
 use std::path::Path;
+
+/// For a plain job with a `repo`: waits for the workspace, then runs the job's own command.
+const WAIT_THEN_RUN: &str = r#"i=0
+while [ ! -e /tmp/.runner-workspace-ready ]; do
+  i=$((i+1)); if [ $i -gt 2400 ]; then echo "runner: the workspace never arrived" >&2; exit 97; fi
+  sleep 0.05
+done
+cd /workspace
+exec "$@"
+"#;
+
+/// A plain job's command, run once its repository is in /workspace (the image needs `sh`).
+pub fn after_upload(command: &[String]) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        WAIT_THEN_RUN.into(),
+        "runner-job".into(),
+    ];
+    argv.extend(command.iter().cloned());
+    argv
+}
 
 /// The repository, ready to upload.
 pub struct Prepared {
@@ -57,7 +79,7 @@ pub async fn prepare(spec: &JobSpec, cache: &Path, work: &Path) -> Result<Prepar
 /// Puts the workspace into the running container and lets Aider start; returns the base commit.
 /// True when the workspace of a running container is already in place (an adopted container).
 pub async fn uploaded<S: Sandbox>(sandbox: &S, name: &str) -> bool {
-    let argv = ["test", "-e", super::plan::READY_FILE].map(String::from);
+    let argv = ["test", "-e", READY_FILE].map(String::from);
     matches!(sandbox.exec(name, &argv, None, 1024).await, Ok(out) if out.code == 0)
 }
 

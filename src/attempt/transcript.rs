@@ -5,9 +5,9 @@
 //! printed in two writes is redacted in both. What the runner types ends the output before it:
 //! the held bytes are settled then, and at the end.
 
+use super::logfile::CappedLog;
+use super::redact::Redactor;
 use crate::agent::session::{Direction, TranscriptEntry};
-use crate::scheduler::logfile::CappedLog;
-use crate::scheduler::redact::Redactor;
 use crate::state::JobId;
 use crate::store::SharedStore;
 use std::path::PathBuf;

@@ -38,7 +38,7 @@ pub struct Drive<'a, S: Sandbox> {
     /// Progress lines for the live display.
     pub progress: &'a (dyn Fn(JobState, Option<String>) + Send + Sync),
     /// The job's secret values, kept out of the verify output stored as an artifact.
-    pub redact: &'a crate::scheduler::redact::Redactor,
+    pub redact: &'a super::redact::Redactor,
 }
 
 /// How the manager loop ended.

@@ -5,8 +5,10 @@
 //! branch already at the result's commit, a pull request already open for the branch): the
 //! result is delivered once. A bundle whose hash changed since the export is never delivered.
 
+use super::Attempt;
 use crate::job::{JobSpec, RepoSource};
-use crate::state::{JobId, Outcome, Reason};
+use crate::sandbox::Sandbox;
+use crate::state::{JobId, JobState, Outcome, Reason};
 use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState, SharedStore};
 use std::path::{Path, PathBuf};
 
@@ -178,4 +180,41 @@ async fn pull_request(spec: &JobSpec, job: &JobId, branch: &str) -> Result<Strin
     )
     .await
     .map_err(|e| fail(e.to_string()))
+}
+
+impl<S: Sandbox> Attempt<S> {
+    /// Pushes the attempt's result and opens its pull request, if it has a delivery.
+    pub(super) async fn deliver(&self) -> Option<Outcome> {
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        let pending = self.store.call(move |s| s.delivery(&id, n)).await;
+        if !matches!(pending, Ok(Some(_))) {
+            return None;
+        }
+        self.emit(JobState::Running, Some("delivering the result".into()));
+        deliver(
+            &self.store,
+            &self.job.spec,
+            &self.config.cache_dir,
+            &self.job.id,
+            self.attempt.n,
+        )
+        .await
+    }
+
+    /// An attempt adopted after a crash whose result was already exported: its delivery is
+    /// finished from the stored result (the work is not redone). `None` for any other attempt.
+    pub(super) async fn resume_delivery(&self) -> Option<Outcome> {
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        let stored = self.store.call(move |s| s.delivery(&id, n)).await;
+        if !matches!(stored, Ok(Some(_))) {
+            return None;
+        }
+        tracing::info!(job = %self.job.id, attempt = n, "finishing the delivery of a stored result");
+        // The crash may have come before the container was stopped.
+        let name = &self.attempt.container;
+        if let Err(e) = self.sandbox.stop(name, self.config.stop_grace).await {
+            tracing::debug!(container = %name, "stop before delivery: {e}");
+        }
+        self.deliver().await
+    }
 }

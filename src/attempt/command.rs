@@ -1,0 +1,110 @@
+//! A plain command job: its repository uploaded if it names one, its output copied into the
+//! attempt's capped log while it runs (or read back from the engine for an adopted container).
+
+use super::logfile::CappedLog;
+use super::redact::Redactor;
+use super::workspace::Prepared;
+use super::Attempt;
+use crate::sandbox::{Launched, OutputStream, Sandbox};
+use crate::state::Outcome;
+use futures_util::StreamExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+impl<S: Sandbox> Attempt<S> {
+    /// A plain command: copy its output while it runs; returns the outcome and whether the log
+    /// was stored.
+    pub(super) async fn run_command(
+        &self,
+        name: &str,
+        launched: Launched,
+        prepared: Option<Prepared>,
+        path: &Path,
+        redact: &Redactor,
+    ) -> (Outcome, bool) {
+        if let Some(prepared) = prepared {
+            // The command waits for its repository; an adopted container may have it already.
+            let sandbox = self.sandbox.as_ref();
+            let needed =
+                launched.output.is_some() || !super::workspace::uploaded(sandbox, name).await;
+            if needed {
+                match super::workspace::upload(sandbox, name, prepared).await {
+                    Ok(base) => self.record_base(&base).await,
+                    Err(outcome) => {
+                        let _ = self.sandbox.stop(name, self.config.stop_grace).await;
+                        return (outcome, false);
+                    }
+                }
+            }
+        }
+        // An adopted container's output is read back from the engine: follow it live, and once
+        // it has exited read it whole again (following can miss the last output).
+        let adopted = launched.output.is_none();
+        let output = launched
+            .output
+            .unwrap_or_else(|| self.sandbox.logs(name, true));
+        let copy = tokio::spawn(copy_output(
+            output,
+            path.to_path_buf(),
+            self.config.log_cap,
+            redact.fresh(),
+        ));
+        let outcome = self
+            .supervise(name, false, std::future::pending::<Option<Outcome>>())
+            .await;
+        let mut stored = match tokio::time::timeout(Duration::from_secs(30), copy).await {
+            Ok(Ok(stored)) => stored,
+            _ => {
+                tracing::warn!(job = %self.job.id, "output copy did not finish within 30s");
+                false
+            }
+        };
+        if adopted {
+            stored = copy_output(
+                self.sandbox.logs(name, false),
+                path.to_path_buf(),
+                self.config.log_cap,
+                redact.fresh(),
+            )
+            .await;
+        }
+        (outcome, stored)
+    }
+}
+
+/// Copies a container's output into its capped log file (recreated); true when stored.
+async fn copy_output(
+    mut output: OutputStream,
+    path: PathBuf,
+    cap: u64,
+    redactor: Redactor,
+) -> bool {
+    let mut log = match CappedLog::create(&path, cap).await {
+        Ok(log) => log.redacting(redactor),
+        Err(e) => {
+            tracing::error!(path = %path.display(), "cannot write log: {e}");
+            return false;
+        }
+    };
+    while let Some(chunk) = output.next().await {
+        match chunk {
+            Ok(bytes) => {
+                if let Err(e) = log.write(&bytes).await {
+                    tracing::error!(path = %path.display(), "cannot write log: {e}");
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!("output stream ended: {e}");
+                break;
+            }
+        }
+    }
+    match log.finish().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "cannot finish log: {e}");
+            false
+        }
+    }
+}

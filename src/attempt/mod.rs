@@ -1,0 +1,336 @@
+//! One attempt of one job, from launch to a recorded outcome: the attempt's whole lifecycle,
+//! for plain commands and agents alike. The same code adopts a container found running after a
+//! restart: launching is idempotent (deterministic names), the deadline is counted from the
+//! attempt's recorded start, and the log is rebuilt from the container's output.
+//!
+//! `run` (here) checks the operator's policy, reads secrets, plans the container, prepares the
+//! repository (`workspace`), connects the gateway (`llm`), launches, then runs the work
+//! (`command`, or `agent` with its manager loop in `drive` ending in `finish`) inside
+//! `supervise`, delivers the result (`deliver`), records the outcome and cleans up. Output goes
+//! to capped logs (`logfile`) through streaming secret redaction (`redact`); an agent's output
+//! also to its transcript (`transcript`).
+
+mod agent;
+mod command;
+mod deliver;
+mod drive;
+mod finish;
+mod llm;
+pub mod logfile;
+pub mod redact;
+mod supervise;
+mod transcript;
+mod workspace;
+
+pub(crate) use llm::LlmAccess;
+
+use crate::job::{JobKind, JobSpec, NetworkMode};
+use crate::sandbox::{ContainerPlan, Labels, Sandbox, SandboxError, Secret};
+use crate::scheduler::{Event, SchedulerConfig};
+use crate::state::{JobState, Outcome, Reason};
+use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
+use redact::Redactor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+/// Everything one attempt needs.
+pub(crate) struct Attempt<S: Sandbox> {
+    pub store: SharedStore,
+    pub sandbox: Arc<S>,
+    pub config: Arc<SchedulerConfig>,
+    pub job: JobRecord,
+    pub attempt: AttemptRecord,
+    /// Fired by `runner cancel` or by a second interrupt.
+    pub cancel: CancellationToken,
+    /// The LLM gateway, for `network: llm` jobs.
+    pub llm: Option<LlmAccess>,
+    pub events: Option<UnboundedSender<Event>>,
+}
+
+/// Where attempt `n` of a job keeps its results: each attempt its own, so a retry never
+/// overwrites what an earlier attempt made (and may already have delivered).
+pub fn artifacts_path(artifacts_dir: &Path, job: &str, n: u32) -> PathBuf {
+    artifacts_dir.join(job).join(n.to_string())
+}
+
+/// How an attempt begins.
+enum Start {
+    /// The operator does not allow what the job names, or a secret is missing: not retried.
+    Refused(Outcome),
+    /// A result stored before a crash was delivered (or failed to be); nothing else runs.
+    Delivered(Outcome),
+    /// The job runs, with these secrets.
+    Run(Vec<(String, Secret)>),
+}
+
+/// Where attempt `n` of a job writes its output.
+pub fn log_path(logs_dir: &std::path::Path, job: &str, n: u32) -> PathBuf {
+    logs_dir.join(job).join(format!("{n}.log"))
+}
+
+impl<S: Sandbox> Attempt<S> {
+    fn emit(&self, state: JobState, detail: Option<String>) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(Event {
+                job: self.job.id.clone(),
+                name: self.job.name.clone(),
+                state,
+                detail,
+            });
+        }
+    }
+
+    /// Runs the attempt to its end and records the outcome. Returns the job's resulting state.
+    pub async fn run(self) -> FinishResult {
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        // A job that can never start as written (no image, no secret...) is not retried.
+        // The operator's allow-lists come first: the job file may not be the operator's.
+        // A result stored before a crash only needs delivering: the job's secrets (which the
+        // restarted scheduler's environment may lack) are not read for it.
+        let start = match self.allowed() {
+            Err(refused) => Start::Refused(refused),
+            Ok(()) => match self.resume_delivery().await {
+                Some(delivered) => Start::Delivered(delivered),
+                None => match read_secrets(&self.job.spec) {
+                    Ok(secrets) => Start::Run(secrets),
+                    Err(refused) => Start::Refused(refused),
+                },
+            },
+        };
+        let (outcome, max_attempts, redact) = match start {
+            Start::Delivered(outcome) => (outcome, 1 + self.job.spec.retries, Redactor::default()),
+            Start::Run(secrets) => {
+                let redact = redactor(&secrets);
+                match self.execute(secrets, &redact).await {
+                    Ok(outcome) => (outcome, 1 + self.job.spec.retries, redact),
+                    Err(permanent) => (permanent, n, redact),
+                }
+            }
+            Start::Refused(permanent) => (permanent, n, Redactor::default()),
+        };
+        // A detail may quote what the job or the manager printed (the manager's last words).
+        let mut outcome = outcome;
+        if let Outcome::Failed { detail, .. } = &mut outcome {
+            *detail = redact.redact_str(detail);
+        }
+        let recorded = outcome.clone();
+        let result = self
+            .store
+            .call(move |s| s.finish_attempt(&id, n, &recorded, max_attempts))
+            .await;
+        // Only now, with the outcome durable: a crash before this point (or an outcome that could
+        // not be stored) leaves the container for the next scheduler to adopt and finish, instead
+        // of a job whose container vanished.
+        if result.is_ok() {
+            self.clean_up().await;
+        }
+        match result {
+            Ok(FinishResult::Finished(state)) => {
+                let detail = match &outcome {
+                    Outcome::Failed { detail, .. } => Some(detail.clone()),
+                    _ => None,
+                };
+                self.emit(state, detail);
+                FinishResult::Finished(state)
+            }
+            Ok(FinishResult::Requeued) => {
+                self.emit(
+                    JobState::Queued,
+                    Some("retrying after an infrastructure failure".into()),
+                );
+                FinishResult::Requeued
+            }
+            Ok(other) => other,
+            Err(e) => {
+                tracing::error!(job = %self.job.id, "cannot record the outcome: {e}");
+                FinishResult::AlreadyFinished
+            }
+        }
+    }
+
+    /// Removes the attempt's container (and its gateway relay) and revokes its gateway tokens,
+    /// once its outcome is recorded.
+    async fn clean_up(&self) {
+        let name = &self.attempt.container;
+        if let Err(e) = self.sandbox.remove(name).await {
+            tracing::warn!(container = %name, "cannot remove container: {e}");
+        }
+        if let Some(llm) = &self.llm {
+            let relay = self.labels().relay_name();
+            if let Err(e) = self.sandbox.remove(&relay).await {
+                tracing::warn!(container = %relay, "cannot remove the gateway relay: {e}");
+            }
+            if let Err(e) = llm.gateway.revoke(&self.job.id, self.attempt.n).await {
+                tracing::warn!(job = %self.job.id, "cannot revoke gateway tokens: {e}");
+            }
+        }
+    }
+
+    /// Whether the operator lets this job have what it names (secrets, where its LLM key and
+    /// pull-request token go); checked before anything is read, sent or created.
+    fn allowed(&self) -> Result<(), Outcome> {
+        self.config
+            .policy
+            .check(&self.job.spec, |var| std::env::var_os(var).is_some())
+            .map_err(|e| Outcome::failed(Reason::Infra, None, e.to_string()))
+    }
+
+    /// The labels of this attempt's Docker objects.
+    fn labels(&self) -> Labels {
+        Labels {
+            state: self.store.state_id(),
+            job: self.job.id.to_string(),
+            attempt: self.attempt.n,
+        }
+    }
+
+    /// Runs the attempt; `Err` is a failure that no retry can cure. The container is left for
+    /// [`Attempt::clean_up`].
+    async fn execute(
+        &self,
+        secrets: Vec<(String, Secret)>,
+        redact: &Redactor,
+    ) -> Result<Outcome, Outcome> {
+        let spec = &self.job.spec;
+        let labels = self.labels();
+        let grace = self.config.stop_grace.as_secs() as i64;
+        let mut plan = match &spec.kind {
+            JobKind::Command { command } if spec.repo.is_some() => ContainerPlan::for_command(
+                spec,
+                &workspace::after_upload(command),
+                labels,
+                secrets,
+                grace,
+            ),
+            JobKind::Command { command } => {
+                ContainerPlan::for_command(spec, command, labels, secrets, grace)
+            }
+            JobKind::Task { .. } => {
+                if spec.network != NetworkMode::Llm {
+                    return Err(Outcome::failed(
+                        Reason::Infra,
+                        None,
+                        "agent jobs reach their model only through the LLM gateway: use network: llm",
+                    ));
+                }
+                crate::agent::plan::plan(spec, labels, secrets, grace)
+            }
+        };
+        if let Some(outcome) = self.connect_llm(&mut plan).await? {
+            return Ok(outcome);
+        }
+        // The repository (agents always get a workspace; plain jobs when they name a repo).
+        let prepared = if spec.is_agent() || spec.repo.is_some() {
+            let work = self
+                .config
+                .work_dir
+                .join(format!("{}-{}", self.job.id, self.attempt.n));
+            Some(workspace::prepare(spec, &self.config.cache_dir, &work).await?)
+        } else {
+            None
+        };
+        let name = self.attempt.container.clone();
+        debug_assert_eq!(plan.name, name);
+        if self.cancel.is_cancelled() {
+            return Ok(Outcome::Cancelled);
+        }
+        let launched = match self.sandbox.launch(&plan).await {
+            Ok(launched) => launched,
+            Err(e) => {
+                let missing_image = matches!(
+                    e,
+                    SandboxError::ImageMissing { .. } | SandboxError::RuntimeMissing { .. }
+                );
+                let outcome = launch_failure(e);
+                return if missing_image {
+                    Err(outcome)
+                } else {
+                    Ok(outcome)
+                };
+            }
+        };
+        let (id, n) = (self.job.id.clone(), self.attempt.n);
+        match self.store.call(move |s| s.mark_running(&id, n)).await {
+            Ok(true) => self.emit(JobState::Running, None),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = %self.job.id, "cannot record running: {e}"),
+        }
+        let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
+        let (outcome, stored) = match prepared {
+            Some(prepared) if spec.is_agent() => {
+                self.run_agent(&name, launched, prepared, &path, redact)
+                    .await
+            }
+            prepared => {
+                self.run_command(&name, launched, prepared, &path, redact)
+                    .await
+            }
+        };
+        if stored {
+            let (id, n) = (self.job.id.clone(), self.attempt.n);
+            let path = path.display().to_string();
+            let _ = self
+                .store
+                .call(move |s| {
+                    let known = s.artifacts(&id)?.iter().any(|a| a.path == path);
+                    if !known {
+                        s.add_artifact(&id, n, "log", &path)?;
+                    }
+                    Ok(())
+                })
+                .await;
+        }
+        // The result leaves the runner only now, with the container stopped: see `deliver`.
+        match outcome {
+            Outcome::Succeeded => Ok(self.deliver().await.unwrap_or(Outcome::Succeeded)),
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// Records the commit the attempt's work starts from.
+    async fn record_base(&self, base: &str) {
+        let (id, n, base) = (self.job.id.clone(), self.attempt.n, base.to_string());
+        if let Err(e) = self
+            .store
+            .call(move |s| s.set_base_commit(&id, n, &base))
+            .await
+        {
+            tracing::warn!(job = %self.job.id, "cannot record the base commit: {e}");
+        }
+    }
+}
+
+/// An infrastructure failure (retryable).
+fn infra(detail: String) -> Outcome {
+    Outcome::failed(Reason::Infra, None, detail)
+}
+
+/// A redactor for the job's secret values.
+pub(crate) fn redactor(secrets: &[(String, Secret)]) -> Redactor {
+    Redactor::new(secrets.iter().map(|(n, s)| (n.as_str(), s.expose())))
+}
+
+/// Reads each named secret from the host environment.
+fn read_secrets(spec: &JobSpec) -> Result<Vec<(String, Secret)>, Outcome> {
+    spec.secrets
+        .iter()
+        .map(|name| match std::env::var(name) {
+            Ok(value) => Ok((name.clone(), Secret::new(value))),
+            Err(_) => Err(Outcome::failed(
+                Reason::Infra,
+                None,
+                format!("secret {name}: the host environment variable {name} is not set (export it where the scheduler runs)"),
+            )),
+        })
+        .collect()
+}
+
+fn launch_failure(e: SandboxError) -> Outcome {
+    Outcome::failed(
+        Reason::Infra,
+        None,
+        format!("cannot start the container: {e}"),
+    )
+}
