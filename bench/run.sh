@@ -15,6 +15,8 @@
 #     against one `git clone` of the same repository and 8 of them.
 #  6. the price of the LLM gateway relay: 10 `network: llm` jobs (each starts its relay first)
 #     against the same jobs with `network: none`, one at a time, alternating rounds; a relay's memory.
+#  7. 16 agent jobs whose upstream (bench/slow_llm.py) takes 2 s an answer, at --parallel 16 with
+#     default resources, against one such job alone; the runner's CPU time and peak memory a turn;
 # Each part prints one summary line at the end. Temp dirs, and any leftover containers created
 # during the bench (runner containers by their state id, baseline containers by a bench label)
 # and the LLM networks of the bench's state dirs,
@@ -44,6 +46,7 @@ WORK=$(mktemp -d -t runner-bench.XXXXXX)
 # Label of the baseline containers this bench starts (part 4), for the cleanup.
 BENCH_LABEL="runner.bench=$(basename "$WORK")"
 SAMPLER_PID=""
+SLOW_LLM_PID=""   # part 7's upstream
 # Runner containers that existed before the bench (used only by the fallback in cleanup).
 PRE_EXISTING=$(docker ps -aq --no-trunc --filter label=runner.state | sort)
 
@@ -81,10 +84,11 @@ cleanup() {
         for id in $ids; do docker inspect -f '  {{.Name}} {{.State.Status}} {{.Config.Labels}}' "$id" >&2 || true; done
         echo "$ids" | xargs docker rm -f >/dev/null 2>&1 || true
     fi
-    # The LLM networks of the bench's state dirs (a runner keeps its network for reuse).
+    # The LLM networks of the bench's state dirs (made by runner versions before the relays).
     for sid in $sids; do
         docker network ls -q --filter "label=runner.state=$sid" | xargs -r docker network rm >/dev/null 2>&1 || true
     done
+    [ -z "$SLOW_LLM_PID" ] || kill "$SLOW_LLM_PID" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -349,6 +353,53 @@ for _ in $(seq 50); do
 done
 wait "$RELAY_MEM_PID" || true
 
+# ---------------------------------------------------------------- part 7: 16 LLM-bound agents
+# Agent jobs whose upstream takes LLM_DELAY seconds per answer (bench/slow_llm.py): one alone,
+# then AGENTS at --parallel AGENTS with default resources. Each job's manager script has Aider
+# answer one instruction (one upstream call) and then finishes. The runner's own CPU time and
+# peak memory come from /usr/bin/time around the parallel run.
+AGENTS=16 LLM_DELAY=2
+python3 "$ROOT/bench/slow_llm.py" "$LLM_DELAY" "$WORK/slow-llm.port" &
+SLOW_LLM_PID=$!
+for _ in $(seq 50); do [ -s "$WORK/slow-llm.port" ] && break; sleep 0.1; done
+[ -s "$WORK/slow-llm.port" ] || { echo "bench: the slow upstream did not start" >&2; exit 1; }
+SLOW_URL="http://127.0.0.1:$(cat "$WORK/slow-llm.port")/v1"
+for dir in agents-one agents-many; do
+    mkdir -p "$WORK/$dir/repo"
+    printf 'def greet(name):\n    return name\n' >"$WORK/$dir/repo/greet.py"
+    n=$([ "$dir" = agents-one ] && echo 1 || echo "$AGENTS")
+    for i in $(seq "$n"); do
+        cat >"$WORK/$dir/a-$i.yaml" <<EOF
+name: a-$i
+task: Look at greet.py and say whether it needs a change.
+repo: repo
+agent: { model: openai/mock }
+manager: { mode: script, steps: [ { action: instruct, argument: "Does greet.py need a change? Answer briefly." }, { action: finish, argument: done } ] }
+llm: { base_url: $SLOW_URL }
+timeout: 5m
+EOF
+    done
+done
+agents_run() {   # $1: agents-one|agents-many; prints wall seconds; /usr/bin/time output in $WORK/$1.time
+    local t0 rc=0; t0=$(now)
+    /usr/bin/time -f '%U %S %M' -o "$WORK/$1.time" "$RUNNER" --state-dir "$WORK/state-$1" \
+        run "$WORK/$1" --parallel "$AGENTS" >"$WORK/$1.out" 2>"$WORK/$1.err" || rc=$?
+    local t; t=$(sub "$(now)" "$t0")
+    [ "$rc" -eq 0 ] || { echo "bench: part 7: $1 failed (exit $rc)" >&2; tail -20 "$WORK/$1.err" >&2; exit 1; }
+    echo "$t"
+}
+echo "bench: part 7: agent jobs whose upstream takes ${LLM_DELAY}s an answer: one alone, then $AGENTS at --parallel $AGENTS" >&2
+ONE_T=$(agents_run agents-one); echo "  one job: ${ONE_T}s" >&2
+MANY_T=$(agents_run agents-many); echo "  $AGENTS jobs: ${MANY_T}s" >&2
+kill "$SLOW_LLM_PID" 2>/dev/null || true
+# Turns the manager ran (each job: an instruct turn, then finish), from the transcript rows.
+TURNS=$(python3 -c '
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", ("succeeded",)).fetchone()[0] * 2)
+' "$WORK/state-agents-many/runner.db")
+read -r MANY_USER MANY_SYS MANY_RSS <"$WORK/agents-many.time"
+
 # ---------------------------------------------------------------- summary
 awk -v r="$BEST_R" -v b="$BEST_B" -v x="$RATIO_RUN" -v n="$JOBS" -v p="$PAR" 'BEGIN {
     printf "bench: %d jobs at --parallel %d: runner %.1fs, docker run %.1fs, ratio %s (target <= 1.0)\n", n, p, r, b, x }'
@@ -366,4 +417,7 @@ awk -v n="$FAN" -v t="$FAN_T" -v c="$(mb "$CACHE_KB")" -v p="$(mb "$PEAK_KB")" -
     printf "bench: %d agent jobs on one repo (%.1f MiB packed, %d host CPUs): runner %.1fs, cache %.1f MiB (peak with work trees %.1f MiB); one git clone %.2fs %.1f MiB, %d clones %.2fs %.1f MiB; disk cache/clone %s, peak/%d clones %s; time vs one clone %sx, vs %d clones %sx\n", n, rk, cpus, t, c, p, t1, c1, n, tn, cn, xd, n, xp, xt, n, xtn }'
 awk -v n="$RELAY_JOBS" -v a="$RELAY_N" -v b="$RELAY_L" -v m="$RELAY_MEM" -v x="$(ratio "$RELAY_L" "$RELAY_N")" 'BEGIN {
     printf "bench: %d jobs one at a time: network llm %.1fs, network none %.1fs, ratio %s (+%.0f ms a job for its gateway relay); a relay uses %s\n", n, b, a, x, (b - a) * 1000 / n, m }'
+awk -v n="$AGENTS" -v d="$LLM_DELAY" -v m="$MANY_T" -v o="$ONE_T" -v x="$(ratio "$MANY_T" "$ONE_T")" \
+    -v cpu="$(awk -v u="$MANY_USER" -v s="$MANY_SYS" 'BEGIN { print u + s }')" -v t="$TURNS" -v r="$(mb "$MANY_RSS")" 'BEGIN {
+    printf "bench: %d agent jobs, upstream %ss an answer, --parallel %d, default resources: %.1fs; one alone %.1fs; ratio %s (goal <= 2); runner CPU %.2fs for %d turns (%.0f ms a turn), peak RSS %s MiB\n", n, d, n, m, o, x, cpu, t, (t > 0 ? cpu * 1000 / t : 0), r }'
 echo "bench: done in $(sub "$(now)" "$BENCH_START")s" >&2
