@@ -203,3 +203,54 @@ fn submit_wait_follows_jobs_run_by_a_daemon() {
     assert_eq!(jobs[0]["exit_code"], 4);
     env.signal_daemon(daemon, "TERM");
 }
+
+#[test]
+fn events_follow_a_job_to_its_end_as_json_lines_from_another_process() {
+    let mut env = Env::new();
+    let job = env.job("ev.yaml", &sh_job("ev", "sleep 1; exit 3", ""));
+    let id = submit(&env, &job);
+    // Started before the job runs: it follows from `queued` to the end, then exits by itself.
+    let follower = env
+        .cmd()
+        .args(["events", "-f", "--json", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let daemon = env.spawn_daemon(&[]);
+    let out = follower.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let states: Vec<&str> = events
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["queued", "starting", "running", "failed"],
+        "{events:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "state");
+    assert_eq!(last["job"], id.as_str());
+    assert_eq!(last["attempt"], 1);
+    assert_eq!(last["reason"], "exit_code");
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+    // The same events for a person, one a line.
+    let human = stdout(&env.run(&["events", &id]));
+    assert_eq!(human.lines().count(), 4, "{human}");
+    assert!(
+        human
+            .lines()
+            .last()
+            .unwrap()
+            .contains("attempt 1  failed    exit_code"),
+        "{human}"
+    );
+    let unknown = env.run(&["events", "no-such-job"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+    env.signal_daemon(daemon, "TERM");
+}

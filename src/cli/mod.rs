@@ -2,6 +2,7 @@
 
 mod cancel;
 mod daemon;
+mod events;
 pub mod exit;
 mod follow;
 mod gc;
@@ -99,6 +100,17 @@ pub enum Command {
         /// Print the output byte for byte, control sequences included, even on a terminal.
         #[arg(long)]
         raw: bool,
+    },
+    /// What happened to a job, in order (every state change of every attempt); -f follows
+    /// until the job ends.
+    Events {
+        /// Job id, unique id prefix, or name (the newest job of that name).
+        job: String,
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
     },
     /// Cancel a queued job, or stop a running one (grace, then kill).
     Cancel {
@@ -266,6 +278,7 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Ps { all, json } => ps::run(&state_dir, all, json),
         Command::Show { job, json } => show::run(&state_dir, &job, json),
         Command::Logs { job, follow, raw } => logs::run(&state_dir, &job, follow, raw).await,
+        Command::Events { job, follow, json } => events::run(&state_dir, &job, follow, json).await,
         Command::Cancel { jobs } => cancel::run(&state_dir, &jobs),
         Command::Gc {
             dry_run,

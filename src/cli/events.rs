@@ -1,0 +1,115 @@
+//! `runner events JOB [-f] [--json]`: what happened to a job, in order, from the store: every
+//! state change of every attempt, with its reason and detail. `-f` follows until the job ends;
+//! `--json` prints one JSON object a line (the shape is in the README, "Events"). On a terminal
+//! the detail is shown through [`super::terminal::one_line`]; JSON is as stored.
+
+use super::exit::{CmdResult, SUCCESS};
+use crate::store::EventRecord;
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+/// How often `-f` looks for new events.
+const POLL: Duration = Duration::from_millis(200);
+
+pub async fn run(state_dir: &Path, query: &str, follow: bool, json: bool) -> CmdResult {
+    let store = super::open_store(state_dir)?;
+    let id = store.resolve(query)?;
+    let mut last = 0;
+    loop {
+        // Read the state first: events recorded before a final state are then all seen below.
+        let done = store.job(&id)?.state.is_terminal();
+        let seen = last;
+        for event in store.events(&id)?.into_iter().filter(|e| e.seq > seen) {
+            last = event.seq;
+            println!(
+                "{}",
+                if json {
+                    as_json(&event)
+                } else {
+                    as_line(&event)
+                }
+            );
+        }
+        if !follow || done {
+            return Ok(SUCCESS);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One event as a JSON line: `{"seq", "job", "attempt", "at", "type": "state", "state",
+/// "reason", "detail"}`. Later event types share the first five keys.
+fn as_json(e: &EventRecord) -> String {
+    json!({
+        "seq": e.seq,
+        "job": e.job_id.as_str(),
+        "attempt": e.attempt,
+        "at": e.at,
+        "type": "state",
+        "state": e.state.as_str(),
+        "reason": e.reason.map(|r| r.as_str()),
+        "detail": e.detail,
+    })
+    .to_string()
+}
+
+/// One event for a person: time, attempt, state, reason and detail on one line.
+fn as_line(e: &EventRecord) -> String {
+    let attempt = e
+        .attempt
+        .map(|n| format!("attempt {n}"))
+        .unwrap_or_else(|| "-".into());
+    let mut line = format!("{}  {:<9}  {:<9}", e.at, attempt, e.state);
+    if let Some(reason) = e.reason {
+        line.push_str(&format!(" {reason}"));
+    }
+    if let Some(detail) = &e.detail {
+        line.push_str(&format!(": {}", super::terminal::one_line(detail)));
+    }
+    line.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{JobId, JobState, Reason};
+
+    fn event(detail: Option<&str>) -> EventRecord {
+        EventRecord {
+            seq: 7,
+            job_id: JobId("01JOB".into()),
+            attempt: Some(2),
+            at: "2026-12-01T04:00:00.000Z".into(),
+            state: JobState::Failed,
+            reason: Some(Reason::ExitCode),
+            detail: detail.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_json_event_has_the_documented_keys() {
+        let value: serde_json::Value =
+            serde_json::from_str(&as_json(&event(Some("exited with code 3")))).unwrap();
+        assert_eq!(
+            value,
+            json!({"seq": 7, "job": "01JOB", "attempt": 2, "at": "2026-12-01T04:00:00.000Z",
+                   "type": "state", "state": "failed", "reason": "exit_code",
+                   "detail": "exited with code 3"})
+        );
+    }
+
+    #[test]
+    fn a_line_shows_control_characters_in_the_detail_visibly() {
+        let line = as_line(&event(Some("\x1b]0;title\x07\rother-job succeeded")));
+        assert!(!line.contains('\x1b') && !line.contains('\r'), "{line:?}");
+        assert!(
+            line.contains("\\x1b]0;title\\x07\\x0dother-job succeeded"),
+            "{line}"
+        );
+        assert!(
+            line.starts_with("2026-12-01T04:00:00.000Z  attempt 2  failed"),
+            "{line}"
+        );
+    }
+}
