@@ -176,9 +176,6 @@ pub enum Outcome {
         exit_code: Option<i64>,
         /// A human sentence for the event log ("exited with code 3", "engine error: ...").
         detail: String,
-        /// True when running the attempt again cannot help (a missing image, a branch that
-        /// already exists...), even for a retryable reason.
-        permanent: bool,
     },
     Cancelled,
 }
@@ -189,23 +186,13 @@ impl Outcome {
             reason,
             exit_code,
             detail: detail.into(),
-            permanent: false,
         }
     }
 
-    /// A failure that no retry can cure.
-    pub fn permanent(reason: Reason, detail: impl Into<String>) -> Self {
-        Outcome::Failed {
-            reason,
-            exit_code: None,
-            detail: detail.into(),
-            permanent: true,
-        }
-    }
-
-    /// Whether `retries` may run the job again after this outcome.
+    /// Whether `retries` may run the job again after this outcome (the attempt decides before
+    /// that whether a new attempt could cure it at all: `attempt::Ending`).
     pub fn retryable(&self) -> bool {
-        matches!(self, Outcome::Failed { reason, permanent: false, .. } if reason.is_retryable())
+        matches!(self, Outcome::Failed { reason, .. } if reason.is_retryable())
     }
 
     pub fn state(&self) -> JobState {

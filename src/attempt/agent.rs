@@ -4,7 +4,7 @@
 use super::drive::{Drive, DriveEnd};
 use super::redact::Redactor;
 use super::workspace::Prepared;
-use super::{artifacts_path, Attempt};
+use super::{artifacts_path, Attempt, Ending};
 use crate::agent::session::{Session, QUIET};
 use crate::sandbox::{Launched, Sandbox};
 use crate::state::{JobState, Outcome, Reason};
@@ -20,17 +20,17 @@ impl<S: Sandbox> Attempt<S> {
         prepared: Prepared,
         path: &Path,
         redact: &Redactor,
-    ) -> (Outcome, bool) {
+    ) -> (Ending, bool) {
         let (Some(output), Some(input), Some(llm)) = (launched.output, launched.input, &self.llm)
         else {
             // Adopted after a restart: Aider's session cannot be picked up again.
             let _ = self.sandbox.stop(name, self.config.stop_grace).await;
             return (
-                Outcome::failed(
+                Ending::Done(Outcome::failed(
                     Reason::Lost,
                     None,
                     "the agent session cannot be resumed after the runner restarted",
-                ),
+                )),
                 false,
             );
         };
@@ -38,7 +38,7 @@ impl<S: Sandbox> Attempt<S> {
             Ok(base) => base,
             Err(outcome) => {
                 let _ = self.sandbox.stop(name, self.config.stop_grace).await;
-                return (outcome, false);
+                return (Ending::Done(outcome), false);
             }
         };
         self.record_base(&base).await;
@@ -77,16 +77,16 @@ impl<S: Sandbox> Attempt<S> {
         };
         let work = async move {
             match drive.run(session).await {
-                DriveEnd::Done(outcome) => Some(outcome),
+                DriveEnd::Done(ending) => Some(ending),
                 DriveEnd::AiderExited => None,
             }
         };
-        let outcome = self.supervise(name, true, work).await;
+        let ending = self.supervise(name, true, work).await;
         // The container is stopped by now: the session's output has ended, so the writer ends.
         let stored = match tokio::time::timeout(Duration::from_secs(30), writer).await {
             Ok(Ok(stored)) => stored,
             _ => false,
         };
-        (outcome, stored)
+        (ending, stored)
     }
 }

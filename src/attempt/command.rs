@@ -4,15 +4,14 @@
 use super::logfile::CappedLog;
 use super::redact::Redactor;
 use super::workspace::Prepared;
-use super::Attempt;
+use super::{Attempt, Ending};
 use crate::sandbox::{Launched, OutputStream, Sandbox};
-use crate::state::Outcome;
 use futures_util::StreamExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 impl<S: Sandbox> Attempt<S> {
-    /// A plain command: copy its output while it runs; returns the outcome and whether the log
+    /// A plain command: copy its output while it runs; returns how it ended and whether the log
     /// was stored.
     pub(super) async fn run_command(
         &self,
@@ -21,7 +20,7 @@ impl<S: Sandbox> Attempt<S> {
         prepared: Option<Prepared>,
         path: &Path,
         redact: &Redactor,
-    ) -> (Outcome, bool) {
+    ) -> (Ending, bool) {
         if let Some(prepared) = prepared {
             // The command waits for its repository; an adopted container may have it already.
             let sandbox = self.sandbox.as_ref();
@@ -32,7 +31,7 @@ impl<S: Sandbox> Attempt<S> {
                     Ok(base) => self.record_base(&base).await,
                     Err(outcome) => {
                         let _ = self.sandbox.stop(name, self.config.stop_grace).await;
-                        return (outcome, false);
+                        return (Ending::Done(outcome), false);
                     }
                 }
             }
@@ -49,8 +48,8 @@ impl<S: Sandbox> Attempt<S> {
             self.config.log_cap,
             redact.fresh(),
         ));
-        let outcome = self
-            .supervise(name, false, std::future::pending::<Option<Outcome>>())
+        let ending = self
+            .supervise(name, false, std::future::pending::<Option<Ending>>())
             .await;
         let mut stored = match tokio::time::timeout(Duration::from_secs(30), copy).await {
             Ok(Ok(stored)) => stored,
@@ -68,7 +67,7 @@ impl<S: Sandbox> Attempt<S> {
             )
             .await;
         }
-        (outcome, stored)
+        (ending, stored)
     }
 }
 

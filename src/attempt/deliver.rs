@@ -5,7 +5,7 @@
 //! branch already at the result's commit, a pull request already open for the branch): the
 //! result is delivered once. A bundle whose hash changed since the export is never delivered.
 
-use super::Attempt;
+use super::{Attempt, Ending};
 use crate::job::{JobSpec, RepoSource};
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Outcome, Reason};
@@ -38,15 +38,17 @@ pub(crate) enum DeliverError {
 }
 
 impl DeliverError {
-    /// The attempt's outcome. A changed or missing bundle is an infrastructure failure a new
+    /// How the attempt ends. A changed or missing bundle is an infrastructure failure a new
     /// attempt can cure (it makes a new result); a refused push or pull request is not.
-    fn outcome(&self) -> Outcome {
+    fn ending(&self) -> Ending {
         match self {
             DeliverError::Changed { .. }
             | DeliverError::Unreadable { .. }
-            | DeliverError::Store(_) => Outcome::failed(Reason::Infra, None, self.to_string()),
+            | DeliverError::Store(_) => {
+                Ending::Done(Outcome::failed(Reason::Infra, None, self.to_string()))
+            }
             DeliverError::Push(_) | DeliverError::PullRequest(_) => {
-                Outcome::permanent(Reason::Infra, self.to_string())
+                Ending::permanent(Reason::Infra, self.to_string())
             }
         }
     }
@@ -60,15 +62,15 @@ pub(crate) async fn deliver(
     cache: &Path,
     job: &JobId,
     n: u32,
-) -> Option<Outcome> {
+) -> Option<Ending> {
     let id = job.clone();
     let delivery = match store.call(move |s| s.delivery(&id, n)).await {
         Ok(delivery) => delivery?,
-        Err(e) => return Some(DeliverError::Store(e).outcome()),
+        Err(e) => return Some(DeliverError::Store(e).ending()),
     };
     Some(match run(store, spec, cache, job, n, delivery).await {
-        Ok(()) => Outcome::Succeeded,
-        Err(e) => e.outcome(),
+        Ok(()) => Ending::Done(Outcome::Succeeded),
+        Err(e) => e.ending(),
     })
 }
 
@@ -184,7 +186,7 @@ async fn pull_request(spec: &JobSpec, job: &JobId, branch: &str) -> Result<Strin
 
 impl<S: Sandbox> Attempt<S> {
     /// Pushes the attempt's result and opens its pull request, if it has a delivery.
-    pub(super) async fn deliver(&self) -> Option<Outcome> {
+    pub(super) async fn deliver(&self) -> Option<Ending> {
         let (id, n) = (self.job.id.clone(), self.attempt.n);
         let pending = self.store.call(move |s| s.delivery(&id, n)).await;
         if !matches!(pending, Ok(Some(_))) {
@@ -203,7 +205,7 @@ impl<S: Sandbox> Attempt<S> {
 
     /// An attempt adopted after a crash whose result was already exported: its delivery is
     /// finished from the stored result (the work is not redone). `None` for any other attempt.
-    pub(super) async fn resume_delivery(&self) -> Option<Outcome> {
+    pub(super) async fn resume_delivery(&self) -> Option<Ending> {
         let (id, n) = (self.job.id.clone(), self.attempt.n);
         let stored = self.store.call(move |s| s.delivery(&id, n)).await;
         if !matches!(stored, Ok(Some(_))) {

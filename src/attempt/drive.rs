@@ -1,7 +1,7 @@
 //! The manager loop: it asks the manager for a step, types it into Aider, watches the work tree
 //! for progress, and stops on a finish, a failure, the turn limit or a stuck manager.
 
-use super::infra;
+use super::{infra, Ending};
 use crate::agent::manager::{Manager, ManagerError};
 use crate::agent::parse::AiderEvent;
 use crate::agent::protocol::{action_name, HistoryItem, TurnContext};
@@ -44,9 +44,16 @@ pub struct Drive<'a, S: Sandbox> {
 /// How the manager loop ended.
 pub enum DriveEnd {
     /// The loop decided the outcome (succeeded after verify and export, or a failure).
-    Done(Outcome),
+    Done(Ending),
     /// Aider's output ended (it exited): the container's exit status tells the rest.
     AiderExited,
+}
+
+impl DriveEnd {
+    /// An outcome the loop decided; a failure is retryable if its reason is.
+    fn done(outcome: Outcome) -> Self {
+        DriveEnd::Done(Ending::Done(outcome))
+    }
 }
 
 impl<S: Sandbox> Drive<'_, S> {
@@ -65,7 +72,7 @@ impl<S: Sandbox> Drive<'_, S> {
             Ok(turn) => ctx.new_output = turn.output,
             Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
             Err(SessionError::Io(e)) => {
-                return DriveEnd::Done(infra(format!("aider session: {e}")))
+                return DriveEnd::done(infra(format!("aider session: {e}")))
             }
         }
         let mut manager = match &spec.manager.mode {
@@ -86,7 +93,7 @@ impl<S: Sandbox> Drive<'_, S> {
         let mut fingerprint = self.fingerprint(&mut ctx).await;
         loop {
             if ctx.turn >= ctx.max_turns {
-                return DriveEnd::Done(Outcome::failed(
+                return DriveEnd::done(Outcome::failed(
                     Reason::MaxTurns,
                     None,
                     format!(
@@ -99,10 +106,10 @@ impl<S: Sandbox> Drive<'_, S> {
             let step = match manager.decide(&ctx).await {
                 Ok(step) => step,
                 Err(ManagerError::Budget(why)) => {
-                    return DriveEnd::Done(Outcome::failed(Reason::Budget, None, why))
+                    return DriveEnd::done(Outcome::failed(Reason::Budget, None, why))
                 }
                 Err(ManagerError::Failed(why)) => {
-                    return DriveEnd::Done(Outcome::failed(Reason::ManagerError, None, why))
+                    return DriveEnd::done(Outcome::failed(Reason::ManagerError, None, why))
                 }
             };
             (self.progress)(
@@ -124,14 +131,14 @@ impl<S: Sandbox> Drive<'_, S> {
             );
             let result = match step.action {
                 ManagerAction::Fail => {
-                    return DriveEnd::Done(Outcome::failed(
+                    return DriveEnd::done(Outcome::failed(
                         Reason::ManagerError,
                         None,
                         format!("the manager gave up: {}", step.argument),
                     ))
                 }
                 ManagerAction::Finish => match self.finish(&mut ctx).await {
-                    Ok(outcome) => return DriveEnd::Done(outcome),
+                    Ok(ending) => return DriveEnd::Done(ending),
                     Err(failure) => {
                         ctx.new_output = failure.clone();
                         failure
@@ -142,7 +149,7 @@ impl<S: Sandbox> Drive<'_, S> {
                         return match e {
                             SessionError::Exited { .. } => DriveEnd::AiderExited,
                             SessionError::Io(e) => {
-                                DriveEnd::Done(infra(format!("aider session: {e}")))
+                                DriveEnd::done(infra(format!("aider session: {e}")))
                             }
                         };
                     }
@@ -150,7 +157,7 @@ impl<S: Sandbox> Drive<'_, S> {
                         Ok(turn) => turn,
                         Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
                         Err(SessionError::Io(e)) => {
-                            return DriveEnd::Done(infra(format!("aider session: {e}")))
+                            return DriveEnd::done(infra(format!("aider session: {e}")))
                         }
                     };
                     let summary = summarize(&turn.events);
@@ -166,7 +173,7 @@ impl<S: Sandbox> Drive<'_, S> {
                 .is_some_and(|(a, arg, _)| *a == step.action && *arg == step.argument);
             repeats = if same && unchanged { repeats + 1 } else { 0 };
             if repeats + 1 >= STUCK_REPEATS {
-                return DriveEnd::Done(Outcome::failed(
+                return DriveEnd::done(Outcome::failed(
                     Reason::Stuck,
                     None,
                     format!(
@@ -192,20 +199,20 @@ impl<S: Sandbox> Drive<'_, S> {
         if let Err(e) = session.send(&task).await {
             return match e {
                 SessionError::Exited { .. } => DriveEnd::AiderExited,
-                SessionError::Io(e) => DriveEnd::Done(infra(format!("aider session: {e}"))),
+                SessionError::Io(e) => DriveEnd::done(infra(format!("aider session: {e}"))),
             };
         }
         match session.wait_ready().await {
             Ok(turn) => ctx.new_output = turn.output,
             Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
             Err(SessionError::Io(e)) => {
-                return DriveEnd::Done(infra(format!("aider session: {e}")))
+                return DriveEnd::done(infra(format!("aider session: {e}")))
             }
         }
         ctx.turn = 1;
         match self.finish(&mut ctx).await {
-            Ok(outcome) => DriveEnd::Done(outcome),
-            Err(failure) => DriveEnd::Done(Outcome::failed(Reason::VerifyFailed, None, failure)),
+            Ok(ending) => DriveEnd::Done(ending),
+            Err(failure) => DriveEnd::done(Outcome::failed(Reason::VerifyFailed, None, failure)),
         }
     }
 

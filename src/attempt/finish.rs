@@ -3,7 +3,7 @@
 //! pull request happen after the container stops, in `deliver`).
 
 use super::drive::Drive;
-use super::infra;
+use super::{infra, Ending};
 use crate::agent::protocol::TurnContext;
 use crate::job::OutputMode;
 use crate::sandbox::Sandbox;
@@ -17,7 +17,7 @@ const VERIFY_OUTPUT: usize = 64 << 10;
 impl<S: Sandbox> Drive<'_, S> {
     /// Verifies, then exports. `Err` carries a verification failure to tell the manager, while
     /// turns remain; on the last turn it becomes the outcome `verify_failed`.
-    pub(super) async fn finish(&self, ctx: &mut TurnContext) -> Result<Outcome, String> {
+    pub(super) async fn finish(&self, ctx: &mut TurnContext) -> Result<Ending, String> {
         if let Some(argv) = &self.spec.verify {
             (self.progress)(JobState::Running, Some("verifying".into()));
             let result = match crate::result::verify(
@@ -29,7 +29,7 @@ impl<S: Sandbox> Drive<'_, S> {
             .await
             {
                 Ok(r) => r,
-                Err(e) => return Ok(infra(format!("cannot run verify: {e}"))),
+                Err(e) => return Ok(Ending::Done(infra(format!("cannot run verify: {e}")))),
             };
             self.keep_verify_output(ctx.turn, &result).await;
             if !result.passed {
@@ -40,11 +40,11 @@ impl<S: Sandbox> Drive<'_, S> {
                 );
                 ctx.last_verify = Some(format!("failed with exit code {}", result.code));
                 if ctx.turn >= ctx.max_turns {
-                    return Ok(Outcome::failed(
+                    return Ok(Ending::Done(Outcome::failed(
                         Reason::VerifyFailed,
                         Some(result.code),
                         format!("verify failed on the last turn (exit code {})", result.code),
-                    ));
+                    )));
                 }
                 return Err(summary);
             }
@@ -74,7 +74,7 @@ impl<S: Sandbox> Drive<'_, S> {
 
     /// Exports the result and records it; for `output.mode: branch | pr` also its pending
     /// delivery, which the attempt carries out once the container is stopped.
-    async fn export(&self) -> Outcome {
+    async fn export(&self) -> Ending {
         (self.progress)(JobState::Running, Some("exporting the result".into()));
         let exported =
             match crate::result::export(self.sandbox, self.container, &self.base, &self.artifacts)
@@ -83,9 +83,9 @@ impl<S: Sandbox> Drive<'_, S> {
                 Ok(e) => e,
                 // The job's own work named a path out of bounds: a retry is no cure.
                 Err(e @ crate::result::ResultError::UnsafePath { .. }) => {
-                    return Outcome::permanent(Reason::Infra, format!("result refused: {e}"))
+                    return Ending::permanent(Reason::Infra, format!("result refused: {e}"))
                 }
-                Err(e) => return infra(format!("cannot export the result: {e}")),
+                Err(e) => return infra(format!("cannot export the result: {e}")).into(),
             };
         let mut artifacts = vec![("patch".to_string(), exported.patch.display().to_string())];
         if let Some(bundle) = &exported.bundle {
@@ -96,7 +96,7 @@ impl<S: Sandbox> Drive<'_, S> {
             OutputMode::Branch | OutputMode::Pr => {
                 match self.delivery(exported.bundle.as_deref()).await {
                     Ok(delivery) => Some(delivery),
-                    Err(why) => return Outcome::permanent(Reason::Infra, why),
+                    Err(ending) => return ending,
                 }
             }
         };
@@ -106,20 +106,25 @@ impl<S: Sandbox> Drive<'_, S> {
             .call(move |s| s.add_result(&job, n, &artifacts, delivery.as_ref()))
             .await
         {
-            Ok(()) => Outcome::Succeeded,
-            Err(e) => infra(format!("cannot record the result: {e}")),
+            Ok(()) => Ending::Done(Outcome::Succeeded),
+            Err(e) => infra(format!("cannot record the result: {e}")).into(),
         }
     }
 
     /// The delivery of `bundle` for `output.mode: branch | pr`, with the bundle's hash, so that a
     /// file changed after the export is never delivered.
-    async fn delivery(&self, bundle: Option<&Path>) -> Result<DeliveryRecord, String> {
+    /// Nothing to push is permanent; a bundle that cannot be read is not (a new attempt makes
+    /// a new one).
+    async fn delivery(&self, bundle: Option<&Path>) -> Result<DeliveryRecord, Ending> {
         let Some(bundle) = bundle else {
-            return Err("there are no changes to push".into());
+            return Err(Ending::permanent(
+                Reason::Infra,
+                "there are no changes to push",
+            ));
         };
         let bundle_sha256 = crate::result::sha256_file(bundle)
             .await
-            .map_err(|e| format!("cannot read {}: {e}", bundle.display()))?;
+            .map_err(|e| Ending::Done(infra(format!("cannot read {}: {e}", bundle.display()))))?;
         let branch = self.spec.output.branch.clone().unwrap_or_else(|| {
             format!(
                 "runner/{}-{}",

@@ -55,12 +55,38 @@ pub fn artifacts_path(artifacts_dir: &Path, job: &str, n: u32) -> PathBuf {
     artifacts_dir.join(job).join(n.to_string())
 }
 
+/// How an attempt ended, and whether `retries` may run the job again. The choice is made where
+/// the failure is understood and carried as this value, so no `?` can make it by accident.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The attempt's outcome; a retryable failure (`infra`, `lost`) runs the job again while it
+    /// has attempts left.
+    Done(Outcome),
+    /// A failure no new attempt can cure (the job as written cannot run here: refused by the
+    /// operator's policy, a missing image or secret, a bad ref, a branch that exists): never
+    /// retried, whatever its reason.
+    Permanent(Outcome),
+}
+
+impl Ending {
+    /// A failure no new attempt can cure.
+    fn permanent(reason: Reason, detail: impl Into<String>) -> Self {
+        Ending::Permanent(Outcome::failed(reason, None, detail))
+    }
+}
+
+impl From<Outcome> for Ending {
+    fn from(outcome: Outcome) -> Self {
+        Ending::Done(outcome)
+    }
+}
+
 /// How an attempt begins.
 enum Start {
     /// The operator does not allow what the job names, or a secret is missing: not retried.
     Refused(Outcome),
     /// A result stored before a crash was delivered (or failed to be); nothing else runs.
-    Delivered(Outcome),
+    Delivered(Ending),
     /// The job runs, with these secrets.
     Run(Vec<(String, Secret)>),
 }
@@ -99,16 +125,18 @@ impl<S: Sandbox> Attempt<S> {
                 },
             },
         };
-        let (outcome, max_attempts, redact) = match start {
-            Start::Delivered(outcome) => (outcome, 1 + self.job.spec.retries, Redactor::default()),
+        let (ending, redact) = match start {
+            Start::Delivered(ending) => (ending, Redactor::default()),
             Start::Run(secrets) => {
                 let redact = redactor(&secrets);
-                match self.execute(secrets, &redact).await {
-                    Ok(outcome) => (outcome, 1 + self.job.spec.retries, redact),
-                    Err(permanent) => (permanent, n, redact),
-                }
+                (self.execute(secrets, &redact).await, redact)
             }
-            Start::Refused(permanent) => (permanent, n, Redactor::default()),
+            Start::Refused(refused) => (Ending::Permanent(refused), Redactor::default()),
+        };
+        // A permanent failure ends the job now: no attempt after this one.
+        let (outcome, max_attempts) = match ending {
+            Ending::Done(outcome) => (outcome, 1 + self.job.spec.retries),
+            Ending::Permanent(outcome) => (outcome, n),
         };
         // A detail may quote what the job or the manager printed (the manager's last words).
         let mut outcome = outcome;
@@ -186,13 +214,8 @@ impl<S: Sandbox> Attempt<S> {
         }
     }
 
-    /// Runs the attempt; `Err` is a failure that no retry can cure. The container is left for
-    /// [`Attempt::clean_up`].
-    async fn execute(
-        &self,
-        secrets: Vec<(String, Secret)>,
-        redact: &Redactor,
-    ) -> Result<Outcome, Outcome> {
+    /// Runs the attempt. The container is left for [`Attempt::clean_up`].
+    async fn execute(&self, secrets: Vec<(String, Secret)>, redact: &Redactor) -> Ending {
         let spec = &self.job.spec;
         let labels = self.labels();
         let grace = self.config.stop_grace.as_secs() as i64;
@@ -209,17 +232,16 @@ impl<S: Sandbox> Attempt<S> {
             }
             JobKind::Task { .. } => {
                 if spec.network != NetworkMode::Llm {
-                    return Err(Outcome::failed(
+                    return Ending::permanent(
                         Reason::Infra,
-                        None,
                         "agent jobs reach their model only through the LLM gateway: use network: llm",
-                    ));
+                    );
                 }
                 crate::agent::plan::plan(spec, labels, secrets, grace)
             }
         };
-        if let Some(outcome) = self.connect_llm(&mut plan).await? {
-            return Ok(outcome);
+        if let Err(ending) = self.connect_llm(&mut plan).await {
+            return ending;
         }
         // The repository (agents always get a workspace; plain jobs when they name a repo).
         let prepared = if spec.is_agent() || spec.repo.is_some() {
@@ -227,14 +249,17 @@ impl<S: Sandbox> Attempt<S> {
                 .config
                 .work_dir
                 .join(format!("{}-{}", self.job.id, self.attempt.n));
-            Some(workspace::prepare(spec, &self.config.cache_dir, &work).await?)
+            match workspace::prepare(spec, &self.config.cache_dir, &work).await {
+                Ok(prepared) => Some(prepared),
+                Err(ending) => return ending,
+            }
         } else {
             None
         };
         let name = self.attempt.container.clone();
         debug_assert_eq!(plan.name, name);
         if self.cancel.is_cancelled() {
-            return Ok(Outcome::Cancelled);
+            return Ending::Done(Outcome::Cancelled);
         }
         let launched = match self.sandbox.launch(&plan).await {
             Ok(launched) => launched,
@@ -245,9 +270,9 @@ impl<S: Sandbox> Attempt<S> {
                 );
                 let outcome = launch_failure(e);
                 return if missing_image {
-                    Err(outcome)
+                    Ending::Permanent(outcome)
                 } else {
-                    Ok(outcome)
+                    Ending::Done(outcome)
                 };
             }
         };
@@ -258,7 +283,7 @@ impl<S: Sandbox> Attempt<S> {
             Err(e) => tracing::warn!(job = %self.job.id, "cannot record running: {e}"),
         }
         let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
-        let (outcome, stored) = match prepared {
+        let (ending, stored) = match prepared {
             Some(prepared) if spec.is_agent() => {
                 self.run_agent(&name, launched, prepared, &path, redact)
                     .await
@@ -283,9 +308,12 @@ impl<S: Sandbox> Attempt<S> {
                 .await;
         }
         // The result leaves the runner only now, with the container stopped: see `deliver`.
-        match outcome {
-            Outcome::Succeeded => Ok(self.deliver().await.unwrap_or(Outcome::Succeeded)),
-            outcome => Ok(outcome),
+        match ending {
+            Ending::Done(Outcome::Succeeded) => self
+                .deliver()
+                .await
+                .unwrap_or(Ending::Done(Outcome::Succeeded)),
+            ending => ending,
         }
     }
 

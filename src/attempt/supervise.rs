@@ -1,7 +1,7 @@
 //! Supervising a running attempt: one `select!` over its work, the container's exit, the
 //! deadline, cancellation and the LLM budget; and how an engine exit status becomes an outcome.
 
-use super::Attempt;
+use super::{Attempt, Ending};
 use crate::job::JobSpec;
 use crate::sandbox::{ExitStatus, Sandbox, SandboxError};
 use crate::state::{parse_rfc3339, Outcome, Reason};
@@ -15,8 +15,8 @@ impl<S: Sandbox> Attempt<S> {
         &self,
         name: &str,
         agent: bool,
-        work: impl std::future::Future<Output = Option<Outcome>>,
-    ) -> Outcome {
+        work: impl std::future::Future<Output = Option<Ending>>,
+    ) -> Ending {
         let spec = &self.job.spec;
         let started =
             parse_rfc3339(&self.attempt.started_at).unwrap_or_else(time::OffsetDateTime::now_utc);
@@ -27,7 +27,7 @@ impl<S: Sandbox> Attempt<S> {
         let deadline = tokio::time::Instant::now() + remaining;
 
         enum Why {
-            Done(Outcome),
+            Done(Ending),
             Exited(Result<ExitStatus, SandboxError>),
             Timeout,
             Cancelled,
@@ -44,7 +44,7 @@ impl<S: Sandbox> Attempt<S> {
             _ = budget.cancelled() => Why::Budget,
             _ = tokio::time::sleep_until(deadline) => Why::Timeout,
             end = work => match end {
-                Some(outcome) => Why::Done(outcome),
+                Some(ending) => Why::Done(ending),
                 None => Why::Exited(self.sandbox.wait(name).await),
             },
             status = self.sandbox.wait(name) => Why::Exited(status),
@@ -57,8 +57,8 @@ impl<S: Sandbox> Attempt<S> {
                 }
                 // The stop returns once the container is gone or killed; wait to be sure.
                 let _ = self.sandbox.wait(name).await;
-                return match why {
-                    Why::Done(outcome) => outcome,
+                let outcome = match why {
+                    Why::Done(ending) => return ending,
                     Why::Cancelled => Outcome::Cancelled,
                     Why::Budget => budget_outcome(spec),
                     _ => Outcome::failed(
@@ -70,13 +70,14 @@ impl<S: Sandbox> Attempt<S> {
                         ),
                     ),
                 };
+                return Ending::Done(outcome);
             }
         };
         // A job that ended on its own after the gateway refused it for budget failed for budget.
         if budget.is_cancelled() {
-            return budget_outcome(spec);
+            return Ending::Done(budget_outcome(spec));
         }
-        match status {
+        Ending::Done(match status {
             // Aider leaving before the manager finished is a failure, whatever its exit code.
             Ok(status) if agent && !status.oom_killed => Outcome::failed(
                 Reason::ExitCode,
@@ -97,7 +98,7 @@ impl<S: Sandbox> Attempt<S> {
                 None,
                 format!("lost track of the container: {e}"),
             ),
-        }
+        })
     }
 }
 

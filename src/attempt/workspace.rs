@@ -1,8 +1,10 @@
 //! The attempt's workspace: the job's repository mirrored and checked out on the host, then
 //! uploaded into the running container (or an empty repository when the job has none).
 
+use super::Ending;
 use crate::agent::plan::READY_FILE;
 use crate::job::JobSpec;
+use crate::repo::RepoError;
 use crate::sandbox::Sandbox;
 use crate::state::{Outcome, Reason};
 use bytes::Bytes;
@@ -39,10 +41,10 @@ pub struct Prepared {
 }
 
 /// Mirrors and checks out the job's repository on the host (before any container exists, so a
-/// bad repo or ref fails fast). Errors are permanent: a retry cannot fix them.
-pub async fn prepare(spec: &JobSpec, cache: &Path, work: &Path) -> Result<Prepared, Outcome> {
+/// bad repo or ref fails fast). A bad repo or ref is permanent, a timeout is not.
+pub async fn prepare(spec: &JobSpec, cache: &Path, work: &Path) -> Result<Prepared, Ending> {
     spec.recheck_repo()
-        .map_err(|e| Outcome::failed(Reason::Infra, None, e))?;
+        .map_err(|e| Ending::permanent(Reason::Infra, e))?;
     let Some(source) = spec.repo.clone() else {
         return Ok(Prepared {
             tar: None,
@@ -55,7 +57,7 @@ pub async fn prepare(spec: &JobSpec, cache: &Path, work: &Path) -> Result<Prepar
         spec.git_ref.clone(),
     );
     tokio::task::spawn_blocking(move || {
-        let fail = |e: crate::repo::RepoError| Outcome::failed(Reason::Infra, None, e.to_string());
+        let fail = repo_failure;
         let mirror = crate::repo::mirror(&cache, &source).map_err(fail)?;
         let _ = std::fs::remove_dir_all(&work);
         let checkout = crate::repo::checkout(&mirror, git_ref.as_deref(), &work).map_err(fail)?;
@@ -68,12 +70,22 @@ pub async fn prepare(spec: &JobSpec, cache: &Path, work: &Path) -> Result<Prepar
     })
     .await
     .unwrap_or_else(|e| {
-        Err(Outcome::failed(
+        Err(Ending::Done(Outcome::failed(
             Reason::Infra,
             None,
             format!("repository preparation panicked: {e}"),
-        ))
+        )))
     })
+}
+
+/// How a repository that cannot be prepared ends the attempt: git that ran too long (a slow
+/// network, a busy host) may pass, so the job is retried; a bad repo or ref is not.
+fn repo_failure(e: RepoError) -> Ending {
+    let outcome = Outcome::failed(Reason::Infra, None, e.to_string());
+    match e {
+        RepoError::Timeout { .. } => Ending::Done(outcome),
+        _ => Ending::Permanent(outcome),
+    }
 }
 
 /// Puts the workspace into the running container and lets Aider start; returns the base commit.
@@ -127,4 +139,24 @@ pub async fn upload<S: Sandbox>(
         .await
         .map_err(|e| infra("cannot start Aider", e.to_string()))?;
     Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_git_timeout_preparing_the_repository_is_retried_but_an_unknown_ref_is_not() {
+        let timeout = RepoError::Timeout {
+            what: "fetch".into(),
+            limit: Duration::from_secs(300),
+        };
+        let unknown = RepoError::UnknownRef {
+            git_ref: "nope".into(),
+            repo: "https://example.com/r.git".into(),
+        };
+        assert!(matches!(repo_failure(timeout), Ending::Done(_)));
+        assert!(matches!(repo_failure(unknown), Ending::Permanent(_)));
+    }
 }
