@@ -6,12 +6,12 @@ use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
 use crate::attempt::{Attempt, LlmAccess};
 use crate::job::{self, JobSpec};
 use crate::sandbox::Sandbox;
-use crate::state::{JobId, JobState, Reason};
+use crate::state::{JobId, JobState, Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// How many queued jobs one pass looks at.
@@ -20,6 +20,10 @@ const QUEUE_WINDOW: usize = 512;
 /// A job this scheduler is running.
 struct Running {
     spec: JobSpec,
+    /// Its attempt: what to record and remove if the attempt's task panics.
+    attempt: AttemptRecord,
+    /// Whether the attempt was given the LLM gateway (its tokens are revoked at the end).
+    llm: bool,
     cancel: CancellationToken,
 }
 
@@ -31,7 +35,10 @@ pub(crate) struct Dispatcher<S: Sandbox> {
     limits: Limits,
     held: Held,
     running: HashMap<JobId, Running>,
-    tasks: JoinSet<(JobId, FinishResult)>,
+    /// One task per attempt. A task that panics is known by its id, so its slot is freed.
+    tasks: JoinSet<FinishResult>,
+    /// The job each attempt task runs.
+    task_jobs: HashMap<tokio::task::Id, JobId>,
     /// Jobs-dir files already reported as invalid (path and message), so each is said once.
     reported: HashSet<String>,
     /// The LLM gateway, started when the first `network: llm` job needs it.
@@ -68,6 +75,7 @@ pub async fn run<S: Sandbox>(
         held: Held::default(),
         running: HashMap::new(),
         tasks: JoinSet::new(),
+        task_jobs: HashMap::new(),
         reported: HashSet::new(),
         llm: None,
         engine_down: false,
@@ -126,7 +134,9 @@ impl<S: Sandbox> Dispatcher<S> {
                 return Ok(());
             }
             tokio::select! {
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => self.finished(done),
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.finished(done).await
+                }
                 _ = tokio::time::sleep(self.config.tick) => {}
                 _ = shutdown.drain.cancelled(), if !draining => {}
                 _ = shutdown.kill.cancelled(), if !killed => {}
@@ -158,16 +168,85 @@ impl<S: Sandbox> Dispatcher<S> {
         }
     }
 
-    fn finished(&mut self, done: Result<(JobId, FinishResult), tokio::task::JoinError>) {
-        match done {
-            Ok((id, _)) => {
-                if let Some(job) = self.running.remove(&id) {
-                    self.held.release(&job.spec);
+    /// An attempt task ended: its slot and what it held are free again. One that panicked could
+    /// not record its outcome or clean up, so that is done here: the attempt ends `infra`.
+    async fn finished(&mut self, done: Result<(tokio::task::Id, FinishResult), JoinError>) {
+        let (task, panicked) = match done {
+            Ok((task, _)) => (task, None),
+            Err(e) => (e.id(), Some(e)),
+        };
+        let Some(id) = self.task_jobs.remove(&task) else {
+            return;
+        };
+        let Some(job) = self.running.remove(&id) else {
+            return;
+        };
+        self.held.release(&job.spec);
+        if let Some(e) = panicked {
+            self.end_panicked(&id, job, e).await;
+        }
+    }
+
+    /// Records a panicked attempt as `infra` (retried per `retries`), then removes its
+    /// container and relay and revokes its gateway tokens, as the attempt would have.
+    async fn end_panicked(&self, id: &JobId, job: Running, e: JoinError) {
+        let why = match e.try_into_panic() {
+            Ok(payload) => payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into()),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(job = %id, "the attempt's task panicked: {why}");
+        let outcome = Outcome::failed(
+            Reason::Infra,
+            None,
+            format!("the runner failed while running this attempt (it panicked: {why})"),
+        );
+        let (jid, n, max) = (id.clone(), job.attempt.n, 1 + job.spec.retries);
+        let recorded = outcome.clone();
+        let result = self
+            .store
+            .call(move |s| s.finish_attempt(&jid, n, &recorded, max))
+            .await;
+        match result {
+            Ok(FinishResult::Finished(state)) => {
+                if let Outcome::Failed { detail, .. } = outcome {
+                    self.emit_for(id, &job.spec.name, state, Some(detail));
                 }
             }
+            Ok(FinishResult::Requeued) => self.emit_for(
+                id,
+                &job.spec.name,
+                JobState::Queued,
+                Some("retrying after an infrastructure failure".into()),
+            ),
+            Ok(_) => {}
+            // Left active: the next scheduler adopts the attempt.
             Err(e) => {
-                // A panicking attempt task: its job stays active and is adopted on the next start.
-                tracing::error!("an attempt task failed: {e}");
+                tracing::error!(job = %id, "cannot record the outcome: {e}");
+                return;
+            }
+        }
+        let container = &job.attempt.container;
+        if let Err(e) = self.sandbox.remove(container).await {
+            tracing::warn!(container = %container, "cannot remove container: {e}");
+        }
+        if job.llm {
+            let relay = crate::sandbox::Labels {
+                state: self.store.state_id(),
+                job: id.to_string(),
+                attempt: n,
+            }
+            .relay_name();
+            if let Err(e) = self.sandbox.remove(&relay).await {
+                tracing::warn!(container = %relay, "cannot remove the gateway relay: {e}");
+            }
+            if let Some(llm) = &self.llm {
+                if let Err(e) = llm.gateway.revoke(id, n).await {
+                    tracing::warn!(job = %id, "cannot revoke gateway tokens: {e}");
+                }
             }
         }
     }
@@ -209,10 +288,14 @@ impl<S: Sandbox> Dispatcher<S> {
     }
 
     fn emit(&self, job: &JobRecord, state: JobState, detail: Option<String>) {
+        self.emit_for(&job.id, &job.name, state, detail);
+    }
+
+    fn emit_for(&self, id: &JobId, name: &str, state: JobState, detail: Option<String>) {
         if let Some(tx) = &self.events {
             let _ = tx.send(Event {
-                job: job.id.clone(),
-                name: job.name.clone(),
+                job: id.clone(),
+                name: name.to_string(),
                 state,
                 detail,
             });
@@ -313,6 +396,8 @@ impl<S: Sandbox> Dispatcher<S> {
             job.id.clone(),
             Running {
                 spec: job.spec.clone(),
+                attempt: attempt.clone(),
+                llm: llm.is_some(),
                 cancel: cancel.clone(),
             },
         );
@@ -327,7 +412,8 @@ impl<S: Sandbox> Dispatcher<S> {
             llm,
             events: self.events.clone(),
         };
-        self.tasks.spawn(async move { (id, task.run().await) });
+        let handle = self.tasks.spawn(task.run());
+        self.task_jobs.insert(handle.id(), id);
     }
 
     async fn forward_cancels(&self) -> Result<(), SchedulerError> {

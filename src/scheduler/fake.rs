@@ -2,7 +2,8 @@
 //!
 //! `["sleep", MS]` exits 0 after MS milliseconds; `["exit", CODE]` exits with CODE at once;
 //! `["oom"]` is OOM-killed; `["hang"]` runs until stopped (SIGTERM ends it, code 143);
-//! `["ignore-term"]` runs until killed at the end of the grace period (code 137).
+//! `["ignore-term"]` runs until killed at the end of the grace period (code 137); `["panic"]`
+//! makes `launch` panic, as a bug in an attempt would.
 
 use crate::sandbox::{
     ContainerPlan, ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, OutputStream,
@@ -152,6 +153,9 @@ impl Sandbox for FakeSandbox {
     }
 
     async fn launch(&self, plan: &ContainerPlan) -> Result<Launched, SandboxError> {
+        if plan.command.first().map(String::as_str) == Some("panic") {
+            panic!("the fake sandbox panics launching {}", plan.name);
+        }
         let started = {
             let inner = self.inner.lock().unwrap();
             inner.containers.get(&plan.name).map(|c| c.started)

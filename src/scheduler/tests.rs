@@ -307,3 +307,38 @@ async fn lost_job_with_retries_runs_again() {
     let outcome = rec.outcome().unwrap();
     assert_eq!(outcome, Outcome::Succeeded);
 }
+
+/// A bug that panics inside one attempt must not keep its slot: with `parallel: 1` the next job
+/// runs only if the slot is freed, and `runner run` ends only if the panicked job is terminal.
+#[tokio::test]
+async fn an_attempt_that_panics_frees_its_slot_ends_infra_and_the_run_ends() {
+    let mut h = harness();
+    h.config.parallel = 1;
+    let ids = h
+        .submit(vec![job("boom", &["panic"]), job("next", &["exit", "0"])])
+        .await;
+    let run = super::run(
+        h.store.clone(),
+        Arc::new(h.sandbox.clone()),
+        h.config.clone(),
+        Scope::Only(ids.clone()),
+        Shutdown::default(),
+        None,
+    );
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the run ends although an attempt panicked")
+        .unwrap();
+    let boom = h.record(&ids[0]).await;
+    assert_eq!(
+        (boom.state, boom.reason),
+        (JobState::Failed, Some(Reason::Infra))
+    );
+    assert!(
+        boom.detail.as_deref().unwrap_or("").contains("panicked"),
+        "the detail says why: {:?}",
+        boom.detail
+    );
+    assert_eq!(h.record(&ids[1]).await.state, JobState::Succeeded);
+    assert_eq!(h.sandbox.container_count(), 0, "containers are removed");
+}
