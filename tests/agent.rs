@@ -115,6 +115,42 @@ fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() 
         s.manager_prompts[1].contains("greet.py"),
         "the manager saw the new output"
     );
+    // Each turn is a typed event, in order with the state changes.
+    let events = stdout(&env.run(&["events", "--json", "greet"]));
+    let turns: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "turn")
+        .collect();
+    assert_eq!(turns.len(), 2, "{events}");
+    assert_eq!(
+        (
+            &turns[0]["turn"],
+            &turns[0]["max_turns"],
+            &turns[0]["action"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(5),
+            &serde_json::json!("instruct")
+        ),
+        "{events}"
+    );
+    assert!(turns[0]["argument"]
+        .as_str()
+        .unwrap()
+        .starts_with("Create greet.py"));
+    assert!(
+        turns[0]["ended"].as_str().unwrap().contains("greet.py"),
+        "what Aider did: {events}"
+    );
+    assert_eq!(turns[1]["action"], "finish");
+    assert_eq!(turns[1]["ended"], "verified and exported");
+    let human = stdout(&env.run(&["show", "greet"]));
+    assert!(
+        human.contains("turns:\n  attempt 1  turn 1/5 instruct: "),
+        "{human}"
+    );
 }
 
 /// A streamed answer can stop, for longer than the quiet period, right after a line that starts

@@ -10,7 +10,7 @@ use crate::job::{JobSpec, ManagerAction, ManagerMode, ManagerStep};
 use crate::llm::Gateway;
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Outcome, Reason};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, TurnEvent};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -131,14 +131,18 @@ impl<S: Sandbox> Drive<'_, S> {
             );
             let result = match step.action {
                 ManagerAction::Fail => {
+                    self.record_turn(&ctx, &step, "the manager gave up").await;
                     return DriveEnd::done(Outcome::failed(
                         Reason::ManagerError,
                         None,
                         format!("the manager gave up: {}", step.argument),
-                    ))
+                    ));
                 }
                 ManagerAction::Finish => match self.finish(&mut ctx).await {
-                    Ok(ending) => return DriveEnd::Done(ending),
+                    Ok(ending) => {
+                        self.record_turn(&ctx, &step, &ending_words(&ending)).await;
+                        return DriveEnd::Done(ending);
+                    }
                     Err(failure) => {
                         ctx.new_output = failure.clone();
                         failure
@@ -165,6 +169,7 @@ impl<S: Sandbox> Drive<'_, S> {
                     summary
                 }
             };
+            self.record_turn(&ctx, &step, &result).await;
             let now = self.fingerprint(&mut ctx).await;
             let unchanged = now == fingerprint;
             fingerprint = now;
@@ -190,6 +195,29 @@ impl<S: Sandbox> Drive<'_, S> {
                 argument: step.argument,
                 result,
             });
+        }
+    }
+
+    /// Records the turn that just ended as an event (`runner events`, `runner show`), its text
+    /// redacted. A store error is logged: the turn itself went through.
+    async fn record_turn(&self, ctx: &TurnContext, step: &ManagerStep, ended: &str) {
+        let text = |t: &str| self.redact.redact_str(t);
+        let turn = TurnEvent {
+            turn: ctx.turn,
+            max_turns: ctx.max_turns,
+            action: action_name(step.action).to_string(),
+            argument: text(&step.argument),
+            progress: text(&step.progress),
+            thought: text(&step.thought),
+            ended: text(&ended.chars().take(400).collect::<String>()),
+        };
+        let (id, n) = (self.job.clone(), self.attempt);
+        if let Err(e) = self
+            .store
+            .call(move |s| s.add_turn_event(&id, n, &turn))
+            .await
+        {
+            tracing::warn!(job = %self.job, "cannot record turn {}: {e}", ctx.turn);
         }
     }
 
@@ -264,6 +292,16 @@ pub fn aider_input(step: &ManagerStep) -> String {
         ManagerAction::Drop => format!("/drop {arg}"),
         ManagerAction::Undo => "/undo".to_string(),
         ManagerAction::Finish | ManagerAction::Fail => String::new(),
+    }
+}
+
+/// How a finish turn ended the attempt, in a few words.
+fn ending_words(ending: &Ending) -> String {
+    match ending {
+        Ending::Done(Outcome::Succeeded) => "verified and exported".into(),
+        Ending::Done(Outcome::Failed { detail, .. })
+        | Ending::Permanent(Outcome::Failed { detail, .. }) => detail.clone(),
+        Ending::Done(other) | Ending::Permanent(other) => format!("{other:?}"),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `runner events JOB [-f] [--json]`: what happened to a job, in order, from the store: every
-//! state change of every attempt, with its reason and detail. `-f` follows until the job ends;
+//! state change of every attempt, with its reason and detail, and each ended turn of an agent's
+//! manager loop. `-f` follows until the job ends;
 //! `--json` prints one JSON object a line (the shape is in the README, "Events"). On a terminal
 //! the detail is shown through [`super::terminal::one_line`]; JSON is as stored.
 
@@ -39,8 +40,24 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool, json: bool) -> Cmd
 }
 
 /// One event as a JSON line: `{"seq", "job", "attempt", "at", "type": "state", "state",
-/// "reason", "detail"}`. Later event types share the first five keys.
+/// "reason", "detail"}`, or `{..., "type": "turn", "turn", "max_turns", "action", "argument",
+/// "progress", "thought", "ended"}`. Every type shares the first five keys.
 fn as_json(e: &EventRecord) -> String {
+    if let Some(turn) = &e.turn {
+        let mut value = json!({
+            "seq": e.seq,
+            "job": e.job_id.as_str(),
+            "attempt": e.attempt,
+            "at": e.at,
+            "type": "turn",
+        });
+        if let (Some(map), Ok(serde_json::Value::Object(fields))) =
+            (value.as_object_mut(), serde_json::to_value(turn))
+        {
+            map.extend(fields);
+        }
+        return value.to_string();
+    }
     json!({
         "seq": e.seq,
         "job": e.job_id.as_str(),
@@ -54,12 +71,16 @@ fn as_json(e: &EventRecord) -> String {
     .to_string()
 }
 
-/// One event for a person: time, attempt, state, reason and detail on one line.
+/// One event for a person: time, attempt, state, reason and detail on one line (for a turn:
+/// its number, action, progress and how it ended).
 fn as_line(e: &EventRecord) -> String {
     let attempt = e
         .attempt
         .map(|n| format!("attempt {n}"))
         .unwrap_or_else(|| "-".into());
+    if let Some(turn) = &e.turn {
+        return format!("{}  {:<9}  {}", e.at, attempt, super::show::turn_line(turn));
+    }
     let mut line = format!("{}  {:<9}  {:<9}", e.at, attempt, e.state);
     if let Some(reason) = e.reason {
         line.push_str(&format!(" {reason}"));
@@ -84,7 +105,34 @@ mod tests {
             state: JobState::Failed,
             reason: Some(Reason::ExitCode),
             detail: detail.map(str::to_string),
+            turn: None,
         }
+    }
+
+    #[test]
+    fn a_turn_event_is_one_json_object_and_one_safe_line() {
+        let mut e = event(None);
+        e.turn = Some(crate::store::TurnEvent {
+            turn: 2,
+            max_turns: 6,
+            action: "instruct".into(),
+            argument: "add greet()".into(),
+            progress: "writing greet\x1b[2J".into(),
+            thought: "the test needs it".into(),
+            ended: "edited greet.py".into(),
+        });
+        let value: serde_json::Value = serde_json::from_str(&as_json(&e)).unwrap();
+        assert_eq!(value["type"], "turn");
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["turn"], 2);
+        assert_eq!(value["ended"], "edited greet.py");
+        assert!(value.get("state").is_none(), "{value}");
+        let line = as_line(&e);
+        assert!(!line.contains('\x1b'), "{line:?}");
+        assert!(
+            line.contains("turn 2/6 instruct: writing greet\\x1b[2J -> edited greet.py"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -51,8 +51,19 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
     for a in store.artifacts(&id)? {
         println!("artifact:  {} {}", a.kind, a.path);
     }
+    let events = store.events(&id)?;
+    let turns: Vec<_> = events
+        .iter()
+        .filter_map(|e| Some((e.attempt?, e.turn.as_ref()?)))
+        .collect();
+    if !turns.is_empty() {
+        println!("turns:");
+        for (n, turn) in turns {
+            println!("  attempt {n}  {}", turn_line(turn));
+        }
+    }
     println!("events:");
-    for e in store.events(&id)? {
+    for e in events.into_iter().filter(|e| e.turn.is_none()) {
         println!(
             "  {}  {:<9} {}{}",
             e.at,
@@ -62,4 +73,29 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
         );
     }
     Ok(SUCCESS)
+}
+
+/// One turn on one line: number, action, the manager's progress (or the argument) and how the
+/// turn ended, with control characters shown visibly.
+pub(super) fn turn_line(turn: &crate::store::TurnEvent) -> String {
+    let what = if turn.progress.is_empty() {
+        &turn.argument
+    } else {
+        &turn.progress
+    };
+    let mut line = format!(
+        "turn {}/{} {}: {}",
+        turn.turn,
+        turn.max_turns,
+        turn.action,
+        one_line(what)
+    );
+    if !turn.thought.is_empty() {
+        let thought: String = turn.thought.chars().take(120).collect();
+        line.push_str(&format!(" (thought: {})", one_line(&thought)));
+    }
+    if !turn.ended.is_empty() {
+        line.push_str(&format!(" -> {}", one_line(&turn.ended)));
+    }
+    line
 }

@@ -1,7 +1,9 @@
 //! Reading jobs: finding one by id, prefix or name, the lists the scheduler and the CLI need, a
 //! job's attempts, events and artifacts, and decoding their rows.
 
-use super::{ArtifactRecord, AttemptRecord, EventRecord, JobRecord, Result, Store, StoreError};
+use super::{
+    ArtifactRecord, AttemptRecord, EventRecord, JobRecord, Result, Store, StoreError, TurnEvent,
+};
 use crate::job::JobSpec;
 use crate::state::{JobId, JobState};
 use rusqlite::{params, OptionalExtension, Row};
@@ -150,10 +152,20 @@ impl Store {
         Ok(rows)
     }
 
-    /// Every recorded state change of a job, in order.
+    /// Records an ended turn of attempt `n` (an event of kind `turn`).
+    pub fn add_turn_event(&mut self, id: &JobId, n: u32, turn: &TurnEvent) -> Result<()> {
+        let data = serde_json::to_string(turn).expect("a turn serializes");
+        self.conn.execute(
+            "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', 'turn', ?4)",
+            params![id.as_str(), n, crate::state::now_rfc3339(), data],
+        )?;
+        Ok(())
+    }
+
+    /// Every recorded event of a job (state changes and turns), in order.
     pub fn events(&self, id: &JobId) -> Result<Vec<EventRecord>> {
         let mut stmt = self.conn.prepare(
-            "SELECT seq, job_id, attempt, at, state, reason, detail FROM events WHERE job_id = ?1 ORDER BY seq",
+            "SELECT seq, job_id, attempt, at, state, reason, detail, kind, data FROM events WHERE job_id = ?1 ORDER BY seq",
         )?;
         let rows = stmt
             .query_map([id.as_str()], |r| {
@@ -165,6 +177,12 @@ impl Store {
                     state: parse_col(r, 4)?,
                     reason: parse_opt_col(r, 5)?,
                     detail: r.get(6)?,
+                    turn: match r.get::<_, String>(7)?.as_str() {
+                        "turn" => r
+                            .get::<_, Option<String>>(8)?
+                            .and_then(|data| serde_json::from_str(&data).ok()),
+                        _ => None,
+                    },
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

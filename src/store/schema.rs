@@ -119,4 +119,10 @@ CREATE TABLE deliveries (
     PRIMARY KEY (job_id, attempt)
 );
 "#,
+    // 6: typed events: `state` rows as before; `turn` rows carry the turn as JSON in `data`
+    // (their `state` is the job's state then, `running`).
+    r#"
+ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'state';
+ALTER TABLE events ADD COLUMN data TEXT;
+"#,
 ];
