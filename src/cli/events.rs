@@ -130,7 +130,9 @@ mod tests {
         let line = as_line(&e);
         assert!(!line.contains('\x1b'), "{line:?}");
         assert!(
-            line.contains("turn 2/6 instruct: writing greet\\x1b[2J -> edited greet.py"),
+            line.contains(
+                "turn 2/6 instruct: writing greet\\x1b[2J (thought: the test needs it) -> edited greet.py"
+            ),
             "{line}"
         );
     }
