@@ -63,15 +63,7 @@ fn engine_lost_for_3s_mid_run_retries_or_ends_lost_never_succeeded() {
     assert_eq!(attempts.len(), 2, "{retried}");
     assert_eq!(attempts[0]["reason"], "lost");
     // Containers the lost attempts left are removed once the engine answers again.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !env.containers().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "left behind: {:?}",
-            env.containers()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    env.wait_no_containers(Duration::from_secs(30));
     env.signal_daemon(daemon, "TERM");
 }
 

@@ -131,19 +131,13 @@ pub(crate) fn check_repo_inside(base: &Path, path: &Path) -> Result<(), String> 
         git_dir = dot_git.clone();
         if std::fs::metadata(&dot_git).is_ok_and(|m| m.is_file()) || meta.is_file() {
             let text = read_small(&dot_git);
-            let target = text
-                .lines()
-                .next()
-                .and_then(|line| line.strip_prefix("gitdir:"))
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    format!(
-                        "`{}` is a file but not a gitfile (`gitdir: <path>`): make `repo` a \
+            let target = crate::repo::gitfile_path(&text).ok_or_else(|| {
+                format!(
+                    "`{}` is a file but not a gitfile (`gitdir: <path>`): make `repo` a \
                          plain git repository",
-                        dot_git.display()
-                    )
-                })?;
+                    dot_git.display()
+                )
+            })?;
             git_dir = existing(
                 &path.join(target),
                 &format!("the gitfile `{}`", dot_git.display()),

@@ -102,19 +102,22 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Where the gitfile `dot_git` (`gitdir: <path>`) leads, relative to its folder.
-fn gitfile_target(dot_git: &Path) -> Result<PathBuf, RepoError> {
-    let text = read_small(dot_git).unwrap_or_default();
-    let target = text
-        .lines()
+/// The path a gitfile's text names (`gitdir: <path>` on its first line), as written.
+pub(crate) fn gitfile_path(text: &str) -> Option<&str> {
+    text.lines()
         .next()
         .and_then(|line| line.strip_prefix("gitdir:"))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| RepoError::NotARepository {
-            path: dot_git.to_path_buf(),
-            why: "it is a file but not a gitfile (`gitdir: <path>`)".into(),
-        })?;
+}
+
+/// Where the gitfile `dot_git` (`gitdir: <path>`) leads, relative to its folder.
+fn gitfile_target(dot_git: &Path) -> Result<PathBuf, RepoError> {
+    let text = read_small(dot_git).unwrap_or_default();
+    let target = gitfile_path(&text).ok_or_else(|| RepoError::NotARepository {
+        path: dot_git.to_path_buf(),
+        why: "it is a file but not a gitfile (`gitdir: <path>`)".into(),
+    })?;
     Ok(dot_git.parent().unwrap_or(Path::new("/")).join(target))
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod testutil;
 
 pub use checkout::{checkout, Checkout, WORK_BRANCH};
 pub use git::redact_url;
+pub(crate) use local::gitfile_path;
 pub use mirror::{mirror, Mirror};
 pub use push::push_branch;
 pub use tarball::{tar_tree, write_tar, DEFAULT_TAR_LIMIT};
