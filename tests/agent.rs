@@ -657,3 +657,145 @@ fn a_secret_printed_in_two_writes_is_redacted_in_every_stored_row_and_answer() {
     // The manager's progress text reaches the terminal with its control sequence made visible.
     assert!(!stderr(&out).contains('\u{1b}'), "{}", stderr(&out));
 }
+
+/// Kills a background `runner run` if the test ends before it does.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The number of rows in the state dir's `messages` table.
+fn stored_messages(env: &Env) -> i64 {
+    let db = rusqlite::Connection::open(env.state.join("runner.db")).unwrap();
+    db.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// `runner send` from another process reaches a running agent through the store: Aider's next
+/// LLM request carries the message (redacted), the manager's next request shows it as the
+/// operator's instruction, and the log and events record it. A queued job and a finished one
+/// refuse a message with exit 2 and store nothing.
+#[test]
+fn a_message_sent_to_a_running_agent_reaches_aider_and_the_manager_and_is_recorded() {
+    let env = Env::new();
+    let secret = "send-secret-7f3a";
+    let llm = ScriptedLlm::start(
+        vec![
+            answer("run", "sleep 6"),
+            answer("finish", "greet added as the operator asked"),
+        ],
+        vec![create_file("greet.py", GREET)],
+    );
+    let job = agent_job(
+        &env,
+        "talk",
+        "{ mode: llm, model: manager-mock, max_turns: 5 }",
+        &format!("{VERIFY}\nsecrets: [RUNNER_TEST_AGENT_SECRET]"),
+    );
+    let waiting = env.job("waiting.yaml", "name: waiting\ntask: Wait.\n");
+    let queued = stdout(&env.run(&["submit", path_str(&waiting)]))
+        .trim()
+        .to_string();
+    let run_log = env.dir.path().join("run.stderr");
+    let mut run = Background(
+        env.cmd()
+            .args(["run", path_str(&job)])
+            .env("OPENAI_BASE_URL", &llm.url)
+            .env("OPENAI_API_KEY", "upstream-key")
+            .env("RUNNER_TEST_AGENT_SECRET", secret)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&run_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !log_of(&env, "talk").contains("» /run sleep 6") {
+        assert!(
+            Instant::now() < deadline,
+            "the first turn never started: {}\n{}",
+            log_of(&env, "talk"),
+            std::fs::read_to_string(&run_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let message = format!("Operator here: create greet.py now; the key is {secret}");
+    let sent = env
+        .cmd()
+        .args(["send", "talk", &message])
+        .env("RUNNER_TEST_AGENT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert_eq!(sent.status.code(), Some(0), "{}", stderr(&sent));
+    let refused = env.run(&["send", &queued, "hello"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("queued"), "{}", stderr(&refused));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let show = env.show("talk");
+    assert!(
+        status.success(),
+        "{show}\n{}\n{}",
+        std::fs::read_to_string(&run_log).unwrap_or_default(),
+        log_of(&env, "talk")
+    );
+    let redacted =
+        "Operator here: create greet.py now; the key is [redacted RUNNER_TEST_AGENT_SECRET]";
+    {
+        let s = llm.script.lock().unwrap();
+        assert!(
+            s.agent_prompts.iter().any(|p| p.contains(redacted)),
+            "Aider's request carries the message: {:?}",
+            s.agent_prompts
+        );
+        assert_eq!(s.manager_prompts.len(), 2, "{:?}", s.manager_prompts);
+        assert!(
+            !s.manager_prompts[0].contains("operator's instructions"),
+            "{}",
+            s.manager_prompts[0]
+        );
+        let next = &s.manager_prompts[1];
+        assert!(
+            next.contains("The operator's instructions since your last turn (already typed into Aider; they take precedence over the task):")
+                && next.contains(redacted),
+            "{next}"
+        );
+        assert!(next.contains("greet.py"), "and what Aider did: {next}");
+    }
+    let log = log_of(&env, "talk");
+    assert!(log.contains(&format!("» [operator] {redacted}")), "{log}");
+    let events: Vec<serde_json::Value> = stdout(&env.run(&["events", "--json", "talk"]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["type"] != "state")
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["turn", "message", "turn"], "{events:?}");
+    assert_eq!(events[1]["text"], redacted);
+    let line = stdout(&env.run(&["events", "talk"]));
+    assert!(
+        line.contains(&format!("message from the operator: {redacted}")),
+        "{line}"
+    );
+    let late = env.run(&["send", "talk", "too late"]);
+    assert_eq!(late.status.code(), Some(2), "{}", stderr(&late));
+    assert!(stderr(&late).contains("succeeded"), "{}", stderr(&late));
+    assert_eq!(stored_messages(&env), 1, "only the delivered message");
+    for file in ["runner.db", "runner.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.state.join(file)) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{file} holds the secret"
+            );
+        }
+    }
+}

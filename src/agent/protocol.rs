@@ -16,6 +16,9 @@ pub const HISTORY_TURNS: usize = 6;
 const HISTORY_ITEM: usize = 160;
 /// Characters of the task kept (the task is sent every turn).
 const TASK_MAX: usize = 4_000;
+/// Characters of each operator message kept, and messages kept per turn (the newest).
+const OPERATOR_MAX: usize = 4_000;
+pub const OPERATOR_MESSAGES: usize = 4;
 
 pub const SYSTEM_PROMPT: &str = r#"You manage Aider, an AI pair programmer working in a git repository inside a sandbox. Each turn you see Aider's new output and decide the next step. Answer with exactly one JSON object:
 {"progress": "<one line: where the work stands>", "thought": "<one line: why this step>", "action": "<action>", "argument": "<argument>"}
@@ -27,6 +30,7 @@ Actions:
 - "undo": undo Aider's last commit (argument empty).
 - "finish": the task is done; the argument summarises the change. The runner then runs the job's verification; if it fails you are told and may continue.
 - "fail": the task cannot be done; the argument says why.
+The operator, a person overseeing this job, may send messages; Aider has already received them. An operator's message takes precedence over the task where they differ.
 Keep instructions concrete and small. Do not repeat an action that changed nothing."#;
 
 /// One remembered turn.
@@ -51,6 +55,8 @@ pub struct TurnContext {
     pub history: VecDeque<HistoryItem>,
     /// Aider's output since the previous turn (untrimmed; trimmed when the prompt is built).
     pub new_output: String,
+    /// The operator's messages typed into Aider since the previous turn (`runner send`).
+    pub operator: Vec<String>,
 }
 
 impl TurnContext {
@@ -127,6 +133,18 @@ pub fn messages(ctx: &TurnContext) -> Vec<Value> {
                 action_name(h.action),
                 short(&h.argument, HISTORY_ITEM),
                 short(&h.result, HISTORY_ITEM)
+            ));
+        }
+    }
+    if !ctx.operator.is_empty() {
+        user.push_str(
+            "\nThe operator's instructions since your last turn (already typed into Aider; they take precedence over the task):\n",
+        );
+        let skip = ctx.operator.len().saturating_sub(OPERATOR_MESSAGES);
+        for message in ctx.operator.iter().skip(skip) {
+            user.push_str(&format!(
+                "- {}\n",
+                trim_middle(message.trim(), OPERATOR_MAX, 0)
             ));
         }
     }
@@ -260,5 +278,27 @@ mod tests {
             "{late}"
         );
         assert_eq!(ctx.history.len(), HISTORY_TURNS);
+    }
+
+    #[test]
+    fn the_operator_s_messages_reach_the_manager_as_instructions_over_the_task() {
+        let mut ctx = TurnContext {
+            task: "t".into(),
+            turn: 2,
+            max_turns: 5,
+            ..Default::default()
+        };
+        let user = |ctx: &TurnContext| messages(ctx)[1]["content"].as_str().unwrap().to_string();
+        assert!(!user(&ctx).contains("operator"));
+        ctx.operator = (0..6).map(|i| format!("message {i}")).collect();
+        let text = user(&ctx);
+        assert!(
+            text.contains("operator's instructions since your last turn (already typed into Aider; they take precedence over the task):\n- message 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- message 5\n") && !text.contains("message 1"),
+            "{text}"
+        );
     }
 }

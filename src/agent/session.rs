@@ -28,6 +28,8 @@ pub enum Direction {
     Out,
     /// The runner typed it.
     In,
+    /// The runner typed a person's message (`runner send`).
+    Operator,
 }
 
 /// One chunk of the conversation, as it happened.
@@ -222,7 +224,14 @@ impl Session {
 
     /// Types a message (formatted by [`parse::format_input`]) and transcribes it as In.
     pub async fn send(&mut self, message: &str) -> Result<(), SessionError> {
-        self.type_text(&parse::format_input(message)).await
+        self.type_text(&parse::format_input(message), Direction::In)
+            .await
+    }
+
+    /// Types a person's message like [`Session::send`], transcribed as from the operator.
+    pub async fn send_from_operator(&mut self, message: &str) -> Result<(), SessionError> {
+        self.type_text(&parse::format_input(message), Direction::Operator)
+            .await
     }
 
     /// Closes stdin (Aider exits 0 at its prompt on EOF); the next `wait_ready` then reports
@@ -242,7 +251,7 @@ impl Session {
             PromptState::Ready { mode } => Ok(Some(self.end_turn(mode))),
             PromptState::Question { text, default_yes } => {
                 let reply = parse::answer(&text, default_yes);
-                self.type_text(&format!("{reply}\n")).await?;
+                self.type_text(&format!("{reply}\n"), Direction::In).await?;
                 Ok(None)
             }
             PromptState::Busy => Ok(None),
@@ -317,7 +326,7 @@ impl Session {
     }
 
     /// Writes to Aider's stdin and transcribes it.
-    async fn type_text(&mut self, text: &str) -> Result<(), SessionError> {
+    async fn type_text(&mut self, text: &str, direction: Direction) -> Result<(), SessionError> {
         // Before writing: whatever is on screen now has been answered, even if the write fails.
         self.fresh = false;
         // Input is not echoed and Aider does not always print a newline after reading it (it
@@ -337,7 +346,7 @@ impl Session {
         written
             .await
             .map_err(|e| SessionError::Io(format!("writing to aider's stdin: {e}")))?;
-        let _ = self.transcript.send(entry(Direction::In, text.to_string()));
+        let _ = self.transcript.send(entry(direction, text.to_string()));
         Ok(())
     }
 }

@@ -102,8 +102,13 @@ impl<S: Sandbox> Drive<'_, S> {
                     ),
                 ));
             }
+            if let Some(end) = self.deliver_messages(&mut session, &mut ctx).await {
+                return end;
+            }
             ctx.turn += 1;
-            let step = match manager.decide(&ctx).await {
+            let decided = manager.decide(&ctx).await;
+            ctx.operator.clear();
+            let step = match decided {
                 Ok(step) => step,
                 Err(ManagerError::Budget(why)) => {
                     return DriveEnd::done(Outcome::failed(Reason::Budget, None, why))
@@ -196,6 +201,76 @@ impl<S: Sandbox> Drive<'_, S> {
                 result,
             });
         }
+    }
+
+    /// Types the operator's waiting messages (`runner send`) into Aider, each a turn of its own
+    /// that is not the manager's: marked delivered and recorded as an event (redacted) before
+    /// it is typed, so it is typed at most once; its output and the message itself go to the
+    /// manager's next request. `Some` when the session ended meanwhile.
+    async fn deliver_messages(
+        &self,
+        session: &mut Session,
+        ctx: &mut TurnContext,
+    ) -> Option<DriveEnd> {
+        let (id, n) = (self.job.clone(), self.attempt);
+        let pending = match self
+            .store
+            .call(move |s| s.undelivered_messages(&id, n))
+            .await
+        {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(job = %self.job, "cannot read the operator's messages: {e}");
+                return None;
+            }
+        };
+        for (seq, text) in pending {
+            let redacted = self.redact.redact_str(&text);
+            let (id, n, stored) = (self.job.clone(), self.attempt, redacted.clone());
+            match self
+                .store
+                .call(move |s| s.deliver_message(&id, n, seq, &stored))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(job = %self.job, "cannot record the operator's message: {e}");
+                    return None;
+                }
+            }
+            (self.progress)(
+                JobState::Running,
+                Some(format!(
+                    "message from the operator: {}",
+                    redacted.chars().take(80).collect::<String>()
+                )),
+            );
+            if let Err(e) = session.send_from_operator(&text).await {
+                return Some(match e {
+                    SessionError::Exited { .. } => DriveEnd::AiderExited,
+                    SessionError::Io(e) => DriveEnd::done(infra(format!("aider session: {e}"))),
+                });
+            }
+            match session.wait_ready().await {
+                Ok(turn) => {
+                    // The manager has not seen the previous turn's output yet: keep both,
+                    // bounded like one turn's.
+                    ctx.new_output.push_str(&turn.output);
+                    ctx.new_output = crate::agent::protocol::trim_middle(
+                        &ctx.new_output,
+                        crate::agent::bounded::HEAD,
+                        crate::agent::bounded::TAIL,
+                    );
+                }
+                Err(SessionError::Exited { .. }) => return Some(DriveEnd::AiderExited),
+                Err(SessionError::Io(e)) => {
+                    return Some(DriveEnd::done(infra(format!("aider session: {e}"))))
+                }
+            }
+            ctx.operator.push(redacted);
+        }
+        None
     }
 
     /// Records the turn that just ended as an event (`runner events`, `runner show`), its text

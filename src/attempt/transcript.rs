@@ -13,7 +13,7 @@ use crate::store::SharedStore;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Writes the transcript to the attempt's log (input marked `» `) and, timestamped, to the store.
+/// Writes the transcript to the attempt's log (input marked `» `, a person's `» [operator] `) and, timestamped, to the store.
 pub async fn write_transcript(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<TranscriptEntry>,
     path: PathBuf,
@@ -45,7 +45,7 @@ pub async fn write_transcript(
         if let Ok(Some(entry)) = entry {
             let text = match entry.direction {
                 Direction::Out => lossy(output.push(entry.text.as_bytes())),
-                Direction::In => {
+                Direction::In | Direction::Operator => {
                     let held = lossy(output.finish());
                     sink.record(Direction::Out, entry.at.clone(), held).await;
                     redactor.redact_str(&entry.text)
@@ -95,6 +95,12 @@ impl Sink {
         let (dir, rendered) = match direction {
             Direction::Out => ("out", text.clone()),
             Direction::In => ("in", text.lines().map(|l| format!("» {l}\n")).collect()),
+            Direction::Operator => (
+                "operator",
+                text.lines()
+                    .map(|l| format!("» [operator] {l}\n"))
+                    .collect(),
+            ),
         };
         let _ = self.log.write(rendered.as_bytes()).await;
         self.stored += text.len() as u64;

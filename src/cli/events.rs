@@ -1,6 +1,6 @@
 //! `runner events JOB [-f] [--json]`: what happened to a job, in order, from the store: every
-//! state change of every attempt, with its reason and detail, and each ended turn of an agent's
-//! manager loop. `-f` follows until the job ends;
+//! state change of every attempt, with its reason and detail, each ended turn of an agent's
+//! manager loop and each message a person sent it (`runner send`). `-f` follows until the job ends;
 //! `--json` prints one JSON object a line (the shape is in the README, "Events"). On a terminal
 //! the detail is shown through [`super::terminal::one_line`]; JSON is as stored.
 
@@ -41,8 +41,20 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool, json: bool) -> Cmd
 
 /// One event as a JSON line: `{"seq", "job", "attempt", "at", "type": "state", "state",
 /// "reason", "detail"}`, or `{..., "type": "turn", "turn", "max_turns", "action", "argument",
-/// "progress", "thought", "ended"}`. Every type shares the first five keys.
+/// "progress", "thought", "ended"}`, or `{..., "type": "message", "text"}` (a person's message
+/// typed into Aider). Every type shares the first five keys.
 fn as_json(e: &EventRecord) -> String {
+    if let Some(text) = &e.message {
+        return json!({
+            "seq": e.seq,
+            "job": e.job_id.as_str(),
+            "attempt": e.attempt,
+            "at": e.at,
+            "type": "message",
+            "text": text,
+        })
+        .to_string();
+    }
     if let Some(turn) = &e.turn {
         let mut value = json!({
             "seq": e.seq,
@@ -81,6 +93,14 @@ fn as_line(e: &EventRecord) -> String {
     if let Some(turn) = &e.turn {
         return format!("{}  {:<9}  {}", e.at, attempt, super::show::turn_line(turn));
     }
+    if let Some(text) = &e.message {
+        return format!(
+            "{}  {:<9}  message from the operator: {}",
+            e.at,
+            attempt,
+            super::terminal::one_line(text)
+        );
+    }
     let mut line = format!("{}  {:<9}  {:<9}", e.at, attempt, e.state);
     if let Some(reason) = e.reason {
         line.push_str(&format!(" {reason}"));
@@ -106,7 +126,23 @@ mod tests {
             reason: Some(Reason::ExitCode),
             detail: detail.map(str::to_string),
             turn: None,
+            message: None,
         }
+    }
+
+    #[test]
+    fn a_message_event_is_one_json_object_and_one_safe_line() {
+        let mut e = event(None);
+        e.message = Some("use tabs\x1b[2J".into());
+        let value: serde_json::Value = serde_json::from_str(&as_json(&e)).unwrap();
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["text"], "use tabs\x1b[2J");
+        assert!(value.get("state").is_none(), "{value}");
+        let line = as_line(&e);
+        assert!(
+            line.ends_with("attempt 2  message from the operator: use tabs\\x1b[2J"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod output;
 mod progress;
 mod ps;
 mod run;
+mod send;
 mod show;
 mod submit;
 mod terminal;
@@ -111,6 +112,18 @@ pub enum Command {
         /// One JSON object a line.
         #[arg(long)]
         json: bool,
+    },
+    /// Send a message to a running agent job: typed into Aider at its next prompt and shown
+    /// to the manager as the operator's instruction.
+    Send {
+        /// Job id, unique id prefix, or name (the newest job of that name).
+        job: String,
+        /// The message; `-` reads it from stdin.
+        #[arg(required_unless_present = "file")]
+        message: Option<String>,
+        /// Read the message from this file.
+        #[arg(long, conflicts_with = "message")]
+        file: Option<PathBuf>,
     },
     /// Cancel a queued job, or stop a running one (grace, then kill).
     Cancel {
@@ -279,6 +292,9 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Show { job, json } => show::run(&state_dir, &job, json),
         Command::Logs { job, follow, raw } => logs::run(&state_dir, &job, follow, raw).await,
         Command::Events { job, follow, json } => events::run(&state_dir, &job, follow, json).await,
+        Command::Send { job, message, file } => {
+            send::run(&state_dir, &job, message.as_deref(), file.as_deref())
+        }
         Command::Cancel { jobs } => cancel::run(&state_dir, &jobs),
         Command::Gc {
             dry_run,

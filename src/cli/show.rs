@@ -63,7 +63,10 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
         }
     }
     println!("events:");
-    for e in events.into_iter().filter(|e| e.turn.is_none()) {
+    for e in events
+        .into_iter()
+        .filter(|e| e.turn.is_none() && e.message.is_none())
+    {
         println!(
             "  {}  {:<9} {}{}",
             e.at,

@@ -169,6 +169,8 @@ impl Store {
         )?;
         let rows = stmt
             .query_map([id.as_str()], |r| {
+                let kind: String = r.get(7)?;
+                let data: Option<String> = r.get(8)?;
                 Ok(EventRecord {
                     seq: r.get(0)?,
                     job_id: JobId(r.get(1)?),
@@ -177,10 +179,15 @@ impl Store {
                     state: parse_col(r, 4)?,
                     reason: parse_opt_col(r, 5)?,
                     detail: r.get(6)?,
-                    turn: match r.get::<_, String>(7)?.as_str() {
-                        "turn" => r
-                            .get::<_, Option<String>>(8)?
-                            .and_then(|data| serde_json::from_str(&data).ok()),
+                    turn: match kind.as_str() {
+                        "turn" => data.as_deref().and_then(|d| serde_json::from_str(d).ok()),
+                        _ => None,
+                    },
+                    message: match kind.as_str() {
+                        "message" => data
+                            .as_deref()
+                            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+                            .and_then(|v| v["text"].as_str().map(str::to_string)),
                         _ => None,
                     },
                 })
@@ -218,11 +225,11 @@ impl Store {
     }
 }
 
-const JOB_COLUMNS: &str = "id, name, spec, source, state, reason, exit_code, detail, cancel_requested, attempts, submitted_at, started_at, finished_at";
+pub(super) const JOB_COLUMNS: &str = "id, name, spec, source, state, reason, exit_code, detail, cancel_requested, attempts, submitted_at, started_at, finished_at";
 const ATTEMPT_COLUMNS: &str =
     "job_id, n, container, state, reason, exit_code, detail, started_at, finished_at";
 
-fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Result<JobRecord>> {
+pub(super) fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Result<JobRecord>> {
     let id: String = r.get(0)?;
     let spec_json: String = r.get(2)?;
     let spec = match serde_json::from_str::<JobSpec>(&spec_json) {

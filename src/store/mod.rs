@@ -13,6 +13,7 @@
 
 mod deliveries;
 mod jobs;
+mod messages;
 pub mod private;
 mod records;
 mod schema;
@@ -20,6 +21,7 @@ mod transitions;
 mod usage;
 
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
+pub use messages::SendResult;
 pub use records::*;
 pub use usage::{Role, RoleUsage, Usage};
 

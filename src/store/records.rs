@@ -52,6 +52,8 @@ pub struct EventRecord {
     pub detail: Option<String>,
     /// `None` for a state change; what else happened otherwise.
     pub turn: Option<TurnEvent>,
+    /// For an event of kind `message`: the operator's message, as delivered (redacted).
+    pub message: Option<String>,
 }
 
 /// One turn of an agent's manager loop, recorded when it has ended. Text fields are stored as

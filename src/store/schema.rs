@@ -125,4 +125,17 @@ CREATE TABLE deliveries (
 ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'state';
 ALTER TABLE events ADD COLUMN data TEXT;
 "#,
+    // 7: a person's messages to a running agent (`runner send`), waiting for the attempt's
+    // manager loop to type them into Aider (`delivered_at` set when it does).
+    r#"
+CREATE TABLE messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id       TEXT NOT NULL REFERENCES jobs(id),
+    attempt      INTEGER NOT NULL,
+    text         TEXT NOT NULL,
+    sent_at      TEXT NOT NULL,
+    delivered_at TEXT
+);
+CREATE INDEX messages_by_attempt ON messages(job_id, attempt, seq);
+"#,
 ];

@@ -224,3 +224,51 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
     let store = Store::open(&path).unwrap();
     assert_eq!(store.list(true).unwrap().len(), 200);
 }
+
+#[test]
+fn a_message_is_stored_only_for_a_running_agent_and_delivered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut agent = spec("talk");
+    agent.kind = JobKind::Task {
+        task: "do it".into(),
+    };
+    let id = store
+        .submit(&[NewJob {
+            spec: agent,
+            source: None,
+        }])
+        .unwrap()
+        .remove(0);
+    let plain = submit_one(&mut store, "plain");
+    assert_eq!(
+        store.send_message(&id, "hi").unwrap(),
+        SendResult::NotRunning(JobState::Queued)
+    );
+    for job in [&id, &plain] {
+        store.claim(job, |n| format!("c-{n}")).unwrap().unwrap();
+        assert!(store.mark_running(job, 1).unwrap());
+    }
+    assert_eq!(
+        store.send_message(&plain, "hi").unwrap(),
+        SendResult::NotAgent
+    );
+    assert!(store.undelivered_messages(&plain, 1).unwrap().is_empty());
+    assert_eq!(
+        store.send_message(&id, "use tabs").unwrap(),
+        SendResult::Stored { attempt: 1 }
+    );
+    let pending = store.undelivered_messages(&id, 1).unwrap();
+    assert_eq!(pending.len(), 1);
+    let seq = pending[0].0;
+    assert!(store.deliver_message(&id, 1, seq, "use tabs").unwrap());
+    assert!(!store.deliver_message(&id, 1, seq, "use tabs").unwrap());
+    assert!(store.undelivered_messages(&id, 1).unwrap().is_empty());
+    let messages: Vec<_> = store
+        .events(&id)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    assert_eq!(messages, vec!["use tabs".to_string()]);
+}

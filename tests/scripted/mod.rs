@@ -22,6 +22,8 @@ pub struct Script {
     pub commit_calls: usize,
     /// Every manager request's user message, for assertions on what the manager saw.
     pub manager_prompts: Vec<String>,
+    /// Every edit request's last user message: what Aider was asked.
+    pub agent_prompts: Vec<String>,
 }
 
 pub struct ScriptedLlm {
@@ -103,6 +105,16 @@ fn error_reply(message: &str) -> axum::response::Response {
         .unwrap()
 }
 
+/// The text of a chat request's last user message.
+fn last_user_message(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
     let request: Value = serde_json::from_slice(body).unwrap_or_default();
     let system = request["messages"][0]["content"]
@@ -112,12 +124,7 @@ fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
     let mut s = state.lock().unwrap();
     if request.get("response_format").is_some() {
         s.manager_calls += 1;
-        let prompt = request["messages"]
-            .as_array()
-            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or_default()
-            .to_string();
+        let prompt = last_user_message(&request);
         s.manager_prompts.push(prompt);
         return match s.manager.pop_front() {
             Some(a) => json_reply(&a, (200, 20)),
@@ -129,6 +136,8 @@ fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
         return json_reply("Add the requested change", (100, 8));
     }
     s.edit_calls += 1;
+    let asked = last_user_message(&request);
+    s.agent_prompts.push(asked);
     let Some(edit) = s.edits.pop_front() else {
         return error_reply("scripted LLM: no edits left");
     };

@@ -1,0 +1,76 @@
+//! A person's messages to a running agent (`runner send`): stored by any process, delivered by
+//! the attempt's manager loop, which types each into Aider once and records it as an event.
+
+use super::jobs::{job_from_row, JOB_COLUMNS};
+use super::{Result, Store};
+use crate::state::{now_rfc3339, JobId, JobState};
+use rusqlite::params;
+
+/// What became of a message handed to [`Store::send_message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendResult {
+    /// Stored for attempt `attempt`; its manager loop types it into Aider at the next prompt.
+    Stored { attempt: u32 },
+    /// The job is not running (queued, starting or finished): nothing was stored.
+    NotRunning(JobState),
+    /// A plain `command:` job has no agent to talk to: nothing was stored.
+    NotAgent,
+}
+
+impl Store {
+    /// Stores `text` for the current attempt of job `id`, only if that job is a running agent
+    /// (checked in the same transaction as the insert).
+    pub fn send_message(&mut self, id: &JobId, text: &str) -> Result<SendResult> {
+        self.write(|tx| {
+            let job = tx.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id.as_str()],
+                job_from_row,
+            )??;
+            if !job.spec.is_agent() {
+                return Ok(SendResult::NotAgent);
+            }
+            if job.state != JobState::Running {
+                return Ok(SendResult::NotRunning(job.state));
+            }
+            tx.execute(
+                "INSERT INTO messages (job_id, attempt, text, sent_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id.as_str(), job.attempts, text, now_rfc3339()],
+            )?;
+            Ok(SendResult::Stored {
+                attempt: job.attempts,
+            })
+        })
+    }
+
+    /// Messages of attempt `n` not delivered yet: (seq, text), oldest first.
+    pub fn undelivered_messages(&self, id: &JobId, n: u32) -> Result<Vec<(i64, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, text FROM messages WHERE job_id = ?1 AND attempt = ?2 AND delivered_at IS NULL ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![id.as_str(), n], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Marks message `seq` delivered, keeping `text` (the attempt's redaction of it), and records
+    /// it as an event of kind `message`, in one transaction. False if it was delivered already.
+    pub fn deliver_message(&mut self, id: &JobId, n: u32, seq: i64, text: &str) -> Result<bool> {
+        self.write(|tx| {
+            let now = now_rfc3339();
+            let changed = tx.execute(
+                "UPDATE messages SET delivered_at = ?1, text = ?2 WHERE seq = ?3 AND job_id = ?4 AND delivered_at IS NULL",
+                params![now, text, seq, id.as_str()],
+            )?;
+            if changed == 1 {
+                let data = serde_json::json!({ "text": text }).to_string();
+                tx.execute(
+                    "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', 'message', ?4)",
+                    params![id.as_str(), n, now, data],
+                )?;
+            }
+            Ok(changed == 1)
+        })
+    }
+}
