@@ -799,3 +799,121 @@ fn a_message_sent_to_a_running_agent_reaches_aider_and_the_manager_and_is_record
         }
     }
 }
+
+/// Event types other than state changes, in order.
+fn typed_events(env: &Env, job: &str) -> Vec<serde_json::Value> {
+    stdout(&env.run(&["events", "--json", job]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["type"] != "state")
+        .collect()
+}
+
+/// `runner pause` lets the current turn finish, then the manager issues no turns while two
+/// messages go straight to Aider, turn by turn; `runner resume` hands back to the manager,
+/// whose next request carries both; the job then finishes. Pausing a finished job exits 2.
+#[test]
+fn a_paused_agent_takes_messages_turn_by_turn_and_resumes_under_its_manager() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(
+        vec![
+            answer("run", "sleep 6"),
+            answer("finish", "the operator did it"),
+        ],
+        vec![create_file("greet.py", GREET), "Hi, operator.\n".into()],
+    );
+    let job = agent_job(
+        &env,
+        "steer",
+        "{ mode: llm, model: manager-mock, max_turns: 5 }",
+        VERIFY,
+    );
+    let run_log = env.dir.path().join("run.stderr");
+    let mut run = Background(
+        env.cmd()
+            .args(["run", path_str(&job)])
+            .env("OPENAI_BASE_URL", &llm.url)
+            .env("OPENAI_API_KEY", "upstream-key")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&run_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !log_of(&env, "steer").contains("» /run sleep 6") {
+        assert!(
+            Instant::now() < deadline,
+            "the first turn never started: {}",
+            std::fs::read_to_string(&run_log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pause = env.run(&["pause", "steer"]);
+    assert_eq!(pause.status.code(), Some(0), "{}", stderr(&pause));
+    let first = "Create greet.py with greet(name) yourself, please.";
+    let second = "Now just say hi.";
+    for message in [first, second] {
+        let sent = env.run(&["send", "steer", message]);
+        assert_eq!(sent.status.code(), Some(0), "{}", stderr(&sent));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while typed_events(&env, "steer")
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .count()
+        < 2
+        || llm.script.lock().unwrap().edit_calls < 2
+        || !log_of(&env, "steer").ends_with("> ")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the messages were not both typed: {}",
+            log_of(&env, "steer")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        llm.script.lock().unwrap().manager_calls,
+        1,
+        "a paused manager is not asked"
+    );
+    assert_eq!(env.state_of("steer"), "running");
+    let resume = env.run(&["resume", "steer"]);
+    assert_eq!(resume.status.code(), Some(0), "{}", stderr(&resume));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.success(),
+        "{}\n{}\n{}",
+        env.show("steer"),
+        std::fs::read_to_string(&run_log).unwrap_or_default(),
+        log_of(&env, "steer")
+    );
+    {
+        let s = llm.script.lock().unwrap();
+        assert!(s.agent_prompts[0].contains(first), "{:?}", s.agent_prompts);
+        assert!(s.agent_prompts[1].contains(second), "{:?}", s.agent_prompts);
+        let next = &s.manager_prompts[1];
+        assert!(next.contains(&format!("- {first}\n- {second}\n")), "{next}");
+        assert!(
+            next.contains("Hi, operator."),
+            "what happened meanwhile: {next}"
+        );
+    }
+    let events = typed_events(&env, "steer");
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["turn", "paused", "message", "message", "resumed", "turn"],
+        "{events:?}"
+    );
+    let late = env.run(&["pause", "steer"]);
+    assert_eq!(late.status.code(), Some(2), "{}", stderr(&late));
+}

@@ -18,6 +18,9 @@ use std::path::PathBuf;
 /// Identical turns in a row (same action, nothing changed) before the job is `stuck`.
 const STUCK_REPEATS: u32 = 3;
 
+/// How often a paused manager loop looks for messages and for `runner resume`.
+const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Everything the manager loop needs.
 pub struct Drive<'a, S: Sandbox> {
     /// Where the container runs (verify, export and the work-tree fingerprint are execs).
@@ -101,6 +104,9 @@ impl<S: Sandbox> Drive<'_, S> {
                         ctx.max_turns
                     ),
                 ));
+            }
+            if let Some(end) = self.hold_while_paused(&mut session, &mut ctx).await {
+                return end;
             }
             if let Some(end) = self.deliver_messages(&mut session, &mut ctx).await {
                 return end;
@@ -200,6 +206,51 @@ impl<S: Sandbox> Drive<'_, S> {
                 argument: step.argument,
                 result,
             });
+        }
+    }
+
+    /// While `runner pause` holds the job, issues no manager turns: records that it paused,
+    /// types the operator's messages as they come (a person takes over), and returns once
+    /// resumed (recorded too). The deadline, cancel and budget keep running in `supervise`. A
+    /// store that cannot be read counts as not paused. `Some` when the session ended meanwhile.
+    async fn hold_while_paused(
+        &self,
+        session: &mut Session,
+        ctx: &mut TurnContext,
+    ) -> Option<DriveEnd> {
+        let paused = || {
+            let id = self.job.clone();
+            self.store.call(move |s| s.paused(&id))
+        };
+        if !paused().await.unwrap_or(false) {
+            return None;
+        }
+        self.record_pause(true).await;
+        (self.progress)(
+            JobState::Running,
+            Some("paused: the manager waits for `runner resume`".into()),
+        );
+        loop {
+            if let Some(end) = self.deliver_messages(session, ctx).await {
+                return Some(end);
+            }
+            if !paused().await.unwrap_or(false) {
+                self.record_pause(false).await;
+                return None;
+            }
+            tokio::time::sleep(PAUSE_POLL).await;
+        }
+    }
+
+    /// Records a pause or a resume as an event; a store error is logged.
+    async fn record_pause(&self, paused: bool) {
+        let (id, n) = (self.job.clone(), self.attempt);
+        if let Err(e) = self
+            .store
+            .call(move |s| s.add_pause_event(&id, n, paused))
+            .await
+        {
+            tracing::warn!(job = %self.job, "cannot record a pause or resume: {e}");
         }
     }
 

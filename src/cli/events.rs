@@ -42,8 +42,19 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool, json: bool) -> Cmd
 /// One event as a JSON line: `{"seq", "job", "attempt", "at", "type": "state", "state",
 /// "reason", "detail"}`, or `{..., "type": "turn", "turn", "max_turns", "action", "argument",
 /// "progress", "thought", "ended"}`, or `{..., "type": "message", "text"}` (a person's message
-/// typed into Aider). Every type shares the first five keys.
+/// typed into Aider), or `{..., "type": "paused"}` / `{..., "type": "resumed"}`. Every type
+/// shares the first five keys.
 fn as_json(e: &EventRecord) -> String {
+    if let Some(paused) = e.paused {
+        return json!({
+            "seq": e.seq,
+            "job": e.job_id.as_str(),
+            "attempt": e.attempt,
+            "at": e.at,
+            "type": if paused { "paused" } else { "resumed" },
+        })
+        .to_string();
+    }
     if let Some(text) = &e.message {
         return json!({
             "seq": e.seq,
@@ -93,6 +104,18 @@ fn as_line(e: &EventRecord) -> String {
     if let Some(turn) = &e.turn {
         return format!("{}  {:<9}  {}", e.at, attempt, super::show::turn_line(turn));
     }
+    if let Some(paused) = e.paused {
+        return format!(
+            "{}  {:<9}  {}",
+            e.at,
+            attempt,
+            if paused {
+                "paused: the manager issues no turns until `runner resume`; `runner send` talks to Aider"
+            } else {
+                "resumed: the manager decides again"
+            }
+        );
+    }
     if let Some(text) = &e.message {
         return format!(
             "{}  {:<9}  message from the operator: {}",
@@ -127,6 +150,7 @@ mod tests {
             detail: detail.map(str::to_string),
             turn: None,
             message: None,
+            paused: None,
         }
     }
 

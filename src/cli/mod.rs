@@ -9,6 +9,7 @@ mod gc;
 mod images;
 mod logs;
 mod output;
+mod pause;
 mod progress;
 mod ps;
 mod run;
@@ -124,6 +125,17 @@ pub enum Command {
         /// Read the message from this file.
         #[arg(long, conflicts_with = "message")]
         file: Option<PathBuf>,
+    },
+    /// Let a running agent's current turn finish, then stop its manager issuing turns (the job
+    /// stays running; `runner send` talks to Aider directly meanwhile).
+    Pause {
+        /// Job id, unique id prefix, or name (the newest job of that name).
+        job: String,
+    },
+    /// Hand a paused agent back to its manager.
+    Resume {
+        /// Job id, unique id prefix, or name (the newest job of that name).
+        job: String,
     },
     /// Cancel a queued job, or stop a running one (grace, then kill).
     Cancel {
@@ -295,6 +307,8 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Send { job, message, file } => {
             send::run(&state_dir, &job, message.as_deref(), file.as_deref())
         }
+        Command::Pause { job } => pause::run(&state_dir, &job, true),
+        Command::Resume { job } => pause::run(&state_dir, &job, false),
         Command::Cancel { jobs } => cancel::run(&state_dir, &jobs),
         Command::Gc {
             dry_run,

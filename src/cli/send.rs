@@ -5,7 +5,7 @@
 
 use super::exit::{CmdResult, Failure, SUCCESS};
 use crate::attempt::redact::Redactor;
-use crate::store::SendResult;
+use crate::store::ControlResult;
 use std::io::Read;
 use std::path::Path;
 
@@ -28,17 +28,27 @@ pub fn run(state_dir: &Path, query: &str, message: Option<&str>, file: Option<&P
     let text =
         Redactor::new(values.iter().map(|(n, v)| (n.as_str(), v.as_str()))).redact_str(&text);
     match store.send_message(&id, &text)? {
-        SendResult::Stored { attempt } => {
-            println!("{id}: message stored; attempt {attempt} types it into Aider at its next prompt");
+        ControlResult::Stored { attempt } => {
+            println!(
+                "{id}: message stored; attempt {attempt} types it into Aider at its next prompt"
+            );
             Ok(SUCCESS)
         }
-        SendResult::NotAgent => Err(Failure::invalid(format!(
-            "{id} is a plain command job: there is no agent to talk to (send to a job with `task:`)"
-        ))),
-        SendResult::NotRunning(state) => Err(Failure::invalid(format!(
-            "{id} is {state}, not running: a message goes only to a running agent (see `runner ps`; wait until it runs)"
-        ))),
+        refused => Err(refusal(&id, refused)),
     }
+}
+
+/// Why a control request (send, pause, resume) was refused: exit 2, nothing changed.
+pub(super) fn refusal(id: &crate::state::JobId, result: ControlResult) -> Failure {
+    Failure::invalid(match result {
+        ControlResult::NotAgent => format!(
+            "{id} is a plain command job: there is no agent to talk to (only jobs with `task:`)"
+        ),
+        ControlResult::NotRunning(state) => format!(
+            "{id} is {state}, not running: only a running agent job takes this (see `runner ps`; wait until it runs)"
+        ),
+        ControlResult::Stored { .. } => "accepted".into(),
+    })
 }
 
 /// The message from the argument, `--file`, or stdin for `-`: non-empty, valid UTF-8, at most

@@ -65,7 +65,7 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
     println!("events:");
     for e in events
         .into_iter()
-        .filter(|e| e.turn.is_none() && e.message.is_none())
+        .filter(|e| e.turn.is_none() && e.message.is_none() && e.paused.is_none())
     {
         println!(
             "  {}  {:<9} {}{}",

@@ -190,6 +190,11 @@ impl Store {
                             .and_then(|v| v["text"].as_str().map(str::to_string)),
                         _ => None,
                     },
+                    paused: match kind.as_str() {
+                        "paused" => Some(true),
+                        "resumed" => Some(false),
+                        _ => None,
+                    },
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

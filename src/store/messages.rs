@@ -1,15 +1,16 @@
-//! A person's messages to a running agent (`runner send`): stored by any process, delivered by
-//! the attempt's manager loop, which types each into Aider once and records it as an event.
+//! A person's controls of a running agent: messages (`runner send`), stored by any process and
+//! delivered by the attempt's manager loop, which types each into Aider once and records it as
+//! an event; and pause and resume (`runner pause`, `runner resume`), a flag on the job.
 
 use super::jobs::{job_from_row, JOB_COLUMNS};
 use super::{Result, Store};
 use crate::state::{now_rfc3339, JobId, JobState};
 use rusqlite::params;
 
-/// What became of a message handed to [`Store::send_message`].
+/// What became of a message ([`Store::send_message`]) or a pause or resume ([`Store::set_paused`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SendResult {
-    /// Stored for attempt `attempt`; its manager loop types it into Aider at the next prompt.
+pub enum ControlResult {
+    /// Stored for attempt `attempt`; its manager loop acts on it before its next decision.
     Stored { attempt: u32 },
     /// The job is not running (queued, starting or finished): nothing was stored.
     NotRunning(JobState),
@@ -20,27 +21,61 @@ pub enum SendResult {
 impl Store {
     /// Stores `text` for the current attempt of job `id`, only if that job is a running agent
     /// (checked in the same transaction as the insert).
-    pub fn send_message(&mut self, id: &JobId, text: &str) -> Result<SendResult> {
+    pub fn send_message(&mut self, id: &JobId, text: &str) -> Result<ControlResult> {
         self.write(|tx| {
-            let job = tx.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id.as_str()],
-                job_from_row,
-            )??;
-            if !job.spec.is_agent() {
-                return Ok(SendResult::NotAgent);
-            }
-            if job.state != JobState::Running {
-                return Ok(SendResult::NotRunning(job.state));
-            }
+            let job = match running_agent(tx, id)? {
+                Ok(job) => job,
+                Err(refused) => return Ok(refused),
+            };
             tx.execute(
                 "INSERT INTO messages (job_id, attempt, text, sent_at) VALUES (?1, ?2, ?3, ?4)",
                 params![id.as_str(), job.attempts, text, now_rfc3339()],
             )?;
-            Ok(SendResult::Stored {
+            Ok(ControlResult::Stored {
                 attempt: job.attempts,
             })
         })
+    }
+
+    /// Pauses (or resumes) the manager of running agent job `id`: the attempt's manager loop
+    /// finishes the current turn, then issues none while paused.
+    pub fn set_paused(&mut self, id: &JobId, paused: bool) -> Result<ControlResult> {
+        self.write(|tx| {
+            let job = match running_agent(tx, id)? {
+                Ok(job) => job,
+                Err(refused) => return Ok(refused),
+            };
+            tx.execute(
+                "UPDATE jobs SET paused = ?1 WHERE id = ?2",
+                params![paused, id.as_str()],
+            )?;
+            Ok(ControlResult::Stored {
+                attempt: job.attempts,
+            })
+        })
+    }
+
+    /// Whether `runner pause` holds job `id`'s manager.
+    pub fn paused(&self, id: &JobId) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT paused FROM jobs WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records that attempt `n`'s manager loop stopped issuing turns (`paused`) or started again.
+    pub fn add_pause_event(&mut self, id: &JobId, n: u32, paused: bool) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO events (job_id, attempt, at, state, kind) VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![
+                id.as_str(),
+                n,
+                now_rfc3339(),
+                if paused { "paused" } else { "resumed" }
+            ],
+        )?;
+        Ok(())
     }
 
     /// Messages of attempt `n` not delivered yet: (seq, text), oldest first.
@@ -73,4 +108,23 @@ impl Store {
             Ok(changed == 1)
         })
     }
+}
+
+/// Job `id` if it is a running agent, else why a control request is refused.
+fn running_agent(
+    tx: &rusqlite::Transaction<'_>,
+    id: &JobId,
+) -> Result<std::result::Result<crate::store::JobRecord, ControlResult>> {
+    let job = tx.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        [id.as_str()],
+        job_from_row,
+    )??;
+    Ok(if !job.spec.is_agent() {
+        Err(ControlResult::NotAgent)
+    } else if job.state != JobState::Running {
+        Err(ControlResult::NotRunning(job.state))
+    } else {
+        Ok(job)
+    })
 }

@@ -21,7 +21,7 @@ mod transitions;
 mod usage;
 
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
-pub use messages::SendResult;
+pub use messages::ControlResult;
 pub use records::*;
 pub use usage::{Role, RoleUsage, Usage};
 

@@ -54,6 +54,9 @@ pub struct EventRecord {
     pub turn: Option<TurnEvent>,
     /// For an event of kind `message`: the operator's message, as delivered (redacted).
     pub message: Option<String>,
+    /// For an event of kind `paused` (true) or `resumed` (false): `runner pause` / `resume` took
+    /// effect.
+    pub paused: Option<bool>,
 }
 
 /// One turn of an agent's manager loop, recorded when it has ended. Text fields are stored as

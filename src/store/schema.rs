@@ -138,4 +138,8 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_by_attempt ON messages(job_id, attempt, seq);
 "#,
+    // 8: `runner pause`: the manager of a paused running agent issues no turns until resumed.
+    r#"
+ALTER TABLE jobs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

@@ -226,7 +226,7 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
 }
 
 #[test]
-fn a_message_is_stored_only_for_a_running_agent_and_delivered_once() {
+fn messages_and_pauses_are_taken_only_for_a_running_agent_and_a_message_is_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
     let mut agent = spec("talk");
@@ -243,20 +243,35 @@ fn a_message_is_stored_only_for_a_running_agent_and_delivered_once() {
     let plain = submit_one(&mut store, "plain");
     assert_eq!(
         store.send_message(&id, "hi").unwrap(),
-        SendResult::NotRunning(JobState::Queued)
+        ControlResult::NotRunning(JobState::Queued)
     );
+    assert_eq!(
+        store.set_paused(&id, true).unwrap(),
+        ControlResult::NotRunning(JobState::Queued)
+    );
+    assert!(!store.paused(&id).unwrap());
     for job in [&id, &plain] {
         store.claim(job, |n| format!("c-{n}")).unwrap().unwrap();
         assert!(store.mark_running(job, 1).unwrap());
     }
     assert_eq!(
         store.send_message(&plain, "hi").unwrap(),
-        SendResult::NotAgent
+        ControlResult::NotAgent
     );
     assert!(store.undelivered_messages(&plain, 1).unwrap().is_empty());
     assert_eq!(
+        store.set_paused(&plain, true).unwrap(),
+        ControlResult::NotAgent
+    );
+    assert!(!store.paused(&plain).unwrap());
+    assert_eq!(
+        store.set_paused(&id, true).unwrap(),
+        ControlResult::Stored { attempt: 1 }
+    );
+    assert!(store.paused(&id).unwrap());
+    assert_eq!(
         store.send_message(&id, "use tabs").unwrap(),
-        SendResult::Stored { attempt: 1 }
+        ControlResult::Stored { attempt: 1 }
     );
     let pending = store.undelivered_messages(&id, 1).unwrap();
     assert_eq!(pending.len(), 1);
