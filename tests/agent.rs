@@ -151,6 +151,10 @@ fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() 
         human.contains("turns:\n  attempt 1  turn 1/5 instruct: "),
         "{human}"
     );
+    assert!(
+        human.contains("usage:\n  manager  2 requests, "),
+        "usage per role without --json: {human}"
+    );
 }
 
 /// A streamed answer can stop, for longer than the quiet period, right after a line that starts

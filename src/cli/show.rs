@@ -48,6 +48,13 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
                 .unwrap_or_default()
         );
     }
+    let usage = store.job_usage(&id)?;
+    if usage.total().requests > 0 {
+        println!("usage:");
+        for (role, u) in [("manager", &usage.manager), ("agent", &usage.agent)] {
+            println!("  {}", usage_line(role, u));
+        }
+    }
     for a in store.artifacts(&id)? {
         println!("artifact:  {} {}", a.kind, a.path);
     }
@@ -101,4 +108,36 @@ pub(super) fn turn_line(turn: &crate::store::TurnEvent) -> String {
         line.push_str(&format!(" -> {}", one_line(&turn.ended)));
     }
     line
+}
+
+/// One role's LLM usage on one line: calls, tokens in and out, cost (and unpriced calls).
+fn usage_line(role: &str, u: &crate::store::Usage) -> String {
+    let mut line = format!(
+        "{role:<8} {} requests, {} prompt + {} completion tokens, ${:.4}",
+        u.requests, u.prompt_tokens, u.completion_tokens, u.cost_usd
+    );
+    if u.unpriced_requests > 0 {
+        line.push_str(&format!(" ({} unpriced)", u.unpriced_requests));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_usage_line_names_requests_tokens_cost_and_unpriced_calls() {
+        let u = crate::store::Usage {
+            requests: 3,
+            prompt_tokens: 120,
+            completion_tokens: 30,
+            cost_usd: 0.00012,
+            unpriced_requests: 1,
+        };
+        assert_eq!(
+            usage_line("agent", &u),
+            "agent    3 requests, 120 prompt + 30 completion tokens, $0.0001 (1 unpriced)"
+        );
+    }
 }
