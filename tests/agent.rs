@@ -7,7 +7,6 @@ mod scripted;
 use common::*;
 use scripted::{answer, create_file, ScriptedLlm, PAUSE};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const GREET: &str = "def greet(name):\n    return f\"Hello, {name}!\"\n";
@@ -31,15 +30,6 @@ fn agent_job_with_model(
             "name: {name}\ntask: Add a function greet(name) to greet.py that returns \"Hello, <name>!\".\nrepo: ./repo\nagent: {{ model: {model} }}\nmanager: {manager}\ntimeout: 5m\n{extra}\n"
         ),
     )
-}
-
-fn run_with(env: &Env, llm: &ScriptedLlm, job: &Path) -> std::process::Output {
-    env.cmd()
-        .args(["run", path_str(job)])
-        .env("OPENAI_BASE_URL", &llm.url)
-        .env("OPENAI_API_KEY", "upstream-key")
-        .output()
-        .unwrap()
 }
 
 fn artifact(job: &serde_json::Value, kind: &str) -> Option<String> {
@@ -69,7 +59,7 @@ fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() 
         "{ mode: llm, model: manager-mock, max_turns: 5 }",
         VERIFY,
     );
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     let show = env.show("greet");
     assert_eq!(
         out.status.code(),
@@ -180,7 +170,7 @@ fn a_quote_paused_mid_stream_is_not_taken_for_the_prompt() {
         "{ mode: llm, model: manager-mock, max_turns: 5 }",
         VERIFY,
     );
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     let show = env.show("quote");
     let s = llm.script.lock().unwrap();
     let seen = s.manager_prompts.get(1).cloned().unwrap_or_default();
@@ -213,7 +203,7 @@ fn verify_failure_is_fed_back_then_ends_verify_failed() {
         "{ mode: llm, model: manager-mock, max_turns: 2 }",
         VERIFY,
     );
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(out.status.code(), Some(1));
     let show = env.show("vf");
     assert_eq!(show["reason"], "verify_failed", "{show}");
@@ -232,7 +222,7 @@ fn script_mode_drives_aider_without_a_manager_model() {
     let llm = ScriptedLlm::start(vec![], vec![create_file("greet.py", GREET)]);
     let manager = "{ mode: script, steps: [ { action: instruct, argument: \"Create greet.py\" }, { action: finish, argument: done } ] }";
     let job = agent_job(&env, "scripted", manager, VERIFY);
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -252,7 +242,7 @@ fn a_model_the_image_does_not_describe_starts_without_fetching_a_price_map() {
     let llm = ScriptedLlm::start(vec![], vec![]);
     let manager = "{ mode: script, steps: [ { action: finish, argument: done } ] }";
     let job = agent_job_with_model(&env, "other", "openai/gpt-4.1-nano", manager, "");
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     let transcript = log_of(&env, "other");
     assert_eq!(out.status.code(), Some(0), "{}\n{transcript}", stderr(&out));
     assert!(
@@ -270,7 +260,7 @@ fn none_mode_sends_the_task_once_and_finishes_at_the_prompt() {
     let env = Env::new();
     let llm = ScriptedLlm::start(vec![], vec![create_file("greet.py", GREET)]);
     let job = agent_job(&env, "single", "{ mode: none }", VERIFY);
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -290,7 +280,7 @@ fn repeating_an_action_that_changes_nothing_is_stuck() {
         "{{ mode: script, max_turns: 10, steps: [ {step}, {step}, {step}, {step}, {step} ] }}"
     );
     let job = agent_job(&env, "stuck", &manager, "");
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(out.status.code(), Some(1));
     let show = env.show("stuck");
     assert_eq!(show["reason"], "stuck", "{show}");
@@ -302,7 +292,7 @@ fn running_out_of_turns_is_max_turns() {
     let llm = ScriptedLlm::start(vec![], vec![]);
     let manager = "{ mode: script, max_turns: 2, steps: [ { action: run, argument: \"echo one\" }, { action: run, argument: \"echo two\" }, { action: run, argument: \"echo three\" } ] }";
     let job = agent_job(&env, "turns", manager, "");
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(env.show("turns")["reason"], "max_turns");
 }
@@ -318,7 +308,7 @@ fn invalid_manager_json_is_returned_once_then_fails_the_job() {
         vec![],
     );
     let job = agent_job(&env, "badjson", "{ mode: llm, model: manager-mock }", "");
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(out.status.code(), Some(1));
     let show = env.show("badjson");
     assert_eq!(show["reason"], "manager_error", "{show}");
@@ -336,7 +326,7 @@ fn aider_exiting_mid_task_fails_the_job() {
     let llm = ScriptedLlm::start(vec![], vec![]);
     let manager = "{ mode: script, steps: [ { action: instruct, argument: \"/exit\" }, { action: finish, argument: x } ] }";
     let job = agent_job(&env, "quits", manager, "");
-    let out = run_with(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(out.status.code(), Some(1));
     let show = env.show("quits");
     assert_eq!(show["reason"], "exit_code", "{show}");
@@ -662,13 +652,71 @@ fn a_secret_printed_in_two_writes_is_redacted_in_every_stored_row_and_answer() {
     assert!(!stderr(&out).contains('\u{1b}'), "{}", stderr(&out));
 }
 
-/// Kills a background `runner run` if the test ends before it does.
-struct Background(std::process::Child);
+/// A `runner run` of one agent job in the background, killed if the test ends before it does.
+struct Background {
+    child: std::process::Child,
+    /// Where the run's stderr goes, for failure messages.
+    stderr: std::path::PathBuf,
+}
+
+impl Background {
+    /// Starts `runner run JOB` against the scripted upstream, with `vars` set, and waits until
+    /// the log of job `name` shows `turn` (the first turn is under way).
+    fn run_until(
+        env: &Env,
+        llm: &ScriptedLlm,
+        job: &std::path::Path,
+        vars: &[(&str, &str)],
+        name: &str,
+        turn: &str,
+    ) -> Background {
+        let stderr = env.dir.path().join("run.stderr");
+        let child = env
+            .cmd()
+            .args(["run", path_str(job)])
+            .env("OPENAI_BASE_URL", &llm.url)
+            .env("OPENAI_API_KEY", "upstream-key")
+            .envs(vars.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let run = Background { child, stderr };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !log_of(env, name).contains(turn) {
+            assert!(
+                Instant::now() < deadline,
+                "the first turn never started: {}\n{}",
+                log_of(env, name),
+                run.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        run
+    }
+
+    /// What the run printed on stderr so far.
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits for the run to end, at most `within`.
+    fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the run did not end");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -704,28 +752,14 @@ fn a_message_sent_to_a_running_agent_reaches_aider_and_the_manager_and_is_record
     let queued = stdout(&env.run(&["submit", path_str(&waiting)]))
         .trim()
         .to_string();
-    let run_log = env.dir.path().join("run.stderr");
-    let mut run = Background(
-        env.cmd()
-            .args(["run", path_str(&job)])
-            .env("OPENAI_BASE_URL", &llm.url)
-            .env("OPENAI_API_KEY", "upstream-key")
-            .env("RUNNER_TEST_AGENT_SECRET", secret)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&run_log).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut run = Background::run_until(
+        &env,
+        &llm,
+        &job,
+        &[("RUNNER_TEST_AGENT_SECRET", secret)],
+        "talk",
+        "» /run sleep 6",
     );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !log_of(&env, "talk").contains("» /run sleep 6") {
-        assert!(
-            Instant::now() < deadline,
-            "the first turn never started: {}\n{}",
-            log_of(&env, "talk"),
-            std::fs::read_to_string(&run_log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let message = format!("Operator here: create greet.py now; the key is {secret}");
     let sent = env
         .cmd()
@@ -737,19 +771,12 @@ fn a_message_sent_to_a_running_agent_reaches_aider_and_the_manager_and_is_record
     let refused = env.run(&["send", &queued, "hello"]);
     assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("queued"), "{}", stderr(&refused));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the run did not end");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = run.wait(Duration::from_secs(180));
     let show = env.show("talk");
     assert!(
         status.success(),
         "{show}\n{}\n{}",
-        std::fs::read_to_string(&run_log).unwrap_or_default(),
+        run.stderr(),
         log_of(&env, "talk")
     );
     let redacted =
@@ -832,26 +859,7 @@ fn a_paused_agent_takes_messages_turn_by_turn_and_resumes_under_its_manager() {
         "{ mode: llm, model: manager-mock, max_turns: 5 }",
         VERIFY,
     );
-    let run_log = env.dir.path().join("run.stderr");
-    let mut run = Background(
-        env.cmd()
-            .args(["run", path_str(&job)])
-            .env("OPENAI_BASE_URL", &llm.url)
-            .env("OPENAI_API_KEY", "upstream-key")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&run_log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !log_of(&env, "steer").contains("» /run sleep 6") {
-        assert!(
-            Instant::now() < deadline,
-            "the first turn never started: {}",
-            std::fs::read_to_string(&run_log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut run = Background::run_until(&env, &llm, &job, &[], "steer", "» /run sleep 6");
     let pause = env.run(&["pause", "steer"]);
     assert_eq!(pause.status.code(), Some(0), "{}", stderr(&pause));
     let first = "Create greet.py with greet(name) yourself, please.";
@@ -885,19 +893,12 @@ fn a_paused_agent_takes_messages_turn_by_turn_and_resumes_under_its_manager() {
     assert_eq!(env.state_of("steer"), "running");
     let resume = env.run(&["resume", "steer"]);
     assert_eq!(resume.status.code(), Some(0), "{}", stderr(&resume));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the run did not end");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let status = run.wait(Duration::from_secs(120));
     assert!(
         status.success(),
         "{}\n{}\n{}",
         env.show("steer"),
-        std::fs::read_to_string(&run_log).unwrap_or_default(),
+        run.stderr(),
         log_of(&env, "steer")
     );
     {

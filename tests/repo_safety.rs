@@ -48,15 +48,6 @@ fn branch_job(env: &Env, name: &str, repo: &str, extra: &str) -> std::path::Path
     )
 }
 
-fn run(env: &Env, llm: &ScriptedLlm, job: &Path) -> std::process::Output {
-    env.cmd()
-        .args(["run", path_str(job)])
-        .env("OPENAI_BASE_URL", &llm.url)
-        .env("OPENAI_API_KEY", "upstream-key")
-        .output()
-        .unwrap()
-}
-
 /// Plain git on a repository that is not hostile.
 fn git(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new("git")
@@ -75,7 +66,7 @@ fn a_hostile_repository_runs_nothing_on_the_host_through_a_whole_branch_job() {
     hostile_repo(&origin, &marks);
     let llm = ScriptedLlm::start(vec![], vec![create_file("hello.py", HELLO)]);
     let job = branch_job(&env, "hostile", "./origin", "");
-    let out = run(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -222,7 +213,7 @@ fn a_result_patch_naming_a_path_outside_the_repository_is_refused_and_nothing_is
     }
     let llm = ScriptedLlm::start(vec![], vec![create_file("hello.py", HELLO)]);
     let job = branch_job(&env, "sneaky", "./origin", "verify: [sh, hide.sh]\n");
-    let out = run(&env, &llm, &job);
+    let out = llm.run(&env, &job);
     let show = env.show("sneaky");
     assert_ne!(out.status.code(), Some(0), "{show}");
     assert_eq!(show["state"], "failed", "{show}");

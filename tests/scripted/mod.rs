@@ -48,6 +48,17 @@ pub fn create_file(file: &str, content: &str) -> String {
 }
 
 impl ScriptedLlm {
+    /// `runner run JOB` to its end, with this server as the upstream (and an upstream key set).
+    pub fn run(&self, env: &super::common::Env, job: &std::path::Path) -> std::process::Output {
+        env.cmd()
+            .arg("run")
+            .arg(job)
+            .env("OPENAI_BASE_URL", &self.url)
+            .env("OPENAI_API_KEY", "upstream-key")
+            .output()
+            .unwrap()
+    }
+
     pub fn start(manager: Vec<String>, edits: Vec<String>) -> ScriptedLlm {
         let script = Arc::new(Mutex::new(Script {
             manager: manager.into(),
