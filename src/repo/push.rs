@@ -199,7 +199,7 @@ fn pick_head(list: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::super::mirror::mirror;
-    use super::super::testutil::{commit, git_out, new_repo};
+    use super::super::testutil::{commit, git_out, new_repo, write_bundle};
     use super::*;
     use std::path::PathBuf;
 
@@ -246,17 +246,7 @@ mod tests {
         let base = git_out(&work, &["rev-parse", "HEAD"]);
         let head = commit(&work, "greet.py", "print('hi')\n", "add greet");
         let bundle = tmp.join("result.bundle");
-        git_out(
-            &work,
-            &[
-                "bundle",
-                "create",
-                "--quiet",
-                bundle.to_str().unwrap(),
-                "HEAD",
-                &format!("^{base}"),
-            ],
-        );
+        write_bundle(&work, &bundle, "HEAD", &base);
         (origin, mirror, bundle, head)
     }
 
@@ -347,17 +337,7 @@ mod tests {
             let evil = git_out(&work, &["commit-tree", "-p", &base, "-m", "evil", &tree]);
             let bundle = tmp.path().join("evil.bundle");
             git_out(&work, &["branch", "evil", &evil]);
-            git_out(
-                &work,
-                &[
-                    "bundle",
-                    "create",
-                    "--quiet",
-                    bundle.to_str().unwrap(),
-                    "evil",
-                    &format!("^{base}"),
-                ],
-            );
+            write_bundle(&work, &bundle, "evil", &base);
             let err = push_branch(
                 &RepoSource::Path(origin.clone()),
                 &mirror,
@@ -405,17 +385,7 @@ mod tests {
         let base = commit(&other, "other.txt", "unrelated\n", "unrelated base");
         commit(&other, "x", "x", "x");
         let bundle = tmp.path().join("other.bundle");
-        git_out(
-            &other,
-            &[
-                "bundle",
-                "create",
-                "--quiet",
-                bundle.to_str().unwrap(),
-                "HEAD",
-                &format!("^{base}"),
-            ],
-        );
+        write_bundle(&other, &bundle, "HEAD", &base);
         let err = push_branch(&RepoSource::Path(origin), &mirror, &bundle, "x").unwrap_err();
         assert!(matches!(err, RepoError::BadBundle { .. }), "{err}");
         assert!(

@@ -2,7 +2,7 @@
 //! through everything this module does with a repository: mirror, fetch, checkout, push.
 //! Nothing may run; the branch must still arrive.
 
-use super::testutil::{commit, git_out};
+use super::testutil::{commit, git_out, write_bundle};
 use super::{checkout, mirror, push_branch};
 use crate::job::RepoSource;
 use std::path::{Path, PathBuf};
@@ -50,17 +50,7 @@ fn mirror_checkout_and_push(tmp: &Path, source: &RepoSource, branch: &str) -> St
         "greet",
     );
     let bundle = tmp.join(format!("{}.bundle", branch.replace('/', "-")));
-    git_out(
-        &work,
-        &[
-            "bundle",
-            "create",
-            "--quiet",
-            bundle.to_str().unwrap(),
-            "HEAD",
-            &format!("^{}", got.base_commit),
-        ],
-    );
+    write_bundle(&work, &bundle, "HEAD", &got.base_commit);
     push_branch(source, &dir, &bundle, branch).unwrap();
     // A repeat finds the branch in place (a look-up through the same route) and does nothing.
     push_branch(source, &dir, &bundle, branch).unwrap();

@@ -46,3 +46,19 @@ pub(crate) fn commit(repo: &Path, file: &str, content: &str, message: &str) -> S
     git_out(repo, &["commit", "--quiet", "-m", message]);
     git_out(repo, &["rev-parse", "HEAD"])
 }
+
+/// Writes a bundle of `repo`'s `tip` (a ref or commit) that leaves out `base` and what it has,
+/// as an attempt's export does.
+pub(crate) fn write_bundle(repo: &Path, path: &Path, tip: &str, base: &str) {
+    git_out(
+        repo,
+        &[
+            "bundle",
+            "create",
+            "--quiet",
+            path.to_str().unwrap(),
+            tip,
+            &format!("^{base}"),
+        ],
+    );
+}
