@@ -57,21 +57,24 @@ pub async fn open_pull_request(
         .build()
         .map_err(request_error)?;
 
-    let response = client
-        .get(&url)
-        .query(&[
-            ("head", format!("{owner}:{head}").as_str()),
-            ("state", "open"),
-        ])
-        .send()
-        .await
-        .map_err(request_error)?;
-    let status = response.status();
-    let bytes = response.bytes().await.map_err(request_error)?;
-    if !status.is_success() {
-        return Err(refusal(repo, token, status, &bytes));
-    }
-    let open: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+    // One call's answer as JSON (`None` when it is not), or GitHub's refusal.
+    let answer = |request: reqwest::RequestBuilder| async {
+        let response = request.send().await.map_err(request_error)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(request_error)?;
+        if !status.is_success() {
+            return Err(refusal(repo, token, status, &bytes));
+        }
+        Ok((
+            status,
+            serde_json::from_slice::<serde_json::Value>(&bytes).ok(),
+        ))
+    };
+    let (_, open) = answer(client.get(&url).query(&[
+        ("head", format!("{owner}:{head}").as_str()),
+        ("state", "open"),
+    ]))
+    .await?;
     let existing = open
         .as_ref()
         .and_then(|list| list.as_array())
@@ -82,19 +85,12 @@ pub async fn open_pull_request(
         return Ok(existing.to_string());
     }
 
-    let response = client
-        .post(&url)
-        .json(&serde_json::json!({ "title": title, "head": head, "base": base, "body": body }))
-        .send()
-        .await
-        .map_err(request_error)?;
-    let status = response.status();
-    let bytes = response.bytes().await.map_err(request_error)?;
-    if !status.is_success() {
-        return Err(refusal(repo, token, status, &bytes));
-    }
-    let answer: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-    answer
+    let (status, created) =
+        answer(client.post(&url).json(
+            &serde_json::json!({ "title": title, "head": head, "base": base, "body": body }),
+        ))
+        .await?;
+    created
         .as_ref()
         .and_then(|a| a.get("html_url"))
         .and_then(|u| u.as_str())
