@@ -1,31 +1,21 @@
 //! The dispatcher loop: the single owner of what runs. It admits queued jobs, starts their
-//! attempts, forwards cancel requests, scans the jobs dir, and turns signals into a drain or a kill.
+//! attempts (`running`), forwards cancel requests, scans the jobs dir, and turns signals into a drain or a kill.
 
 use super::admission::{admit, Admission, Held, Limits};
+use super::running::Running;
 use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
-use crate::attempt::{Attempt, LlmAccess};
-use crate::job::{self, JobSpec};
+use crate::attempt::LlmAccess;
+use crate::job;
 use crate::sandbox::Sandbox;
-use crate::state::{JobId, JobState, Outcome, Reason};
-use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
+use crate::state::{JobId, JobState, Reason};
+use crate::store::{FinishResult, JobRecord, SharedStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::task::{JoinError, JoinSet};
-use tokio_util::sync::CancellationToken;
+use tokio::task::JoinSet;
 
 /// How many queued jobs one pass looks at.
 const QUEUE_WINDOW: usize = 512;
-
-/// A job this scheduler is running.
-struct Running {
-    spec: JobSpec,
-    /// Its attempt: what to record and remove if the attempt's task panics.
-    attempt: AttemptRecord,
-    /// Whether the attempt was given the LLM gateway (its tokens are revoked at the end).
-    llm: bool,
-    cancel: CancellationToken,
-}
 
 pub(crate) struct Dispatcher<S: Sandbox> {
     pub store: SharedStore,
@@ -33,16 +23,16 @@ pub(crate) struct Dispatcher<S: Sandbox> {
     pub config: Arc<SchedulerConfig>,
     pub events: Option<UnboundedSender<Event>>,
     limits: Limits,
-    held: Held,
-    running: HashMap<JobId, Running>,
+    pub(super) held: Held,
+    pub(super) running: HashMap<JobId, Running>,
     /// One task per attempt. A task that panics is known by its id, so its slot is freed.
-    tasks: JoinSet<FinishResult>,
+    pub(super) tasks: JoinSet<FinishResult>,
     /// The job each attempt task runs.
-    task_jobs: HashMap<tokio::task::Id, JobId>,
+    pub(super) task_jobs: HashMap<tokio::task::Id, JobId>,
     /// Jobs-dir files already reported as invalid (path and message), so each is said once.
     reported: HashSet<String>,
     /// The LLM gateway, started when the first `network: llm` job needs it.
-    llm: Option<LlmAccess>,
+    pub(super) llm: Option<LlmAccess>,
     /// The engine did not answer the last ping: no job starts until it does.
     engine_down: bool,
 }
@@ -168,89 +158,6 @@ impl<S: Sandbox> Dispatcher<S> {
         }
     }
 
-    /// An attempt task ended: its slot and what it held are free again. One that panicked could
-    /// not record its outcome or clean up, so that is done here: the attempt ends `infra`.
-    async fn finished(&mut self, done: Result<(tokio::task::Id, FinishResult), JoinError>) {
-        let (task, panicked) = match done {
-            Ok((task, _)) => (task, None),
-            Err(e) => (e.id(), Some(e)),
-        };
-        let Some(id) = self.task_jobs.remove(&task) else {
-            return;
-        };
-        let Some(job) = self.running.remove(&id) else {
-            return;
-        };
-        self.held.release(&job.spec);
-        if let Some(e) = panicked {
-            self.end_panicked(&id, job, e).await;
-        }
-    }
-
-    /// Records a panicked attempt as `infra` (retried per `retries`), then removes its
-    /// container and relay and revokes its gateway tokens, as the attempt would have.
-    async fn end_panicked(&self, id: &JobId, job: Running, e: JoinError) {
-        let why = match e.try_into_panic() {
-            Ok(payload) => payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into()),
-            Err(e) => e.to_string(),
-        };
-        tracing::error!(job = %id, "the attempt's task panicked: {why}");
-        let outcome = Outcome::failed(
-            Reason::Infra,
-            None,
-            format!("the runner failed while running this attempt (it panicked: {why})"),
-        );
-        let (jid, n, max) = (id.clone(), job.attempt.n, 1 + job.spec.retries);
-        let recorded = outcome.clone();
-        let result = self
-            .store
-            .call(move |s| s.finish_attempt(&jid, n, &recorded, max))
-            .await;
-        match result {
-            Ok(FinishResult::Finished(state)) => {
-                if let Outcome::Failed { detail, .. } = outcome {
-                    self.emit_for(id, &job.spec.name, state, Some(detail));
-                }
-            }
-            Ok(FinishResult::Requeued) => self.emit_for(
-                id,
-                &job.spec.name,
-                JobState::Queued,
-                Some("retrying after an infrastructure failure".into()),
-            ),
-            Ok(_) => {}
-            // Left active: the next scheduler adopts the attempt.
-            Err(e) => {
-                tracing::error!(job = %id, "cannot record the outcome: {e}");
-                return;
-            }
-        }
-        let container = &job.attempt.container;
-        if let Err(e) = self.sandbox.remove(container).await {
-            tracing::warn!(container = %container, "cannot remove container: {e}");
-        }
-        if job.llm {
-            let relay = crate::sandbox::Labels {
-                state: self.store.state_id(),
-                job: id.to_string(),
-                attempt: n,
-            }
-            .relay_name();
-            if let Err(e) = self.sandbox.remove(&relay).await {
-                tracing::warn!(container = %relay, "cannot remove the gateway relay: {e}");
-            }
-            if let Some(llm) = &self.llm {
-                if let Err(e) = llm.gateway.revoke(id, n).await {
-                    tracing::warn!(job = %id, "cannot revoke gateway tokens: {e}");
-                }
-            }
-        }
-    }
-
     async fn scope_done(&self, scope: &Scope) -> Result<bool, SchedulerError> {
         match scope {
             Scope::All => Ok(false),
@@ -291,7 +198,7 @@ impl<S: Sandbox> Dispatcher<S> {
         self.emit_for(&job.id, &job.name, state, detail);
     }
 
-    fn emit_for(&self, id: &JobId, name: &str, state: JobState, detail: Option<String>) {
+    pub(super) fn emit_for(&self, id: &JobId, name: &str, state: JobState, detail: Option<String>) {
         if let Some(tx) = &self.events {
             let _ = tx.send(Event {
                 job: id.clone(),
@@ -352,78 +259,6 @@ impl<S: Sandbox> Dispatcher<S> {
                         break;
                     }
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// The gateway for `network: llm` jobs, started on first use.
-    async fn llm_access(&mut self) -> Result<LlmAccess, String> {
-        if let Some(llm) = &self.llm {
-            return Ok(llm.clone());
-        }
-        let gateway = crate::llm::Gateway::start(
-            self.store.clone(),
-            self.config.run_dir.clone(),
-            self.config.prices.clone(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let access = LlmAccess { gateway };
-        self.llm = Some(access.clone());
-        Ok(access)
-    }
-
-    /// Spawns the task of one attempt and accounts for what it holds.
-    pub(crate) async fn start(&mut self, job: JobRecord, attempt: AttemptRecord) {
-        let llm = if job.spec.network == crate::job::NetworkMode::Llm || job.spec.is_agent() {
-            match self.llm_access().await {
-                Ok(access) => Some(access),
-                Err(why) => {
-                    tracing::error!(job = %job.id, "{why}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let cancel = CancellationToken::new();
-        if job.cancel_requested {
-            cancel.cancel();
-        }
-        self.held.take(&job.spec);
-        self.running.insert(
-            job.id.clone(),
-            Running {
-                spec: job.spec.clone(),
-                attempt: attempt.clone(),
-                llm: llm.is_some(),
-                cancel: cancel.clone(),
-            },
-        );
-        let id = job.id.clone();
-        let task = Attempt {
-            store: self.store.clone(),
-            sandbox: self.sandbox.clone(),
-            config: self.config.clone(),
-            job,
-            attempt,
-            cancel,
-            llm,
-            events: self.events.clone(),
-        };
-        let handle = self.tasks.spawn(task.run());
-        self.task_jobs.insert(handle.id(), id);
-    }
-
-    async fn forward_cancels(&self) -> Result<(), SchedulerError> {
-        if self.running.is_empty() {
-            return Ok(());
-        }
-        let requested = self.store.call(|s| s.cancel_requests()).await?;
-        for id in requested {
-            if let Some(job) = self.running.get(&id) {
-                job.cancel.cancel();
             }
         }
         Ok(())

@@ -15,6 +15,7 @@ mod fake;
 pub mod lock;
 pub mod policy;
 mod reconcile;
+mod running;
 #[cfg(test)]
 mod tests;
 
