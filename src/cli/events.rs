@@ -5,8 +5,7 @@
 //! the detail is shown through [`super::terminal::one_line`]; JSON is as stored.
 
 use super::exit::{CmdResult, SUCCESS};
-use crate::store::EventRecord;
-use serde_json::json;
+use crate::store::{EventBody, EventRecord};
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,8 +19,7 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool, json: bool) -> Cmd
     loop {
         // Read the state first: events recorded before a final state are then all seen below.
         let done = store.job(&id)?.state.is_terminal();
-        let seen = last;
-        for event in store.events(&id)?.into_iter().filter(|e| e.seq > seen) {
+        for event in store.events_after(&id, last)? {
             last = event.seq;
             println!(
                 "{}",
@@ -39,105 +37,52 @@ pub async fn run(state_dir: &Path, query: &str, follow: bool, json: bool) -> Cmd
     }
 }
 
-/// One event as a JSON line: `{"seq", "job", "attempt", "at", "type": "state", "state",
-/// "reason", "detail"}`, or `{..., "type": "turn", "turn", "max_turns", "action", "argument",
-/// "progress", "thought", "ended"}`, or `{..., "type": "message", "text"}` (a person's message
-/// typed into Aider), or `{..., "type": "paused"}` / `{..., "type": "resumed"}`. Every type
-/// shares the first five keys.
+/// One event as a JSON line: [`EventRecord`] serialized, `{"seq", "job", "attempt", "at",
+/// "type", ...the type's fields}` (documented in the README, "Events").
 fn as_json(e: &EventRecord) -> String {
-    if let Some(paused) = e.paused {
-        return json!({
-            "seq": e.seq,
-            "job": e.job_id.as_str(),
-            "attempt": e.attempt,
-            "at": e.at,
-            "type": if paused { "paused" } else { "resumed" },
-        })
-        .to_string();
-    }
-    if let Some(text) = &e.message {
-        return json!({
-            "seq": e.seq,
-            "job": e.job_id.as_str(),
-            "attempt": e.attempt,
-            "at": e.at,
-            "type": "message",
-            "text": text,
-        })
-        .to_string();
-    }
-    if let Some(turn) = &e.turn {
-        let mut value = json!({
-            "seq": e.seq,
-            "job": e.job_id.as_str(),
-            "attempt": e.attempt,
-            "at": e.at,
-            "type": "turn",
-        });
-        if let (Some(map), Ok(serde_json::Value::Object(fields))) =
-            (value.as_object_mut(), serde_json::to_value(turn))
-        {
-            map.extend(fields);
-        }
-        return value.to_string();
-    }
-    json!({
-        "seq": e.seq,
-        "job": e.job_id.as_str(),
-        "attempt": e.attempt,
-        "at": e.at,
-        "type": "state",
-        "state": e.state.as_str(),
-        "reason": e.reason.map(|r| r.as_str()),
-        "detail": e.detail,
-    })
-    .to_string()
+    serde_json::to_string(e).expect("an event serializes")
 }
 
-/// One event for a person: time, attempt, state, reason and detail on one line (for a turn:
-/// its number, action, progress and how it ended).
+/// One event for a person: time, attempt, then what happened on one line (a state change with
+/// its reason and detail; a turn with its number, action, progress and how it ended...).
 fn as_line(e: &EventRecord) -> String {
     let attempt = e
         .attempt
         .map(|n| format!("attempt {n}"))
         .unwrap_or_else(|| "-".into());
-    if let Some(turn) = &e.turn {
-        return format!("{}  {:<9}  {}", e.at, attempt, super::show::turn_line(turn));
-    }
-    if let Some(paused) = e.paused {
-        return format!(
-            "{}  {:<9}  {}",
-            e.at,
-            attempt,
-            if paused {
-                "paused: the manager issues no turns until `runner resume`; `runner send` talks to Aider"
-            } else {
-                "resumed: the manager decides again"
+    let what = match &e.body {
+        EventBody::State {
+            state,
+            reason,
+            detail,
+        } => {
+            let mut line = format!("{state:<9}");
+            if let Some(reason) = reason {
+                line.push_str(&format!(" {reason}"));
             }
-        );
-    }
-    if let Some(text) = &e.message {
-        return format!(
-            "{}  {:<9}  message from the operator: {}",
-            e.at,
-            attempt,
+            if let Some(detail) = detail {
+                line.push_str(&format!(": {}", super::terminal::one_line(detail)));
+            }
+            line
+        }
+        EventBody::Turn(turn) => super::show::turn_line(turn),
+        EventBody::Message { text } => format!(
+            "message from the operator: {}",
             super::terminal::one_line(text)
-        );
-    }
-    let mut line = format!("{}  {:<9}  {:<9}", e.at, attempt, e.state);
-    if let Some(reason) = e.reason {
-        line.push_str(&format!(" {reason}"));
-    }
-    if let Some(detail) = &e.detail {
-        line.push_str(&format!(": {}", super::terminal::one_line(detail)));
-    }
-    line.trim_end().to_string()
+        ),
+        EventBody::Paused => "paused: the manager issues no turns until `runner resume`; `runner send` talks to Aider".into(),
+        EventBody::Resumed => "resumed: the manager decides again".into(),
+    };
+    format!("{}  {:<9}  {what}", e.at, attempt)
+        .trim_end()
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::{JobId, JobState, Reason};
+    use serde_json::json;
 
     fn event(detail: Option<&str>) -> EventRecord {
         EventRecord {
@@ -145,19 +90,20 @@ mod tests {
             job_id: JobId("01JOB".into()),
             attempt: Some(2),
             at: "2026-12-01T04:00:00.000Z".into(),
-            state: JobState::Failed,
-            reason: Some(Reason::ExitCode),
-            detail: detail.map(str::to_string),
-            turn: None,
-            message: None,
-            paused: None,
+            body: EventBody::State {
+                state: JobState::Failed,
+                reason: Some(Reason::ExitCode),
+                detail: detail.map(str::to_string),
+            },
         }
     }
 
     #[test]
     fn a_message_event_is_one_json_object_and_one_safe_line() {
         let mut e = event(None);
-        e.message = Some("use tabs\x1b[2J".into());
+        e.body = EventBody::Message {
+            text: "use tabs\x1b[2J".into(),
+        };
         let value: serde_json::Value = serde_json::from_str(&as_json(&e)).unwrap();
         assert_eq!(value["type"], "message");
         assert_eq!(value["text"], "use tabs\x1b[2J");
@@ -172,7 +118,7 @@ mod tests {
     #[test]
     fn a_turn_event_is_one_json_object_and_one_safe_line() {
         let mut e = event(None);
-        e.turn = Some(crate::store::TurnEvent {
+        e.body = EventBody::Turn(crate::store::TurnEvent {
             turn: 2,
             max_turns: 6,
             action: "instruct".into(),

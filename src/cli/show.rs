@@ -4,6 +4,7 @@
 use super::exit::{CmdResult, SUCCESS};
 use super::output;
 use super::terminal::one_line;
+use crate::store::EventBody;
 use std::path::Path;
 
 pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
@@ -61,7 +62,10 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
     let events = store.events(&id)?;
     let turns: Vec<_> = events
         .iter()
-        .filter_map(|e| Some((e.attempt?, e.turn.as_ref()?)))
+        .filter_map(|e| match (&e.body, e.attempt) {
+            (EventBody::Turn(turn), Some(n)) => Some((n, turn)),
+            _ => None,
+        })
         .collect();
     if !turns.is_empty() {
         println!("turns:");
@@ -70,17 +74,21 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
         }
     }
     println!("events:");
-    for e in events
-        .into_iter()
-        .filter(|e| e.turn.is_none() && e.message.is_none() && e.paused.is_none())
-    {
-        println!(
-            "  {}  {:<9} {}{}",
-            e.at,
-            e.state,
-            e.reason.map(|r| format!("{r} ")).unwrap_or_default(),
-            one_line(&e.detail.unwrap_or_default())
-        );
+    for e in &events {
+        if let EventBody::State {
+            state,
+            reason,
+            detail,
+        } = &e.body
+        {
+            println!(
+                "  {}  {:<9} {}{}",
+                e.at,
+                state,
+                reason.map(|r| format!("{r} ")).unwrap_or_default(),
+                one_line(detail.as_deref().unwrap_or_default())
+            );
+        }
     }
     Ok(SUCCESS)
 }

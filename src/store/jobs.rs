@@ -1,9 +1,7 @@
 //! Reading jobs: finding one by id, prefix or name, the lists the scheduler and the CLI need, a
-//! job's attempts, events and artifacts, and decoding their rows.
+//! job's attempts and artifacts, and decoding their rows.
 
-use super::{
-    ArtifactRecord, AttemptRecord, EventRecord, JobRecord, Result, Store, StoreError, TurnEvent,
-};
+use super::{ArtifactRecord, AttemptRecord, JobRecord, Result, Store, StoreError};
 use crate::job::JobSpec;
 use crate::state::{JobId, JobState};
 use rusqlite::{params, OptionalExtension, Row};
@@ -152,55 +150,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Records an ended turn of attempt `n` (an event of kind `turn`).
-    pub fn add_turn_event(&mut self, id: &JobId, n: u32, turn: &TurnEvent) -> Result<()> {
-        let data = serde_json::to_string(turn).expect("a turn serializes");
-        self.conn.execute(
-            "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', 'turn', ?4)",
-            params![id.as_str(), n, crate::state::now_rfc3339(), data],
-        )?;
-        Ok(())
-    }
-
-    /// Every recorded event of a job (state changes and turns), in order.
-    pub fn events(&self, id: &JobId) -> Result<Vec<EventRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, job_id, attempt, at, state, reason, detail, kind, data FROM events WHERE job_id = ?1 ORDER BY seq",
-        )?;
-        let rows = stmt
-            .query_map([id.as_str()], |r| {
-                let kind: String = r.get(7)?;
-                let data: Option<String> = r.get(8)?;
-                Ok(EventRecord {
-                    seq: r.get(0)?,
-                    job_id: JobId(r.get(1)?),
-                    attempt: r.get(2)?,
-                    at: r.get(3)?,
-                    state: parse_col(r, 4)?,
-                    reason: parse_opt_col(r, 5)?,
-                    detail: r.get(6)?,
-                    turn: match kind.as_str() {
-                        "turn" => data.as_deref().and_then(|d| serde_json::from_str(d).ok()),
-                        _ => None,
-                    },
-                    message: match kind.as_str() {
-                        "message" => data
-                            .as_deref()
-                            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                            .and_then(|v| v["text"].as_str().map(str::to_string)),
-                        _ => None,
-                    },
-                    paused: match kind.as_str() {
-                        "paused" => Some(true),
-                        "resumed" => Some(false),
-                        _ => None,
-                    },
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
-    }
-
     /// Artifacts of a job.
     pub fn artifacts(&self, id: &JobId) -> Result<Vec<ArtifactRecord>> {
         let mut stmt = self.conn.prepare(
@@ -277,14 +226,17 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRecord> {
     })
 }
 
-fn parse_col<T: std::str::FromStr<Err = String>>(r: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+pub(super) fn parse_col<T: std::str::FromStr<Err = String>>(
+    r: &Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     s.parse().map_err(|e: String| {
         rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
     })
 }
 
-fn parse_opt_col<T: std::str::FromStr<Err = String>>(
+pub(super) fn parse_opt_col<T: std::str::FromStr<Err = String>>(
     r: &Row<'_>,
     i: usize,
 ) -> rusqlite::Result<Option<T>> {

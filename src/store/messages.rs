@@ -3,7 +3,7 @@
 //! an event; and pause and resume (`runner pause`, `runner resume`), a flag on the job.
 
 use super::jobs::{job_from_row, JOB_COLUMNS};
-use super::{Result, Store};
+use super::{EventBody, Result, Store};
 use crate::state::{now_rfc3339, JobId, JobState};
 use rusqlite::params;
 
@@ -66,16 +66,12 @@ impl Store {
 
     /// Records that attempt `n`'s manager loop stopped issuing turns (`paused`) or started again.
     pub fn add_pause_event(&mut self, id: &JobId, n: u32, paused: bool) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO events (job_id, attempt, at, state, kind) VALUES (?1, ?2, ?3, 'running', ?4)",
-            params![
-                id.as_str(),
-                n,
-                now_rfc3339(),
-                if paused { "paused" } else { "resumed" }
-            ],
-        )?;
-        Ok(())
+        let body = if paused {
+            EventBody::Paused
+        } else {
+            EventBody::Resumed
+        };
+        self.add_event(id, n, &body)
     }
 
     /// Messages of attempt `n` not delivered yet: (seq, text), oldest first.

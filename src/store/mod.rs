@@ -8,10 +8,11 @@
 //! processes racing on one job (a cancel and a finish, say) cannot both win.
 //!
 //! This module opens the database and brings its schema up to date, and shares a store between
-//! async tasks; reads of jobs, attempts, events and artifacts are in `jobs`, and the writes that
-//! submit jobs and move them between states in `transitions`.
+//! async tasks; reads of jobs, attempts and artifacts are in `jobs`, typed events in `events`,
+//! and the writes that submit jobs and move them between states in `transitions`.
 
 mod deliveries;
+mod events;
 mod jobs;
 mod messages;
 pub mod private;
@@ -21,6 +22,7 @@ mod transitions;
 mod usage;
 
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
+pub use events::{EventBody, EventRecord, TurnEvent};
 pub use messages::ControlResult;
 pub use records::*;
 pub use usage::{Role, RoleUsage, Usage};

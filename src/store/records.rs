@@ -40,42 +40,6 @@ pub struct AttemptRecord {
     pub finished_at: Option<String>,
 }
 
-/// One recorded state change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventRecord {
-    pub seq: i64,
-    pub job_id: JobId,
-    pub attempt: Option<u32>,
-    pub at: String,
-    pub state: JobState,
-    pub reason: Option<Reason>,
-    pub detail: Option<String>,
-    /// `None` for a state change; what else happened otherwise.
-    pub turn: Option<TurnEvent>,
-    /// For an event of kind `message`: the operator's message, as delivered (redacted).
-    pub message: Option<String>,
-    /// For an event of kind `paused` (true) or `resumed` (false): `runner pause` / `resume` took
-    /// effect.
-    pub paused: Option<bool>,
-}
-
-/// One turn of an agent's manager loop, recorded when it has ended. Text fields are stored as
-/// the attempt's redactor left them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TurnEvent {
-    pub turn: u32,
-    pub max_turns: u32,
-    /// `instruct`, `run`, `add`, `drop`, `undo`, `finish`, `fail`.
-    pub action: String,
-    pub argument: String,
-    /// The manager's one-line account of where the work stands.
-    pub progress: String,
-    /// The manager's reasoning for this step.
-    pub thought: String,
-    /// How the turn ended, in a few words (what Aider did, verify's verdict...).
-    pub ended: String,
-}
-
 /// A file produced by a job (log, patch, bundle...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArtifactRecord {

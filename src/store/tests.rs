@@ -51,7 +51,16 @@ fn submitted_job_is_queued_with_its_spec_and_an_event() {
     assert_eq!(job.spec, spec("hello"));
     let events = store.events(&id).unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].state, JobState::Queued);
+    assert!(
+        matches!(
+            events[0].body,
+            EventBody::State {
+                state: JobState::Queued,
+                ..
+            }
+        ),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -90,7 +99,15 @@ fn a_job_walks_claim_running_finish_and_records_each_step() {
         (JobState::Failed, Some(Reason::ExitCode), Some(3))
     );
     assert!(job.finished_at.is_some());
-    let states: Vec<_> = store.events(&id).unwrap().iter().map(|e| e.state).collect();
+    let states: Vec<_> = store
+        .events(&id)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::State { state, .. } => Some(state),
+            _ => None,
+        })
+        .collect();
     assert_eq!(
         states,
         [
@@ -283,7 +300,10 @@ fn messages_and_pauses_are_taken_only_for_a_running_agent_and_a_message_is_deliv
         .events(&id)
         .unwrap()
         .into_iter()
-        .filter_map(|e| e.message)
+        .filter_map(|e| match e.body {
+            EventBody::Message { text } => Some(text),
+            _ => None,
+        })
         .collect();
     assert_eq!(messages, vec!["use tabs".to_string()]);
 }

@@ -1,0 +1,242 @@
+//! Typed events: what happened to a job, in order, as every front end reads it (`runner events`,
+//! `runner show`, `runner run`'s progress). A row of `events` has the columns every event shares
+//! (seq, job, attempt, time), a `kind`, and for a state change its state, reason and detail
+//! columns; any other kind keeps its fields as JSON in `data`.
+//!
+//! The JSON shape of an event (`runner events --json`) is [`EventRecord`] serialized: the shared
+//! keys `seq`, `job`, `attempt`, `at`, then `type` (the kind) and the kind's own fields. It is
+//! stable: fields may be added, none renamed or removed.
+
+use super::jobs::{parse_col, parse_opt_col};
+use super::{Result, Store};
+use crate::state::{JobId, JobState, Reason};
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+/// One recorded event of a job.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventRecord {
+    /// Grows with every event of every job: "the events after seq N" is how followers poll.
+    pub seq: i64,
+    #[serde(rename = "job")]
+    pub job_id: JobId,
+    /// `None` only for `queued` (before any attempt, or when queued again).
+    pub attempt: Option<u32>,
+    /// RFC 3339, UTC.
+    pub at: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened, with the data of its kind (`type` in JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// The job (or its attempt) moved to `state`.
+    State {
+        state: JobState,
+        reason: Option<Reason>,
+        /// The outcome in words ("exited with code 3"), or why it was queued again.
+        detail: Option<String>,
+    },
+    /// An agent's manager turn ended.
+    Turn(TurnEvent),
+    /// A person's message (`runner send`), as typed into Aider (redacted).
+    Message { text: String },
+    /// `runner pause` took effect: the manager issues no turns.
+    Paused,
+    /// `runner resume` took effect: the manager decides again.
+    Resumed,
+}
+
+impl EventBody {
+    /// The `kind` column (and the JSON `type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::State { .. } => "state",
+            EventBody::Turn(_) => "turn",
+            EventBody::Message { .. } => "message",
+            EventBody::Paused => "paused",
+            EventBody::Resumed => "resumed",
+        }
+    }
+}
+
+/// One turn of an agent's manager loop, recorded when it has ended. Text fields are stored as
+/// the attempt's redactor left them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnEvent {
+    pub turn: u32,
+    pub max_turns: u32,
+    /// `instruct`, `run`, `add`, `drop`, `undo`, `finish`, `fail`.
+    pub action: String,
+    pub argument: String,
+    /// The manager's one-line account of where the work stands.
+    pub progress: String,
+    /// The manager's reasoning for this step.
+    pub thought: String,
+    /// How the turn ended, in a few words (what Aider did, verify's verdict...).
+    pub ended: String,
+}
+
+impl Store {
+    /// Records an event of attempt `n` of job `id`, now. State changes are recorded by the
+    /// transitions themselves, in the transaction that makes them.
+    pub(super) fn add_event(&mut self, id: &JobId, n: u32, body: &EventBody) -> Result<()> {
+        let (kind, data) = kind_and_data(body);
+        self.conn.execute(
+            "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+            params![id.as_str(), n, crate::state::now_rfc3339(), kind, data],
+        )?;
+        Ok(())
+    }
+
+    /// Records an ended turn of attempt `n` (an event of kind `turn`).
+    pub fn add_turn_event(&mut self, id: &JobId, n: u32, turn: &TurnEvent) -> Result<()> {
+        self.add_event(id, n, &EventBody::Turn(turn.clone()))
+    }
+
+    /// Every recorded event of a job, in order.
+    pub fn events(&self, id: &JobId) -> Result<Vec<EventRecord>> {
+        self.events_after(id, 0)
+    }
+
+    /// The events of job `id` with a `seq` above `after`, in order: what a follower has not seen.
+    /// A row this runner cannot decode (a kind a newer runner wrote) is left out.
+    pub fn events_after(&self, id: &JobId, after: i64) -> Result<Vec<EventRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, job_id, attempt, at, state, reason, detail, kind, data FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map(params![id.as_str(), after], event_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+}
+
+/// The `kind` column and the `data` JSON (the body's fields but `type`; `None` when it has none)
+/// of a body that is not a state change.
+fn kind_and_data(body: &EventBody) -> (&'static str, Option<String>) {
+    let data = match serde_json::to_value(body) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.remove("type");
+            (!fields.is_empty()).then(|| serde_json::Value::Object(fields).to_string())
+        }
+        _ => None,
+    };
+    (body.kind(), data)
+}
+
+/// Decodes one row of `events`; `None` for a kind or data this runner does not know.
+fn event_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<EventRecord>> {
+    let kind: String = r.get(7)?;
+    let body = if kind == "state" {
+        EventBody::State {
+            state: parse_col(r, 4)?,
+            reason: parse_opt_col(r, 5)?,
+            detail: r.get(6)?,
+        }
+    } else {
+        let data: Option<String> = r.get(8)?;
+        let mut fields = match data.as_deref().map(serde_json::from_str) {
+            Some(Ok(serde_json::Value::Object(fields))) => fields,
+            None => serde_json::Map::new(),
+            Some(_) => return Ok(None),
+        };
+        fields.insert("type".into(), serde_json::Value::String(kind));
+        match serde_json::from_value(serde_json::Value::Object(fields)) {
+            Ok(body) => body,
+            Err(_) => return Ok(None),
+        }
+    };
+    Ok(Some(EventRecord {
+        seq: r.get(0)?,
+        job_id: JobId(r.get(1)?),
+        attempt: r.get(2)?,
+        at: r.get(3)?,
+        body,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests_support::submit_one;
+
+    /// The bodies a running attempt records, each read back as written.
+    fn round_trip(body: EventBody) -> EventRecord {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "a");
+        store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+        store.add_event(&id, 1, &body).unwrap();
+        let mut events = store.events(&id).unwrap();
+        let last = events.pop().unwrap();
+        assert_eq!((last.attempt, &last.body), (Some(1), &body));
+        last
+    }
+
+    #[test]
+    fn a_turn_event_reads_back_as_written() {
+        round_trip(EventBody::Turn(TurnEvent {
+            turn: 2,
+            max_turns: 6,
+            action: "instruct".into(),
+            argument: "add greet()".into(),
+            progress: "writing greet".into(),
+            thought: "the test needs it".into(),
+            ended: "edited greet.py (1 commit)".into(),
+        }));
+    }
+
+    #[test]
+    fn pause_and_resume_events_read_back_with_no_data() {
+        round_trip(EventBody::Paused);
+        round_trip(EventBody::Resumed);
+    }
+
+    #[test]
+    fn a_kind_this_runner_does_not_know_is_left_out_and_the_rest_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "a");
+        store
+            .conn
+            .execute(
+                "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, 1, 'now', 'running', 'from_the_future', '{}')",
+                [id.as_str()],
+            )
+            .unwrap();
+        store.add_event(&id, 1, &EventBody::Paused).unwrap();
+        let kinds: Vec<_> = store
+            .events(&id)
+            .unwrap()
+            .iter()
+            .map(|e| e.body.kind())
+            .collect();
+        assert_eq!(kinds, ["state", "paused"]);
+    }
+
+    #[test]
+    fn events_after_a_seq_are_only_the_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "a");
+        let first = store.events(&id).unwrap()[0].seq;
+        store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+        let newer: Vec<_> = store
+            .events_after(&id, first)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.body)
+            .collect();
+        assert_eq!(
+            newer,
+            [EventBody::State {
+                state: JobState::Starting,
+                reason: None,
+                detail: Some("c-1".into())
+            }]
+        );
+    }
+}
