@@ -74,6 +74,7 @@ impl<S: Sandbox> Attempt<S> {
             ),
             progress: &progress,
             redact,
+            control: &self.control,
         };
         let work = async move {
             match drive.run(session).await {

@@ -18,9 +18,6 @@ use std::path::PathBuf;
 /// Identical turns in a row (same action, nothing changed) before the job is `stuck`.
 const STUCK_REPEATS: u32 = 3;
 
-/// How often a paused manager loop looks for messages and for `runner resume`.
-const PAUSE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
-
 /// Everything the manager loop needs.
 pub struct Drive<'a, S: Sandbox> {
     /// Where the container runs (verify, export and the work-tree fingerprint are execs).
@@ -42,6 +39,8 @@ pub struct Drive<'a, S: Sandbox> {
     pub progress: &'a (dyn Fn(JobState, Option<String>) + Send + Sync),
     /// The job's secret values, kept out of the verify output stored as an artifact.
     pub redact: &'a super::redact::Redactor,
+    /// Wakes a paused loop when a message, pause or resume is forwarded.
+    pub control: &'a super::Controls,
 }
 
 /// How the manager loop ended.
@@ -238,7 +237,7 @@ impl<S: Sandbox> Drive<'_, S> {
                 self.record_pause(false).await;
                 return None;
             }
-            tokio::time::sleep(PAUSE_POLL).await;
+            self.control.woken().await;
         }
     }
 

@@ -15,6 +15,7 @@ mod command;
 mod deliver;
 mod drive;
 mod finish;
+pub(crate) mod handle;
 mod llm;
 pub mod logfile;
 pub mod redact;
@@ -22,6 +23,7 @@ mod supervise;
 mod transcript;
 mod workspace;
 
+pub(crate) use handle::{AttemptHandle, Control, Controls};
 pub(crate) use llm::LlmAccess;
 
 use crate::job::{JobKind, JobSpec, NetworkMode};
@@ -33,7 +35,6 @@ use redact::Redactor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
-use tokio_util::sync::CancellationToken;
 
 /// Everything one attempt needs.
 pub(crate) struct Attempt<S: Sandbox> {
@@ -42,8 +43,9 @@ pub(crate) struct Attempt<S: Sandbox> {
     pub config: Arc<SchedulerConfig>,
     pub job: JobRecord,
     pub attempt: AttemptRecord,
-    /// Fired by `runner cancel` or by a second interrupt.
-    pub cancel: CancellationToken,
+    /// The dispatcher's controls: cancel (`runner cancel`, a second interrupt), and wake-ups
+    /// for the manager loop (`runner send`, `pause`, `resume`).
+    pub control: Controls,
     /// The LLM gateway, for `network: llm` jobs.
     pub llm: Option<LlmAccess>,
     pub events: Option<UnboundedSender<Event>>,
@@ -258,7 +260,7 @@ impl<S: Sandbox> Attempt<S> {
         };
         let name = self.attempt.container.clone();
         debug_assert_eq!(plan.name, name);
-        if self.cancel.is_cancelled() {
+        if self.control.is_cancelled() {
             return Ending::Done(Outcome::Cancelled);
         }
         let launched = match self.sandbox.launch(&plan).await {

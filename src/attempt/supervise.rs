@@ -40,7 +40,7 @@ impl<S: Sandbox> Attempt<S> {
             .unwrap_or_default();
         let why = tokio::select! {
             biased;
-            _ = self.cancel.cancelled() => Why::Cancelled,
+            _ = self.control.cancelled() => Why::Cancelled,
             _ = budget.cancelled() => Why::Budget,
             _ = tokio::time::sleep_until(deadline) => Why::Timeout,
             end = work => match end {

@@ -1,10 +1,10 @@
 //! The dispatcher loop: the single owner of what runs. It admits queued jobs, starts their
-//! attempts (`running`), forwards cancel requests, scans the jobs dir, and turns signals into a drain or a kill.
+//! attempts (`running`), forwards what `runner cancel`, `send`, `pause` and `resume` stored, scans the jobs dir, and turns signals into a drain or a kill.
 
 use super::admission::{admit, Admission, Held, Limits};
 use super::running::Running;
 use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
-use crate::attempt::LlmAccess;
+use crate::attempt::{Control, LlmAccess};
 use crate::job;
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Reason};
@@ -98,8 +98,8 @@ impl<S: Sandbox> Dispatcher<S> {
             if shutdown.kill.is_cancelled() && !killed {
                 killed = true;
                 tracing::info!("stopping {} running jobs", self.running.len());
-                for job in self.running.values() {
-                    job.cancel.cancel();
+                for job in self.running.values_mut() {
+                    job.handle.send(Control::Cancel);
                 }
             }
             if !draining {
@@ -119,7 +119,7 @@ impl<S: Sandbox> Dispatcher<S> {
                     }
                 }
             }
-            self.forward_cancels().await?;
+            self.forward_controls().await?;
             if self.running.is_empty() && (draining || self.scope_done(&scope).await?) {
                 return Ok(());
             }

@@ -11,7 +11,7 @@
 mod admission;
 mod dispatch;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod lock;
 pub mod policy;
 mod reconcile;

@@ -1,15 +1,15 @@
-//! The jobs this scheduler runs: starting an attempt's task, forwarding cancel requests from the
-//! store to it, and freeing its slot when the task ends (recording a panicked one as `infra`).
+//! The jobs this scheduler runs: starting an attempt's task, forwarding what the store asks of
+//! it (cancel, messages, pause and resume) through its [`AttemptHandle`], and freeing its slot
+//! when the task ends (recording a panicked one as `infra`).
 
 use super::dispatch::Dispatcher;
 use super::SchedulerError;
-use crate::attempt::{Attempt, LlmAccess};
+use crate::attempt::{Attempt, AttemptHandle, Control, LlmAccess};
 use crate::job::JobSpec;
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord};
 use tokio::task::JoinError;
-use tokio_util::sync::CancellationToken;
 
 /// A job this scheduler is running.
 pub(super) struct Running {
@@ -18,7 +18,8 @@ pub(super) struct Running {
     pub attempt: AttemptRecord,
     /// Whether the attempt was given the LLM gateway (its tokens are revoked at the end).
     pub llm: bool,
-    pub cancel: CancellationToken,
+    /// Sends the attempt its controls.
+    pub handle: AttemptHandle,
 }
 
 impl<S: Sandbox> Dispatcher<S> {
@@ -138,9 +139,9 @@ impl<S: Sandbox> Dispatcher<S> {
         } else {
             None
         };
-        let cancel = CancellationToken::new();
+        let (mut handle, control) = crate::attempt::handle::channel();
         if job.cancel_requested {
-            cancel.cancel();
+            handle.send(Control::Cancel);
         }
         self.held.take(&job.spec);
         self.running.insert(
@@ -149,7 +150,7 @@ impl<S: Sandbox> Dispatcher<S> {
                 spec: job.spec.clone(),
                 attempt: attempt.clone(),
                 llm: llm.is_some(),
-                cancel: cancel.clone(),
+                handle,
             },
         );
         let id = job.id.clone();
@@ -159,7 +160,7 @@ impl<S: Sandbox> Dispatcher<S> {
             config: self.config.clone(),
             job,
             attempt,
-            cancel,
+            control,
             llm,
             events: self.events.clone(),
         };
@@ -167,14 +168,22 @@ impl<S: Sandbox> Dispatcher<S> {
         self.task_jobs.insert(handle.id(), id);
     }
 
-    pub(super) async fn forward_cancels(&self) -> Result<(), SchedulerError> {
+    /// Forwards what the store newly asks of each running attempt (`runner cancel`, `send`,
+    /// `pause`, `resume`, from any process) to its handle.
+    pub(super) async fn forward_controls(&mut self) -> Result<(), SchedulerError> {
         if self.running.is_empty() {
             return Ok(());
         }
-        let requested = self.store.call(|s| s.cancel_requests()).await?;
-        for id in requested {
-            if let Some(job) = self.running.get(&id) {
-                job.cancel.cancel();
+        let requested = self.store.call(|s| s.control_requests()).await?;
+        for requests in requested {
+            let Some(job) = self.running.get_mut(&requests.job) else {
+                continue;
+            };
+            if job.attempt.n != requests.attempt {
+                continue;
+            }
+            for control in job.handle.forward(&requests) {
+                tracing::debug!(job = %requests.job, ?control, "forwarded");
             }
         }
         Ok(())

@@ -108,17 +108,6 @@ impl Store {
             .collect()
     }
 
-    /// Active jobs that `runner cancel` asked to stop.
-    pub fn cancel_requests(&self) -> Result<Vec<JobId>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id FROM jobs WHERE cancel_requested = 1 AND state IN ('starting','running')",
-        )?;
-        let ids = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(ids.into_iter().map(JobId).collect())
-    }
-
     fn jobs_where<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<JobRecord>> {
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt

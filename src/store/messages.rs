@@ -18,7 +18,53 @@ pub enum ControlResult {
     NotAgent,
 }
 
+/// What the store asks of one job's current attempt, for the dispatcher to forward
+/// ([`Store::control_requests`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlRequests {
+    pub job: JobId,
+    /// The job's current attempt.
+    pub attempt: u32,
+    /// `runner cancel` asked for the job to stop.
+    pub cancel: bool,
+    /// `runner pause` holds the job's manager.
+    pub paused: bool,
+    /// The attempt's messages not delivered yet, by `seq`, oldest first.
+    pub messages: Vec<i64>,
+}
+
 impl Store {
+    /// For every job that is starting or running: what its attempt is asked to do.
+    pub fn control_requests(&self) -> Result<Vec<ControlRequests>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, attempts, cancel_requested, paused FROM jobs WHERE state IN ('starting','running') ORDER BY id",
+        )?;
+        let mut jobs = stmt
+            .query_map([], |r| {
+                Ok(ControlRequests {
+                    job: JobId(r.get(0)?),
+                    attempt: r.get(1)?,
+                    cancel: r.get(2)?,
+                    paused: r.get(3)?,
+                    messages: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = self.conn.prepare(
+            "SELECT m.job_id, m.seq FROM jobs j JOIN messages m ON m.job_id = j.id AND m.attempt = j.attempts
+             WHERE j.state IN ('starting','running') AND m.delivered_at IS NULL ORDER BY m.seq",
+        )?;
+        let messages = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (job, seq) in messages {
+            if let Some(j) = jobs.iter_mut().find(|j| j.job.as_str() == job) {
+                j.messages.push(seq);
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Stores `text` for the current attempt of job `id`, only if that job is a running agent
     /// (checked in the same transaction as the insert).
     pub fn send_message(&mut self, id: &JobId, text: &str) -> Result<ControlResult> {

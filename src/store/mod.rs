@@ -23,7 +23,7 @@ mod usage;
 
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use events::{EventBody, EventRecord, TurnEvent};
-pub use messages::ControlResult;
+pub use messages::{ControlRequests, ControlResult};
 pub use records::*;
 pub use usage::{Role, RoleUsage, Usage};
 

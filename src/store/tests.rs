@@ -174,7 +174,14 @@ fn cancel_ends_a_queued_job_and_flags_a_running_one() {
         .unwrap()
         .is_none());
     assert_eq!(store.cancel(&running).unwrap(), CancelResult::Requested);
-    assert_eq!(store.cancel_requests().unwrap(), vec![running.clone()]);
+    let asked: Vec<_> = store
+        .control_requests()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.cancel)
+        .map(|r| r.job)
+        .collect();
+    assert_eq!(asked, vec![running.clone()]);
     assert_eq!(
         store.cancel(&queued).unwrap(),
         CancelResult::AlreadyFinished(JobState::Cancelled)
@@ -293,7 +300,29 @@ fn messages_and_pauses_are_taken_only_for_a_running_agent_and_a_message_is_deliv
     let pending = store.undelivered_messages(&id, 1).unwrap();
     assert_eq!(pending.len(), 1);
     let seq = pending[0].0;
+    let asked = |store: &Store| {
+        store
+            .control_requests()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.job == id)
+            .unwrap()
+    };
+    assert_eq!(
+        asked(&store),
+        ControlRequests {
+            job: id.clone(),
+            attempt: 1,
+            cancel: false,
+            paused: true,
+            messages: vec![seq],
+        }
+    );
     assert!(store.deliver_message(&id, 1, seq, "use tabs").unwrap());
+    assert!(
+        asked(&store).messages.is_empty(),
+        "a delivered message is not asked for again"
+    );
     assert!(!store.deliver_message(&id, 1, seq, "use tabs").unwrap());
     assert!(store.undelivered_messages(&id, 1).unwrap().is_empty());
     let messages: Vec<_> = store
