@@ -28,7 +28,8 @@ pub(crate) use llm::LlmAccess;
 
 use crate::job::{JobKind, JobSpec, NetworkMode};
 use crate::sandbox::{ContainerPlan, Labels, Sandbox, SandboxError, Secret};
-use crate::scheduler::{Event, SchedulerConfig};
+use crate::scheduler::policy::Policy;
+use crate::scheduler::Event;
 use crate::state::{JobState, Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
 use redact::Redactor;
@@ -36,11 +37,45 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
+/// How attempts run; the scheduler's configuration holds one.
+#[derive(Clone, Debug)]
+pub struct AttemptConfig {
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    pub stop_grace: std::time::Duration,
+    /// Where job logs go (`<logs_dir>/<job>/<attempt>.log`).
+    pub logs_dir: PathBuf,
+    /// Where results go (`<artifacts_dir>/<job>/<attempt>/`).
+    pub artifacts_dir: PathBuf,
+    /// Repository mirrors.
+    pub cache_dir: PathBuf,
+    /// Scratch work trees (`<work_dir>/<job>-<attempt>`), removed once uploaded.
+    pub work_dir: PathBuf,
+    /// Cap of each stored log, bytes.
+    pub log_cap: u64,
+    /// The operator's allow-lists: host variables jobs may name, and where credentials may go.
+    pub policy: Policy,
+}
+
+impl AttemptConfig {
+    /// Defaults for a state dir.
+    pub fn new(state_dir: &Path) -> Self {
+        AttemptConfig {
+            stop_grace: std::time::Duration::from_secs(10),
+            logs_dir: state_dir.join("logs"),
+            artifacts_dir: state_dir.join("artifacts"),
+            cache_dir: state_dir.join("cache").join("repos"),
+            work_dir: state_dir.join("work"),
+            log_cap: logfile::DEFAULT_LOG_CAP,
+            policy: Policy::default(),
+        }
+    }
+}
+
 /// Everything one attempt needs.
 pub(crate) struct Attempt<S: Sandbox> {
     pub store: SharedStore,
     pub sandbox: Arc<S>,
-    pub config: Arc<SchedulerConfig>,
+    pub config: Arc<AttemptConfig>,
     pub job: JobRecord,
     pub attempt: AttemptRecord,
     /// The dispatcher's controls: cancel (`runner cancel`, a second interrupt), and wake-ups

@@ -264,9 +264,9 @@ impl LimitArgs {
         config.group_limits = self.group_limits.iter().cloned().collect();
         config.host_cpus = self.host_cpus;
         config.host_memory = self.host_memory;
-        config.stop_grace = self.stop_grace;
-        config.log_cap = self.log_cap;
-        config.policy = policy::Policy::new(
+        config.attempt.stop_grace = self.stop_grace;
+        config.attempt.log_cap = self.log_cap;
+        config.attempt.policy = policy::Policy::new(
             self.allow_secrets.clone(),
             self.allow_llm_keys.clone(),
             self.allow_pr_tokens.clone(),

@@ -4,7 +4,7 @@
 use super::admission::{admit, Admission, Held, Limits};
 use super::running::Running;
 use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
-use crate::attempt::{Control, LlmAccess};
+use crate::attempt::{AttemptConfig, Control, LlmAccess};
 use crate::job;
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Reason};
@@ -21,6 +21,8 @@ pub(crate) struct Dispatcher<S: Sandbox> {
     pub store: SharedStore,
     pub sandbox: Arc<S>,
     pub config: Arc<SchedulerConfig>,
+    /// `config.attempt`, shared by the attempts.
+    pub(super) attempt_config: Arc<AttemptConfig>,
     pub events: Option<UnboundedSender<Event>>,
     limits: Limits,
     pub(super) held: Held,
@@ -59,6 +61,7 @@ pub async fn run<S: Sandbox>(
     let mut d = Dispatcher {
         store,
         sandbox,
+        attempt_config: Arc::new(config.attempt.clone()),
         config: Arc::new(config),
         events,
         limits,

@@ -22,6 +22,7 @@ mod tests;
 pub use dispatch::run;
 pub use lock::{LockError, StateLock};
 
+use crate::attempt::AttemptConfig;
 use crate::state::{JobId, JobState};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,21 +40,12 @@ pub struct SchedulerConfig {
     pub host_cpus: Option<f64>,
     /// Memory budget shared by running jobs, bytes (default: the engine's memory).
     pub host_memory: Option<u64>,
-    /// Time between SIGTERM and SIGKILL when a job is stopped.
-    pub stop_grace: Duration,
-    /// Where job logs go (`<logs_dir>/<job>/<attempt>.log`).
-    pub logs_dir: PathBuf,
-    /// Where results go (`<artifacts_dir>/<job>/<attempt>/`).
-    pub artifacts_dir: PathBuf,
-    /// Repository mirrors.
-    pub cache_dir: PathBuf,
-    /// Scratch work trees (`<work_dir>/<job>-<attempt>`), removed once uploaded.
-    pub work_dir: PathBuf,
+    /// How each attempt runs (stop grace, where logs, results and work trees go, log cap, the
+    /// operator's allow-lists).
+    pub attempt: AttemptConfig,
     /// Where the gateway's per-attempt sockets live (`<run_dir>/<job>-<attempt>/`); absolute,
     /// because relays bind-mount them.
     pub run_dir: PathBuf,
-    /// Cap of each stored log, bytes.
-    pub log_cap: u64,
     /// How often the dispatcher looks at the queue and at cancel requests.
     pub tick: Duration,
     /// Daemon only: a directory whose job files are submitted once per content.
@@ -62,18 +54,13 @@ pub struct SchedulerConfig {
     pub jobs_dir_interval: Duration,
     /// Model prices for metering LLM calls.
     pub prices: crate::llm::Prices,
-    /// The operator's allow-lists: host variables jobs may name, and where credentials may go.
-    pub policy: policy::Policy,
 }
 
 impl SchedulerConfig {
     /// Defaults for a state dir.
     pub fn new(state_dir: &std::path::Path) -> Self {
         SchedulerConfig {
-            logs_dir: state_dir.join("logs"),
-            artifacts_dir: state_dir.join("artifacts"),
-            cache_dir: state_dir.join("cache").join("repos"),
-            work_dir: state_dir.join("work"),
+            attempt: AttemptConfig::new(state_dir),
             run_dir: std::path::absolute(state_dir)
                 .unwrap_or_else(|_| state_dir.to_path_buf())
                 .join("run"),
@@ -81,13 +68,10 @@ impl SchedulerConfig {
             group_limits: HashMap::new(),
             host_cpus: None,
             host_memory: None,
-            stop_grace: Duration::from_secs(10),
-            log_cap: crate::attempt::logfile::DEFAULT_LOG_CAP,
             tick: Duration::from_millis(200),
             jobs_dir: None,
             jobs_dir_interval: Duration::from_secs(2),
             prices: crate::llm::Prices::default(),
-            policy: policy::Policy::default(),
         }
     }
 }

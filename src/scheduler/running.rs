@@ -157,7 +157,7 @@ impl<S: Sandbox> Dispatcher<S> {
         let task = Attempt {
             store: self.store.clone(),
             sandbox: self.sandbox.clone(),
-            config: self.config.clone(),
+            config: self.attempt_config.clone(),
             job,
             attempt,
             control,

@@ -20,7 +20,7 @@ fn harness() -> Harness {
     let store = SharedStore::new(Store::open(dir.path()).unwrap());
     let mut config = SchedulerConfig::new(dir.path());
     config.tick = Duration::from_millis(20);
-    config.stop_grace = Duration::from_millis(300);
+    config.attempt.stop_grace = Duration::from_millis(300);
     Harness {
         _dir: dir,
         store,
