@@ -136,11 +136,70 @@ fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() 
     );
     assert_eq!(turns[1]["action"], "finish");
     assert_eq!(turns[1]["ended"], "verified and exported");
+    // A turn carries what it cost and changed: the manager's call and Aider's edit.
+    assert!(turns[0]["requests"].as_u64().unwrap() >= 2, "{events}");
+    assert!(
+        turns[0]["prompt_tokens"].as_u64().unwrap()
+            + turns[0]["completion_tokens"].as_u64().unwrap()
+            > 0,
+        "{events}"
+    );
+    assert_eq!(
+        turns[0]["edits"],
+        serde_json::json!(["greet.py"]),
+        "{events}"
+    );
+    assert_eq!(turns[0]["commits"], 1, "{events}");
+    assert_eq!(turns[0]["files_changed"], 1, "{events}");
+    let requests: u64 = turns.iter().map(|t| t["requests"].as_u64().unwrap()).sum();
+    assert!(
+        requests
+            <= show["usage"]["manager"]["requests"].as_u64().unwrap()
+                + show["usage"]["agent"]["requests"].as_u64().unwrap(),
+        "turns count no call twice: {events}"
+    );
+    // Verify and export are events too, between the finish decision and its turn event.
+    let typed: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] != "state")
+        .collect();
+    let kinds: Vec<&str> = typed.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["turn", "verify", "export", "export", "turn"],
+        "{events}"
+    );
+    assert_eq!(
+        (
+            &typed[1]["passed"],
+            &typed[1]["exit_code"],
+            &typed[1]["turn"]
+        ),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(0),
+            &serde_json::json!(2)
+        ),
+        "{events}"
+    );
+    assert!(typed[1]["duration_ms"].is_u64(), "{events}");
+    assert_eq!(
+        (typed[2]["what"].as_str(), typed[2]["path"].as_str()),
+        (Some("patch"), artifact(&show, "patch").as_deref()),
+        "{events}"
+    );
+    assert_eq!(typed[3]["what"], "bundle", "{events}");
     let human = stdout(&env.run(&["show", "greet"]));
     assert!(
         human.contains("turns:\n  attempt 1  turn 1/5 instruct: "),
         "{human}"
     );
+    assert!(
+        human.contains(" tokens, $") && human.contains("; 1 file changed]"),
+        "tokens and cost per turn: {human}"
+    );
+    assert!(human.contains("verify passed (exit code 0, "), "{human}");
     assert!(
         human.contains("usage:\n  manager  2 requests, "),
         "usage per role without --json: {human}"
@@ -804,11 +863,7 @@ fn a_message_sent_to_a_running_agent_reaches_aider_and_the_manager_and_is_record
     }
     let log = log_of(&env, "talk");
     assert!(log.contains(&format!("» [operator] {redacted}")), "{log}");
-    let events: Vec<serde_json::Value> = stdout(&env.run(&["events", "--json", "talk"]))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["type"] != "state")
-        .collect();
+    let events = typed_events(&env, "talk");
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["turn", "message", "turn"], "{events:?}");
     assert_eq!(events[1]["text"], redacted);
@@ -831,12 +886,14 @@ fn a_message_sent_to_a_running_agent_reaches_aider_and_the_manager_and_is_record
     }
 }
 
-/// Event types other than state changes, in order.
+/// The turn, message, pause and resume events of a job, in order.
 fn typed_events(env: &Env, job: &str) -> Vec<serde_json::Value> {
     stdout(&env.run(&["events", "--json", job]))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["type"] != "state")
+        .filter(|e: &serde_json::Value| {
+            ["turn", "message", "paused", "resumed"].contains(&e["type"].as_str().unwrap())
+        })
         .collect()
 }
 

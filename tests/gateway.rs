@@ -304,6 +304,28 @@ fn tight_budget_ends_the_job_with_reason_budget_after_at_most_one_more_call() {
     // The third call is refused (402) unless the container was stopped before it returned.
     let log = log_of(&env, "budget");
     assert!(!log.contains("call 2 200"), "{log}");
+    // The refusal is one event, however many calls were refused.
+    let events = stdout(&env.run(&["events", "--json", "budget"]));
+    let budget: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "budget")
+        .collect();
+    assert_eq!(budget.len(), 1, "{events}");
+    assert_eq!(
+        (
+            &budget[0]["role"],
+            &budget[0]["limit_tokens"],
+            &budget[0]["attempt"]
+        ),
+        (
+            &serde_json::json!("agent"),
+            &serde_json::json!(50),
+            &serde_json::json!(1)
+        ),
+        "{events}"
+    );
+    assert!(budget[0]["used_tokens"].as_u64().unwrap() >= 50, "{events}");
 }
 
 #[test]

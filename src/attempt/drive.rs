@@ -10,7 +10,7 @@ use crate::job::{JobSpec, ManagerAction, ManagerMode, ManagerStep};
 use crate::llm::Gateway;
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Outcome, Reason};
-use crate::store::{SharedStore, TurnEvent};
+use crate::store::SharedStore;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -110,6 +110,7 @@ impl<S: Sandbox> Drive<'_, S> {
             if let Some(end) = self.deliver_messages(&mut session, &mut ctx).await {
                 return end;
             }
+            let mut meter = self.start_turn().await;
             ctx.turn += 1;
             let decided = manager.decide(&ctx).await;
             ctx.operator.clear();
@@ -141,7 +142,8 @@ impl<S: Sandbox> Drive<'_, S> {
             );
             let result = match step.action {
                 ManagerAction::Fail => {
-                    self.record_turn(&ctx, &step, "the manager gave up").await;
+                    self.record_turn(&ctx, &step, "the manager gave up", &meter)
+                        .await;
                     return DriveEnd::done(Outcome::failed(
                         Reason::ManagerError,
                         None,
@@ -150,7 +152,8 @@ impl<S: Sandbox> Drive<'_, S> {
                 }
                 ManagerAction::Finish => match self.finish(&mut ctx).await {
                     Ok(ending) => {
-                        self.record_turn(&ctx, &step, &ending_words(&ending)).await;
+                        self.record_turn(&ctx, &step, &ending_words(&ending), &meter)
+                            .await;
                         return DriveEnd::Done(ending);
                     }
                     Err(failure) => {
@@ -175,12 +178,13 @@ impl<S: Sandbox> Drive<'_, S> {
                         }
                     };
                     let summary = summarize(&turn.events);
+                    meter.saw(&turn.events);
                     ctx.new_output = turn.output;
                     summary
                 }
             };
-            self.record_turn(&ctx, &step, &result).await;
             let now = self.fingerprint(&mut ctx).await;
+            self.record_turn(&ctx, &step, &result, &meter).await;
             let unchanged = now == fingerprint;
             fingerprint = now;
             let same = last
@@ -321,29 +325,6 @@ impl<S: Sandbox> Drive<'_, S> {
             ctx.operator.push(redacted);
         }
         None
-    }
-
-    /// Records the turn that just ended as an event (`runner events`, `runner show`), its text
-    /// redacted. A store error is logged: the turn itself went through.
-    async fn record_turn(&self, ctx: &TurnContext, step: &ManagerStep, ended: &str) {
-        let text = |t: &str| self.redact.redact_str(t);
-        let turn = TurnEvent {
-            turn: ctx.turn,
-            max_turns: ctx.max_turns,
-            action: action_name(step.action).to_string(),
-            argument: text(&step.argument),
-            progress: text(&step.progress),
-            thought: text(&step.thought),
-            ended: text(&ended.chars().take(400).collect::<String>()),
-        };
-        let (id, n) = (self.job.clone(), self.attempt);
-        if let Err(e) = self
-            .store
-            .call(move |s| s.add_turn_event(&id, n, &turn))
-            .await
-        {
-            tracing::warn!(job = %self.job, "cannot record turn {}: {e}", ctx.turn);
-        }
     }
 
     /// `manager.mode: none`: the task as one message, then finish when Aider is back at its prompt.

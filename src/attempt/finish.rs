@@ -8,7 +8,7 @@ use crate::agent::protocol::TurnContext;
 use crate::job::OutputMode;
 use crate::sandbox::Sandbox;
 use crate::state::{JobState, Outcome, Reason};
-use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState};
+use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState, EventBody, VerifyEvent};
 use std::path::Path;
 
 /// Output kept from one verify run.
@@ -20,6 +20,7 @@ impl<S: Sandbox> Drive<'_, S> {
     pub(super) async fn finish(&self, ctx: &mut TurnContext) -> Result<Ending, String> {
         if let Some(argv) = &self.spec.verify {
             (self.progress)(JobState::Running, Some("verifying".into()));
+            let started = std::time::Instant::now();
             let result = match crate::result::verify(
                 self.sandbox,
                 self.container,
@@ -31,6 +32,8 @@ impl<S: Sandbox> Drive<'_, S> {
                 Ok(r) => r,
                 Err(e) => return Ok(Ending::Done(infra(format!("cannot run verify: {e}")))),
             };
+            self.record_verify(ctx.turn, &result, started.elapsed())
+                .await;
             self.keep_verify_output(ctx.turn, &result).await;
             if !result.passed {
                 let summary = format!(
@@ -51,6 +54,29 @@ impl<S: Sandbox> Drive<'_, S> {
             ctx.last_verify = Some("passed".into());
         }
         Ok(self.export().await)
+    }
+
+    /// Records a verify run as an event; a store error is logged (the verdict still counts).
+    async fn record_verify(
+        &self,
+        turn: u32,
+        result: &crate::result::VerifyResult,
+        took: std::time::Duration,
+    ) {
+        let verify = EventBody::Verify(VerifyEvent {
+            turn,
+            passed: result.passed,
+            exit_code: result.code,
+            duration_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        });
+        let (job, n) = (self.job.clone(), self.attempt);
+        if let Err(e) = self
+            .store
+            .call(move |s| s.add_event(&job, n, &verify))
+            .await
+        {
+            tracing::warn!(job = %self.job, "cannot record the verify run: {e}");
+        }
     }
 
     /// Keeps each verify run's output as an artifact (`verify-<turn>.log`).

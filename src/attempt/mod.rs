@@ -21,6 +21,7 @@ pub mod logfile;
 pub mod redact;
 mod supervise;
 mod transcript;
+mod turn_report;
 mod workspace;
 
 pub(crate) use handle::{AttemptHandle, Control, Controls};

@@ -5,7 +5,7 @@
 //! the detail is shown through [`super::terminal::one_line`]; JSON is as stored.
 
 use super::exit::{CmdResult, SUCCESS};
-use crate::store::{EventBody, EventRecord};
+use crate::store::{EventBody, EventRecord, ExportEvent};
 use std::path::Path;
 use std::time::Duration;
 
@@ -43,14 +43,23 @@ fn as_json(e: &EventRecord) -> String {
     serde_json::to_string(e).expect("an event serializes")
 }
 
-/// One event for a person: time, attempt, then what happened on one line (a state change with
-/// its reason and detail; a turn with its number, action, progress and how it ended...).
+/// One event for a person: time, attempt, then what happened on one line.
 fn as_line(e: &EventRecord) -> String {
     let attempt = e
         .attempt
         .map(|n| format!("attempt {n}"))
         .unwrap_or_else(|| "-".into());
-    let what = match &e.body {
+    format!("{}  {:<9}  {}", e.at, attempt, describe(&e.body))
+        .trim_end()
+        .to_string()
+}
+
+/// What happened, on one line for a person, control characters shown visibly: a state change
+/// with its reason and detail, a turn with its number, action, progress, how it ended and its
+/// tokens, a verify run's verdict...
+pub(super) fn describe(body: &EventBody) -> String {
+    use super::terminal::one_line;
+    match body {
         EventBody::State {
             state,
             reason,
@@ -58,24 +67,60 @@ fn as_line(e: &EventRecord) -> String {
         } => {
             let mut line = format!("{state:<9}");
             if let Some(reason) = reason {
-                line.push_str(&format!(" {reason}"));
+                line.push_str(&format!(" {reason}:"));
             }
             if let Some(detail) = detail {
-                line.push_str(&format!(": {}", super::terminal::one_line(detail)));
+                line.push_str(&format!(" {}", one_line(detail)));
             }
-            line
+            line.trim_end_matches(':').to_string()
         }
         EventBody::Turn(turn) => super::show::turn_line(turn),
-        EventBody::Message { text } => format!(
-            "message from the operator: {}",
-            super::terminal::one_line(text)
-        ),
+        EventBody::Message { text } => format!("message from the operator: {}", one_line(text)),
         EventBody::Paused => "paused: the manager issues no turns until `runner resume`; `runner send` talks to Aider".into(),
         EventBody::Resumed => "resumed: the manager decides again".into(),
-    };
-    format!("{}  {:<9}  {what}", e.at, attempt)
-        .trim_end()
-        .to_string()
+        EventBody::Verify(v) => format!(
+            "verify {} (exit code {}, {:.1} s, turn {})",
+            if v.passed { "passed" } else { "failed" },
+            v.exit_code,
+            v.duration_ms as f64 / 1000.0,
+            v.turn
+        ),
+        EventBody::Export(ExportEvent::Patch { path }) => {
+            format!("exported the patch: {}", one_line(path))
+        }
+        EventBody::Export(ExportEvent::Bundle { path }) => {
+            format!("exported the bundle: {}", one_line(path))
+        }
+        EventBody::Export(ExportEvent::Branch { branch, commit }) => format!(
+            "pushed branch {} at {}",
+            one_line(branch),
+            one_line(&commit.chars().take(12).collect::<String>())
+        ),
+        EventBody::Export(ExportEvent::PullRequest { branch, url }) => format!(
+            "pull request from {}: {}",
+            one_line(branch),
+            one_line(url)
+        ),
+        EventBody::Budget(b) => {
+            let limit = match (b.limit_tokens, b.limit_usd) {
+                (Some(t), Some(u)) => format!("{t} tokens or ${u:.4}"),
+                (Some(t), None) => format!("{t} tokens"),
+                (None, Some(u)) => format!("${u:.4}"),
+                (None, None) => "none".into(),
+            };
+            format!(
+                "budget spent: the gateway refused {} calls ({} tokens, ${:.4} used; budget {limit})",
+                b.role.as_str(),
+                b.used_tokens,
+                b.used_usd
+            )
+        }
+        EventBody::Adopted(a) => format!(
+            "adopted: a restarted scheduler took over container {}, resuming at turn {}",
+            one_line(&a.container),
+            a.turn
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +171,13 @@ mod tests {
             progress: "writing greet\x1b[2J".into(),
             thought: "the test needs it".into(),
             ended: "edited greet.py".into(),
+            requests: 2,
+            prompt_tokens: 1500,
+            completion_tokens: 20,
+            cost_usd: 0.0004,
+            edits: vec!["greet.py".into()],
+            commits: 1,
+            files_changed: 1,
         });
         let value: serde_json::Value = serde_json::from_str(&as_json(&e)).unwrap();
         assert_eq!(value["type"], "turn");
@@ -137,7 +189,7 @@ mod tests {
         assert!(!line.contains('\x1b'), "{line:?}");
         assert!(
             line.contains(
-                "turn 2/6 instruct: writing greet\\x1b[2J (thought: the test needs it) -> edited greet.py"
+                "turn 2/6 instruct: writing greet\\x1b[2J (thought: the test needs it) -> edited greet.py [1520 tokens, $0.0004; 1 file changed]"
             ),
             "{line}"
         );

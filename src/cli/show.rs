@@ -75,26 +75,16 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
     }
     println!("events:");
     for e in &events {
-        if let EventBody::State {
-            state,
-            reason,
-            detail,
-        } = &e.body
-        {
-            println!(
-                "  {}  {:<9} {}{}",
-                e.at,
-                state,
-                reason.map(|r| format!("{r} ")).unwrap_or_default(),
-                one_line(detail.as_deref().unwrap_or_default())
-            );
+        if !matches!(e.body, EventBody::Turn(_)) {
+            println!("  {}  {}", e.at, super::events::describe(&e.body));
         }
     }
     Ok(SUCCESS)
 }
 
-/// One turn on one line: number, action, the manager's progress (or the argument) and how the
-/// turn ended, with control characters shown visibly.
+/// One turn on one line: number, action, the manager's progress (or the argument), how the
+/// turn ended, and its tokens, cost and the files changed so far, with control characters shown
+/// visibly.
 pub(super) fn turn_line(turn: &crate::store::TurnEvent) -> String {
     let what = if turn.progress.is_empty() {
         &turn.argument
@@ -114,6 +104,15 @@ pub(super) fn turn_line(turn: &crate::store::TurnEvent) -> String {
     }
     if !turn.ended.is_empty() {
         line.push_str(&format!(" -> {}", one_line(&turn.ended)));
+    }
+    if turn.requests > 0 || turn.files_changed > 0 {
+        line.push_str(&format!(
+            " [{} tokens, ${:.4}; {} file{} changed]",
+            turn.tokens(),
+            turn.cost_usd,
+            turn.files_changed,
+            if turn.files_changed == 1 { "" } else { "s" }
+        ));
     }
     line
 }

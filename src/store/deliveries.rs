@@ -2,7 +2,8 @@
 //! recorded step by step so that a scheduler restarted after a crash finishes it from the stored
 //! bundle instead of redoing the job, and never delivers it twice.
 
-use super::{Result, Store};
+use super::events::insert_event;
+use super::{EventBody, ExportEvent, Result, Store};
 use crate::state::{now_rfc3339, JobId};
 use rusqlite::{params, OptionalExtension};
 
@@ -50,8 +51,9 @@ pub struct DeliveryRecord {
 }
 
 impl Store {
-    /// Records attempt `n`'s exported files as artifacts and, for `branch`/`pr` output, its
-    /// pending delivery, in one transaction: a crash leaves both or neither.
+    /// Records attempt `n`'s exported files as artifacts, an `export` event for its patch and
+    /// bundle, and for `branch`/`pr` output its pending delivery, in one transaction: a crash
+    /// leaves all or nothing.
     pub fn add_result(
         &mut self,
         id: &JobId,
@@ -66,6 +68,15 @@ impl Store {
                     "INSERT INTO artifacts (job_id, attempt, kind, path, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id.as_str(), n, kind, path, now],
                 )?;
+                let path = path.clone();
+                let export = match kind.as_str() {
+                    "patch" => Some(ExportEvent::Patch { path }),
+                    "bundle" => Some(ExportEvent::Bundle { path }),
+                    _ => None,
+                };
+                if let Some(export) = export {
+                    insert_event(tx, id, n, &EventBody::Export(export))?;
+                }
             }
             if let Some(d) = delivery {
                 tx.execute(
@@ -129,29 +140,47 @@ impl Store {
     /// The branch of attempt `n`'s delivery now holds `commit`.
     pub fn delivery_pushed(&mut self, id: &JobId, n: u32, commit: &str) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
-                "UPDATE deliveries SET state = 'pushed', commit_sha = ?3, updated_at = ?4 \
-                 WHERE job_id = ?1 AND attempt = ?2 AND state = 'pending'",
-                params![id.as_str(), n, commit, now_rfc3339()],
-            )?;
+            let branch: Option<String> = tx
+                .query_row(
+                    "UPDATE deliveries SET state = 'pushed', commit_sha = ?3, updated_at = ?4 \
+                     WHERE job_id = ?1 AND attempt = ?2 AND state = 'pending' RETURNING branch",
+                    params![id.as_str(), n, commit, now_rfc3339()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(branch) = branch {
+                let commit = commit.to_string();
+                insert_event(
+                    tx,
+                    id,
+                    n,
+                    &EventBody::Export(ExportEvent::Branch { branch, commit }),
+                )?;
+            }
             Ok(())
         })
     }
 
-    /// Attempt `n`'s delivery is complete; the pull request, if any, is kept as an artifact.
+    /// Attempt `n`'s delivery is complete; the pull request, if any, is kept as an artifact and
+    /// an `export` event (once).
     pub fn delivery_done(&mut self, id: &JobId, n: u32, pr_url: Option<&str>) -> Result<()> {
         self.write(|tx| {
             let now = now_rfc3339();
-            let changed = tx.execute(
-                "UPDATE deliveries SET state = 'done', pr_url = ?3, updated_at = ?4 \
-                 WHERE job_id = ?1 AND attempt = ?2 AND state != 'done'",
-                params![id.as_str(), n, pr_url, now],
-            )?;
-            if let (1, Some(url)) = (changed, pr_url) {
+            let branch: Option<String> = tx
+                .query_row(
+                    "UPDATE deliveries SET state = 'done', pr_url = ?3, updated_at = ?4 \
+                     WHERE job_id = ?1 AND attempt = ?2 AND state != 'done' RETURNING branch",
+                    params![id.as_str(), n, pr_url, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let (Some(branch), Some(url)) = (branch, pr_url) {
                 tx.execute(
                     "INSERT INTO artifacts (job_id, attempt, kind, path, created_at) VALUES (?1, ?2, 'pull_request', ?3, ?4)",
                     params![id.as_str(), n, url, now],
                 )?;
+                let url = url.to_string();
+                insert_event(tx, id, n, &EventBody::Export(ExportEvent::PullRequest { branch, url }))?;
             }
             Ok(())
         })
@@ -163,7 +192,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_delivery_moves_from_pending_to_pushed_to_done_and_keeps_its_pull_request_once() {
+    fn a_delivery_moves_from_pending_to_pushed_to_done_and_records_each_step_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let id = crate::store::tests_support::submit_one(&mut store, "a");
@@ -200,5 +229,32 @@ mod tests {
             .map(|a| a.kind)
             .collect();
         assert_eq!(kinds, ["patch", "pull_request"]);
+        store.delivery_pushed(&id, 1, "c0ffee").unwrap();
+        let exports: Vec<ExportEvent> = store
+            .events(&id)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.body {
+                EventBody::Export(export) => Some(export),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            exports,
+            [
+                ExportEvent::Patch {
+                    path: "/s/artifacts/j/1/result.patch".into()
+                },
+                ExportEvent::Branch {
+                    branch: "runner/x".into(),
+                    commit: "c0ffee".into()
+                },
+                ExportEvent::PullRequest {
+                    branch: "runner/x".into(),
+                    url: "https://pr/1".into()
+                },
+            ],
+            "each step of the export is one event, however often it is recorded"
+        );
     }
 }

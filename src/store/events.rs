@@ -47,6 +47,16 @@ pub enum EventBody {
     Paused,
     /// `runner resume` took effect: the manager decides again.
     Resumed,
+    /// An agent's `verify` command ran.
+    Verify(VerifyEvent),
+    /// A result left the sandbox (a patch or bundle written) or the host (a branch pushed, a
+    /// pull request opened).
+    Export(ExportEvent),
+    /// The LLM gateway refused a call because the job's budget is spent: recorded once per
+    /// attempt, at the first refusal.
+    Budget(BudgetEvent),
+    /// A scheduler that started again took over the attempt's running container.
+    Adopted(AdoptedEvent),
 }
 
 impl EventBody {
@@ -58,17 +68,22 @@ impl EventBody {
             EventBody::Message { .. } => "message",
             EventBody::Paused => "paused",
             EventBody::Resumed => "resumed",
+            EventBody::Verify(_) => "verify",
+            EventBody::Export(_) => "export",
+            EventBody::Budget(_) => "budget",
+            EventBody::Adopted(_) => "adopted",
         }
     }
 }
 
 /// One turn of an agent's manager loop, recorded when it has ended. Text fields are stored as
-/// the attempt's redactor left them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// the attempt's redactor left them. The fields after `ended` came later: a turn recorded
+/// before them reads back with zeros and an empty list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnEvent {
     pub turn: u32,
     pub max_turns: u32,
-    /// `instruct`, `run`, `add`, `drop`, `undo`, `finish`, `fail`.
+    /// `instruct`, `run`, `test`, `add`, `drop`, `undo`, `finish`, `fail`.
     pub action: String,
     pub argument: String,
     /// The manager's one-line account of where the work stands.
@@ -77,23 +92,95 @@ pub struct TurnEvent {
     pub thought: String,
     /// How the turn ended, in a few words (what Aider did, verify's verdict...).
     pub ended: String,
+    /// LLM calls the attempt made during the turn (the manager's and Aider's), and their
+    /// tokens and cost, as metered by the gateway.
+    #[serde(default)]
+    pub requests: u64,
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Files Aider applied edits to during the turn, each once, in order.
+    #[serde(default)]
+    pub edits: Vec<String>,
+    /// Commits Aider made during the turn.
+    #[serde(default)]
+    pub commits: u32,
+    /// Files that differ from the commit the work started from, after the turn.
+    #[serde(default)]
+    pub files_changed: u32,
+}
+
+impl TurnEvent {
+    pub fn tokens(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// One run of an agent job's `verify` command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyEvent {
+    /// The manager turn that ran it (its `finish`).
+    pub turn: u32,
+    /// True when it exited with code 0.
+    pub passed: bool,
+    pub exit_code: i64,
+    pub duration_ms: u64,
+}
+
+/// What was exported, and where it is (`what` in JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum ExportEvent {
+    /// The result as `git format-patch` output, written on the host.
+    Patch { path: String },
+    /// The result as a git bundle (`base..tip`), written on the host.
+    Bundle { path: String },
+    /// The result pushed to the job's repository as `branch` at `commit`.
+    Branch { branch: String, commit: String },
+    /// The pull request opened (or found open) from `branch`.
+    PullRequest { branch: String, url: String },
+}
+
+/// The gateway refused an LLM call: the job's budget is spent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BudgetEvent {
+    /// Whose call was refused (`agent` or `manager`).
+    pub role: super::Role,
+    /// The job's tokens and cost so far, over all its attempts.
+    pub used_tokens: u64,
+    pub used_usd: f64,
+    /// The job's `budget`, as set.
+    pub limit_tokens: Option<u64>,
+    pub limit_usd: Option<f64>,
+}
+
+/// A scheduler adopted the attempt's running container after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptedEvent {
+    pub container: String,
+    /// The manager turn the attempt resumes at.
+    pub turn: u32,
 }
 
 impl Store {
-    /// Records an event of attempt `n` of job `id`, now. State changes are recorded by the
-    /// transitions themselves, in the transaction that makes them.
-    pub(super) fn add_event(&mut self, id: &JobId, n: u32, body: &EventBody) -> Result<()> {
-        let (kind, data) = kind_and_data(body);
-        self.conn.execute(
-            "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
-            params![id.as_str(), n, crate::state::now_rfc3339(), kind, data],
-        )?;
-        Ok(())
+    /// Records an event of attempt `n` of job `id`, now. (The state changes of jobs and attempts
+    /// are recorded by the transitions themselves, in the transaction that makes them.)
+    pub fn add_event(&mut self, id: &JobId, n: u32, body: &EventBody) -> Result<()> {
+        insert_event(&self.conn, id, n, body)
     }
 
     /// Records an ended turn of attempt `n` (an event of kind `turn`).
     pub fn add_turn_event(&mut self, id: &JobId, n: u32, turn: &TurnEvent) -> Result<()> {
         self.add_event(id, n, &EventBody::Turn(turn.clone()))
+    }
+
+    /// Records that a scheduler adopted attempt `n`'s running container (an event of kind
+    /// `adopted`).
+    pub fn add_adopted_event(&mut self, id: &JobId, n: u32, adopted: &AdoptedEvent) -> Result<()> {
+        self.add_event(id, n, &EventBody::Adopted(adopted.clone()))
     }
 
     /// Every recorded event of a job, in order.
@@ -114,8 +201,37 @@ impl Store {
     }
 }
 
-/// The `kind` column and the `data` JSON (the body's fields but `type`; `None` when it has none)
-/// of a body that is not a state change.
+/// Inserts an event of attempt `n` (not a state change), now; in a transaction when `conn` is
+/// one, so that an event is recorded with what it reports.
+pub(super) fn insert_event(
+    conn: &rusqlite::Connection,
+    id: &JobId,
+    n: u32,
+    body: &EventBody,
+) -> Result<()> {
+    let now = crate::state::now_rfc3339();
+    if let EventBody::State {
+        state,
+        reason,
+        detail,
+    } = body
+    {
+        conn.execute(
+            "INSERT INTO events (job_id, attempt, at, state, reason, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id.as_str(), n, now, state.as_str(), reason.map(|r| r.as_str()), detail],
+        )?;
+        return Ok(());
+    }
+    let (kind, data) = kind_and_data(body);
+    conn.execute(
+        "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+        params![id.as_str(), n, now, kind, data],
+    )?;
+    Ok(())
+}
+
+/// The `kind` column and the `data` JSON (the body's fields but `type`; `None` when it has
+/// none) of a body that is not a state change.
 fn kind_and_data(body: &EventBody) -> (&'static str, Option<String>) {
     let data = match serde_json::to_value(body) {
         Ok(serde_json::Value::Object(mut fields)) => {
@@ -186,7 +302,120 @@ mod tests {
             progress: "writing greet".into(),
             thought: "the test needs it".into(),
             ended: "edited greet.py (1 commit)".into(),
+            requests: 3,
+            prompt_tokens: 2400,
+            completion_tokens: 60,
+            cost_usd: 0.000912,
+            edits: vec!["greet.py".into()],
+            commits: 1,
+            files_changed: 2,
         }));
+    }
+
+    #[test]
+    fn a_turn_recorded_before_its_usage_fields_reads_back_with_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "a");
+        let old = r#"{"turn":1,"max_turns":5,"action":"instruct","argument":"a","progress":"p","thought":"t","ended":"no edits"}"#;
+        store
+            .conn
+            .execute(
+                "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, 1, 'now', 'running', 'turn', ?2)",
+                params![id.as_str(), old],
+            )
+            .unwrap();
+        let events = store.events(&id).unwrap();
+        let EventBody::Turn(turn) = &events[1].body else {
+            panic!("{events:?}")
+        };
+        assert_eq!((turn.turn, turn.ended.as_str()), (1, "no edits"));
+        assert_eq!((turn.tokens(), turn.cost_usd, turn.commits), (0, 0.0, 0));
+        assert!(turn.edits.is_empty());
+    }
+
+    #[test]
+    fn verify_events_read_back_passed_or_failed() {
+        for (passed, exit_code) in [(true, 0), (false, 3)] {
+            round_trip(EventBody::Verify(VerifyEvent {
+                turn: 4,
+                passed,
+                exit_code,
+                duration_ms: 1234,
+            }));
+        }
+    }
+
+    #[test]
+    fn export_events_read_back_for_each_kind_of_result() {
+        for export in [
+            ExportEvent::Patch {
+                path: "/s/artifacts/j/1/result.patch".into(),
+            },
+            ExportEvent::Bundle {
+                path: "/s/artifacts/j/1/result.bundle".into(),
+            },
+            ExportEvent::Branch {
+                branch: "runner/greet".into(),
+                commit: "c0ffee".into(),
+            },
+            ExportEvent::PullRequest {
+                branch: "runner/greet".into(),
+                url: "https://github.com/o/r/pull/7".into(),
+            },
+        ] {
+            let event = round_trip(EventBody::Export(export));
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["type"], "export", "{json}");
+            assert!(json["what"].is_string(), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_budget_event_reads_back_with_the_role_usage_and_limits() {
+        let event = round_trip(EventBody::Budget(BudgetEvent {
+            role: super::super::Role::Agent,
+            used_tokens: 180,
+            used_usd: 0.0021,
+            limit_tokens: Some(100),
+            limit_usd: None,
+        }));
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (&json["type"], &json["role"], &json["limit_usd"]),
+            (
+                &serde_json::json!("budget"),
+                &serde_json::json!("agent"),
+                &serde_json::Value::Null
+            )
+        );
+    }
+
+    #[test]
+    fn an_adopted_event_reads_back_with_its_container_and_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "a");
+        store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+        let adopted = AdoptedEvent {
+            container: "c-1".into(),
+            turn: 3,
+        };
+        store.add_adopted_event(&id, 1, &adopted).unwrap();
+        let last = store.events(&id).unwrap().pop().unwrap();
+        assert_eq!(
+            (last.attempt, last.body),
+            (Some(1), EventBody::Adopted(adopted))
+        );
+    }
+
+    #[test]
+    fn a_state_change_added_as_an_event_reads_back_from_its_columns() {
+        round_trip(EventBody::State {
+            state: JobState::Failed,
+            reason: Some(Reason::Budget),
+            detail: Some("its LLM budget is spent".into()),
+        });
     }
 
     #[test]

@@ -22,7 +22,9 @@ mod transitions;
 mod usage;
 
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
-pub use events::{EventBody, EventRecord, TurnEvent};
+pub use events::{
+    AdoptedEvent, BudgetEvent, EventBody, EventRecord, ExportEvent, TurnEvent, VerifyEvent,
+};
 pub use messages::{ControlRequests, ControlResult};
 pub use records::*;
 pub use usage::{Role, RoleUsage, Usage};

@@ -6,7 +6,7 @@ use super::{error, lock, Grant, Inner};
 use crate::job::JobSpec;
 use crate::llm::cassette::{Exchange, RequestSummary};
 use crate::llm::meter::{self, StreamMeter, Tokens};
-use crate::store::{Role, Usage};
+use crate::store::{BudgetEvent, EventBody, Role, Usage};
 use axum::body::{Body, Bytes};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ pub(super) async fn exchange(
     request: Value,
     body: Bytes,
 ) -> Response {
-    if let Some(refusal) = over_budget(inner, grant).await {
+    if let Some(refusal) = over_budget(inner, grant, role).await {
         return refusal;
     }
     let summary = RequestSummary {
@@ -37,8 +37,9 @@ pub(super) async fn exchange(
 }
 
 /// Refuses the call when the job's budget is already spent (so a job overshoots by at most the
-/// call that crossed it) and signals the job to stop.
-async fn over_budget(inner: &Arc<Inner>, grant: &Grant) -> Option<Response> {
+/// call that crossed it) and signals the job to stop. The first refusal of an attempt is
+/// recorded as a `budget` event (later ones would only repeat it).
+async fn over_budget(inner: &Arc<Inner>, grant: &Grant, role: Role) -> Option<Response> {
     let budget = grant.spec.budget;
     if budget.tokens.is_none() && budget.usd.is_none() {
         return None;
@@ -64,10 +65,30 @@ async fn over_budget(inner: &Arc<Inner>, grant: &Grant) -> Option<Response> {
         ),
         _ => return None,
     };
-    lock(&inner.budget_spent)
-        .entry(grant.job.clone())
-        .or_default()
-        .cancel();
+    let first = {
+        let mut spent = lock(&inner.budget_spent);
+        let signal = spent.entry(grant.job.clone()).or_default();
+        let first = !signal.is_cancelled();
+        signal.cancel();
+        first
+    };
+    if first {
+        let event = EventBody::Budget(BudgetEvent {
+            role,
+            used_tokens: used.tokens(),
+            used_usd: used.cost_usd,
+            limit_tokens: budget.tokens,
+            limit_usd: budget.usd,
+        });
+        let (job, n) = (grant.job.clone(), grant.attempt);
+        if let Err(e) = inner
+            .store
+            .call(move |s| s.add_event(&job, n, &event))
+            .await
+        {
+            tracing::warn!(job = %grant.job, "cannot record the budget refusal: {e}");
+        }
+    }
     Some(error(
         StatusCode::PAYMENT_REQUIRED,
         "budget_exceeded",
@@ -283,4 +304,65 @@ fn stream_through(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::llm::gateway::{Gateway, ManagerCallError};
+    use crate::llm::prices::Prices;
+    use crate::store::tests_support::{spec, submit_one};
+    use crate::store::{EventBody, Role, SharedStore, Store, Usage};
+
+    #[tokio::test]
+    async fn a_spent_budget_refuses_every_call_and_records_one_budget_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "spent");
+        let used = Usage {
+            requests: 1,
+            prompt_tokens: 40,
+            completion_tokens: 20,
+            ..Usage::default()
+        };
+        store.add_usage(&id, 1, Role::Agent, &used).unwrap();
+        let store = SharedStore::new(store);
+        let gateway = Gateway::start(store.clone(), dir.path().join("run"), Prices::default())
+            .await
+            .unwrap();
+        let mut job = spec("spent");
+        job.budget.tokens = Some(50);
+        for _ in 0..3 {
+            let refused = gateway
+                .manager_call(
+                    &id,
+                    1,
+                    &job,
+                    serde_json::json!({"model": "m", "messages": []}),
+                )
+                .await;
+            assert!(
+                matches!(refused, Err(ManagerCallError::Budget(_))),
+                "{refused:?}"
+            );
+        }
+        let events = store.call(move |s| s.events(&id)).await.unwrap();
+        let budget: Vec<_> = events
+            .into_iter()
+            .filter_map(|e| match e.body {
+                EventBody::Budget(b) => Some((e.attempt, b)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            budget.len(),
+            1,
+            "one event, not one per refused call: {budget:?}"
+        );
+        let (attempt, b) = &budget[0];
+        assert_eq!(*attempt, Some(1));
+        assert_eq!(
+            (b.role, b.used_tokens, b.limit_tokens, b.limit_usd),
+            (Role::Manager, 60, Some(50), None)
+        );
+    }
 }
