@@ -200,6 +200,17 @@ fn manager_instructs_aider_edits_verify_passes_and_the_patch_holds_the_change() 
         "tokens and cost per turn: {human}"
     );
     assert!(human.contains("verify passed (exit code 0, "), "{human}");
+    // `runner run`'s progress lines are the same events.
+    let progress = stderr(&out);
+    for line in [
+        "greet",
+        "turn 1/5 instruct: ",
+        "verify passed (exit code 0, ",
+        "exported the patch: ",
+        "succeeded",
+    ] {
+        assert!(progress.contains(line), "{line:?} in {progress}");
+    }
     assert!(
         human.contains("usage:\n  manager  2 requests, "),
         "usage per role without --json: {human}"
@@ -707,8 +718,15 @@ fn a_secret_printed_in_two_writes_is_redacted_in_every_stored_row_and_answer() {
     for (what, text) in answers {
         assert!(!text.contains(secret), "{what} holds the secret: {text}");
     }
-    // The manager's progress text reaches the terminal with its control sequence made visible.
+    // The manager's progress text reaches the terminal (from the turn's event) with its
+    // control sequence made visible.
     assert!(!stderr(&out).contains('\u{1b}'), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("turn 2/5 fail: read [redacted RUNNER_TEST_AGENT_SECRET]\\x1b]0;pwned\\x07"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A `runner run` of one agent job in the background, killed if the test ends before it does.

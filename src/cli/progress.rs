@@ -1,14 +1,16 @@
-//! Live progress on stderr: a line per job with a spinner on a terminal, plain lines otherwise.
+//! Live progress on stderr, drawn from the store's events (the ones `runner events` and
+//! `runner show` print): a line per job with a spinner on a terminal, plain lines otherwise.
 
-use crate::scheduler::Event;
+use crate::state::{JobId, JobState};
+use crate::store::{EventBody, EventRecord};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-/// Shows job state changes as they happen.
+/// Shows jobs' events as they are recorded.
 pub struct Progress {
-    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
+    bars: Option<(MultiProgress, HashMap<JobId, ProgressBar>)>,
 }
 
 impl Progress {
@@ -32,47 +34,41 @@ impl Progress {
         }
     }
 
-    pub fn show(&mut self, event: &Event) {
-        // The detail may quote the manager or the job: one line, nothing that steers a terminal.
-        let detail = event
-            .detail
-            .as_deref()
-            .map(|d| format!(": {}", super::terminal::one_line(d)))
-            .unwrap_or_default();
+    /// Shows one event of the job named `name`: as its bar's message (the bar ends with the
+    /// job), or as a plain line. The text is [`super::events::describe`]'s: one line, nothing
+    /// that steers a terminal.
+    pub fn show(&mut self, name: &str, event: &EventRecord) {
+        let what = super::events::describe(&event.body);
         let Some((multi, bars)) = &mut self.bars else {
-            eprintln!(
-                "{} {} {} {}{detail}",
-                crate::state::now_rfc3339(),
-                event.name,
-                event.job,
-                event.state
-            );
+            eprintln!("{} {name} {} {}", event.at, event.job_id, what.trim_end());
             return;
         };
-        let bar = bars.entry(event.job.to_string()).or_insert_with(|| {
+        let bar = bars.entry(event.job_id.clone()).or_insert_with(|| {
             let bar = multi.add(ProgressBar::new_spinner());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {msg}")
+                ProgressStyle::with_template("{spinner} {prefix:.bold} {elapsed:>4} {wide_msg}")
                     .expect("valid template"),
             );
-            bar.set_prefix(format!("{} {}", event.name, event.job));
+            bar.set_prefix(format!("{name} {}", event.job_id));
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        bar.set_message(format!("{}{detail}", event.state));
-        if event.state.is_terminal() {
-            let mark = if event.state == crate::state::JobState::Succeeded {
-                "✔"
-            } else {
-                "✘"
-            };
-            bar.set_style(
-                ProgressStyle::with_template(&format!(
-                    "{mark} {{prefix:.bold}} {{elapsed:>4}} {{msg}}"
-                ))
-                .expect("valid template"),
-            );
-            bar.finish();
+        bar.set_message(what);
+        if let EventBody::State { state, .. } = &event.body {
+            if state.is_terminal() {
+                let mark = if *state == JobState::Succeeded {
+                    "✔"
+                } else {
+                    "✘"
+                };
+                bar.set_style(
+                    ProgressStyle::with_template(&format!(
+                        "{mark} {{prefix:.bold}} {{elapsed:>4}} {{wide_msg}}"
+                    ))
+                    .expect("valid template"),
+                );
+                bar.finish();
+            }
         }
     }
 }

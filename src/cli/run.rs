@@ -1,8 +1,7 @@
 //! `runner run PATH... [--parallel N] [--json] [--junit FILE]`: an in-process scheduler for the
-//! given jobs, with live progress on stderr.
+//! given jobs, with live progress on stderr read from the events its attempts record.
 
 use super::exit::{CmdResult, Failure, JOB_FAILED, SUCCESS};
-use super::progress::Progress;
 use super::{output, LimitArgs};
 use crate::sandbox::{DockerSandbox, Sandbox};
 use crate::scheduler::{Scope, StateLock};
@@ -11,6 +10,7 @@ use crate::store::{JobRecord, NewJob, SharedStore};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 pub async fn run(
     state_dir: &Path,
@@ -29,17 +29,18 @@ pub async fn run(
     })?;
     let mut store = super::open_store(state_dir)?;
     let jobs: Vec<NewJob> = loaded.into_iter().map(NewJob::from).collect();
+    let before = store.last_event_seq()?;
     let ids = store.submit(&jobs)?;
     let store = SharedStore::new(store);
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let display = tokio::spawn(async move {
-        let mut progress = Progress::new();
-        while let Some(event) = rx.recv().await {
-            progress.show(&event);
-        }
-        progress.done();
-    });
+    // The display reads the events the attempts record, as `runner events` does.
+    let stop_display = CancellationToken::new();
+    let display = tokio::spawn(super::follow::until_stopped(
+        store.clone(),
+        ids.clone(),
+        before,
+        stop_display.clone(),
+    ));
     let shutdown = super::install_signals();
     let result = crate::scheduler::run(
         store.clone(),
@@ -47,9 +48,10 @@ pub async fn run(
         limits.config(state_dir)?,
         Scope::Only(ids.clone()),
         shutdown,
-        Some(tx),
+        None,
     )
     .await;
+    stop_display.cancel();
     let _ = display.await;
     result?;
 

@@ -11,6 +11,7 @@ pub async fn run(state_dir: &Path, paths: &[PathBuf], wait: bool, json: bool) ->
     let loaded = super::load_jobs(paths, "; nothing was submitted")?;
     let mut store = super::open_store(state_dir)?;
     let jobs: Vec<NewJob> = loaded.into_iter().map(NewJob::from).collect();
+    let before = store.last_event_seq()?;
     let ids = store.submit(&jobs)?;
     if json && !wait {
         let list = ids
@@ -34,7 +35,7 @@ pub async fn run(state_dir: &Path, paths: &[PathBuf], wait: bool, json: bool) ->
         );
     }
     let shared = SharedStore::new(store);
-    let done = super::follow::until_done(&shared, &ids).await?;
+    let done = super::follow::until_done(&shared, &ids, before).await?;
     if json {
         let list = shared
             .call(move |s| {

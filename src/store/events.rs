@@ -188,6 +188,26 @@ impl Store {
         self.events_after(id, 0)
     }
 
+    /// The newest event's `seq` (0 when there is none): a follower that starts here sees only
+    /// what happens from now on.
+    pub fn last_event_seq(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// At most `limit` events of any job with a `seq` above `after`, in order: what a follower
+    /// of many jobs has not seen (it asks again from the last one while it gets `limit`).
+    pub fn events_since(&self, after: i64, limit: usize) -> Result<Vec<EventRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, job_id, attempt, at, state, reason, detail, kind, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![after, limit], event_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().flatten().collect())
+    }
+
     /// The events of job `id` with a `seq` above `after`, in order: what a follower has not seen.
     /// A row this runner cannot decode (a kind a newer runner wrote) is left out.
     pub fn events_after(&self, id: &JobId, after: i64) -> Result<Vec<EventRecord>> {
@@ -444,6 +464,36 @@ mod tests {
             .map(|e| e.body.kind())
             .collect();
         assert_eq!(kinds, ["state", "paused"]);
+    }
+
+    #[test]
+    fn events_since_a_seq_are_those_of_every_job_in_order_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let a = submit_one(&mut store, "a");
+        let from = store.last_event_seq().unwrap();
+        let b = submit_one(&mut store, "b");
+        store.claim(&a, |n| format!("a-{n}")).unwrap().unwrap();
+        store.add_event(&a, 1, &EventBody::Paused).unwrap();
+        let seen: Vec<_> = store
+            .events_since(from, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.job_id, e.body.kind()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (b.clone(), "state"),
+                (a.clone(), "state"),
+                (a.clone(), "paused")
+            ]
+        );
+        let first_two = store.events_since(from, 2).unwrap();
+        assert_eq!(first_two.len(), 2);
+        let rest = store.events_since(first_two[1].seq, 2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(store.last_event_seq().unwrap(), rest[0].seq);
     }
 
     #[test]
