@@ -341,6 +341,68 @@ fn none_mode_sends_the_task_once_and_finishes_at_the_prompt() {
     assert!(log_of(&env, "single").contains("» Add a function greet(name)"));
 }
 
+/// With `manager.mode: none` there is no manager to steer, but a person still can: a message
+/// sent while Aider works on the task is typed as a turn of its own before the finish (Aider's
+/// request carries it), and `runner show` lists it as delivered, in lines and in JSON.
+#[test]
+fn a_message_sent_while_a_none_mode_agent_works_is_typed_before_it_finishes() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![create_file("greet.py", GREET)]);
+    make_repo(&env.dir.path().join("repo"));
+    let job = env.job(
+        "single.yaml",
+        &format!(
+            "name: single\ntask: /run sleep 6\nrepo: ./repo\nagent: {{ model: openai/mock }}\nmanager: {{ mode: none }}\ntimeout: 5m\n{VERIFY}\n"
+        ),
+    );
+    let mut run = Background::run_until(&env, &llm, &job, &[], "single", "» /run sleep 6");
+    let message = "Create greet.py with greet(name) returning \"Hello, <name>!\".\nThat is all.";
+    let sent = env.run(&["send", "single", message]);
+    assert_eq!(sent.status.code(), Some(0), "{}", stderr(&sent));
+    let status = run.wait(Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "{}\n{}\n{}",
+        env.show("single"),
+        run.stderr(),
+        log_of(&env, "single")
+    );
+    let prompts = llm.script.lock().unwrap().agent_prompts.clone();
+    assert!(
+        prompts
+            .iter()
+            .any(|p| p.contains("Create greet.py with greet(name)")),
+        "{prompts:?}"
+    );
+    let log = log_of(&env, "single");
+    assert!(log.contains("» [operator] Create greet.py"), "{log}");
+    let show = stdout(&env.run(&["show", "single"]));
+    let listed = show
+        .lines()
+        .skip_while(|l| *l != "messages:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        listed.contains("attempt 1  delivered")
+            && listed
+                .ends_with("Create greet.py with greet(name) returning \"Hello, <name>!\". ..."),
+        "{show}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["show", "--json", "single"]))).unwrap();
+    let m = &json["messages"][0];
+    assert_eq!(
+        (&m["status"], &m["text"], &m["attempt"]),
+        (
+            &serde_json::json!("delivered"),
+            &serde_json::json!(message),
+            &serde_json::json!(1)
+        ),
+        "{json}"
+    );
+    assert!(m["delivered_at"].is_string(), "{json}");
+}
+
 #[test]
 fn repeating_an_action_that_changes_nothing_is_stuck() {
     let env = Env::new();

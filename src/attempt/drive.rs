@@ -344,6 +344,20 @@ impl<S: Sandbox> Drive<'_, S> {
             }
         }
         ctx.turn = 1;
+        // No manager to show them to: messages sent meanwhile (and any while paused) are typed
+        // before the finish, until none is waiting.
+        loop {
+            let typed = ctx.operator.len();
+            if let Some(end) = self.hold_while_paused(&mut session, &mut ctx).await {
+                return end;
+            }
+            if let Some(end) = self.deliver_messages(&mut session, &mut ctx).await {
+                return end;
+            }
+            if ctx.operator.len() == typed {
+                break;
+            }
+        }
         match self.finish(&mut ctx).await {
             Ok(ending) => DriveEnd::Done(ending),
             Err(failure) => DriveEnd::done(Outcome::failed(Reason::VerifyFailed, None, failure)),

@@ -76,6 +76,10 @@ pub(super) fn describe(body: &EventBody) -> String {
         }
         EventBody::Turn(turn) => super::show::turn_line(turn),
         EventBody::Message { text } => format!("message from the operator: {}", one_line(text)),
+        EventBody::MessageDropped { text } => format!(
+            "message dropped, the attempt ended before typing it: {}",
+            one_line(text)
+        ),
         EventBody::Paused => "paused: the manager issues no turns until `runner resume`; `runner send` talks to Aider".into(),
         EventBody::Resumed => "resumed: the manager decides again".into(),
         EventBody::Verify(v) => format!(

@@ -67,6 +67,10 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
     obj.insert("usage".into(), usage_json(&store.job_usage(&job.id)?));
     obj.insert("artifacts".into(), Value::Array(artifacts));
     obj.insert(
+        "messages".into(),
+        serde_json::to_value(store.messages(&job.id)?).unwrap_or(Value::Null),
+    );
+    obj.insert(
         "spec".into(),
         serde_json::to_value(&job.spec).unwrap_or(Value::Null),
     );

@@ -4,7 +4,7 @@
 use super::exit::{CmdResult, SUCCESS};
 use super::output;
 use super::terminal::one_line;
-use crate::store::EventBody;
+use crate::store::{EventBody, MessageStatus};
 use std::path::Path;
 
 pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
@@ -58,6 +58,13 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
     }
     for a in store.artifacts(&id)? {
         println!("artifact:  {} {}", a.kind, a.path);
+    }
+    let messages = store.messages(&id)?;
+    if !messages.is_empty() {
+        println!("messages:");
+        for m in &messages {
+            println!("  {}", message_line(m));
+        }
     }
     let events = store.events(&id)?;
     let turns: Vec<_> = events
@@ -117,6 +124,25 @@ pub(super) fn turn_line(turn: &crate::store::TurnEvent) -> String {
     line
 }
 
+/// One message (`runner send`) on one line: when it was sent, to which attempt, what became of
+/// it, and its first line (with `...` when there is more).
+fn message_line(m: &crate::store::MessageRecord) -> String {
+    let status = match m.status {
+        MessageStatus::Waiting => "waiting",
+        MessageStatus::Delivered => "delivered",
+        MessageStatus::Dropped => "dropped",
+    };
+    let text = m.text.trim();
+    let first = text.lines().next().unwrap_or_default();
+    let more = if first.len() < text.len() { " ..." } else { "" };
+    format!(
+        "{}  attempt {}  {status:<9}  {}{more}",
+        m.sent_at,
+        m.attempt,
+        one_line(first)
+    )
+}
+
 /// One role's LLM usage on one line: calls, tokens in and out, cost (and unpriced calls).
 fn usage_line(role: &str, u: &crate::store::Usage) -> String {
     let mut line = format!(
@@ -132,6 +158,22 @@ fn usage_line(role: &str, u: &crate::store::Usage) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_line_has_time_attempt_status_and_the_first_line_shown_safely() {
+        let m = crate::store::MessageRecord {
+            seq: 4,
+            attempt: 2,
+            sent_at: "2026-12-01T04:00:00.000Z".into(),
+            status: MessageStatus::Dropped,
+            delivered_at: None,
+            text: "use tabs\x1b[2J\nand spaces nowhere".into(),
+        };
+        assert_eq!(
+            message_line(&m),
+            "2026-12-01T04:00:00.000Z  attempt 2  dropped    use tabs\\x1b[2J ..."
+        );
+    }
 
     #[test]
     fn a_usage_line_names_requests_tokens_cost_and_unpriced_calls() {

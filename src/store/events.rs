@@ -43,6 +43,9 @@ pub enum EventBody {
     Turn(TurnEvent),
     /// A person's message (`runner send`), as typed into Aider (redacted).
     Message { text: String },
+    /// A person's message that was still waiting when its attempt ended: never typed (its text
+    /// as `runner send` stored it, redacted with the secrets the sender could see).
+    MessageDropped { text: String },
     /// `runner pause` took effect: the manager issues no turns.
     Paused,
     /// `runner resume` took effect: the manager decides again.
@@ -66,6 +69,7 @@ impl EventBody {
             EventBody::State { .. } => "state",
             EventBody::Turn(_) => "turn",
             EventBody::Message { .. } => "message",
+            EventBody::MessageDropped { .. } => "message_dropped",
             EventBody::Paused => "paused",
             EventBody::Resumed => "resumed",
             EventBody::Verify(_) => "verify",

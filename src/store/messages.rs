@@ -18,6 +18,32 @@ pub enum ControlResult {
     NotAgent,
 }
 
+/// What became of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Its attempt runs and has not typed it yet.
+    Waiting,
+    /// Typed into Aider.
+    Delivered,
+    /// Its attempt ended before typing it (recorded as a `message_dropped` event).
+    Dropped,
+}
+
+/// A message to a job (`runner send`), as `runner show` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MessageRecord {
+    pub seq: i64,
+    /// The attempt it was sent to.
+    pub attempt: u32,
+    /// RFC 3339, UTC.
+    pub sent_at: String,
+    pub status: MessageStatus,
+    pub delivered_at: Option<String>,
+    /// As stored: redacted by the sender, and again by the attempt once delivered.
+    pub text: String,
+}
+
 /// What the store asks of one job's current attempt, for the dispatcher to forward
 /// ([`Store::control_requests`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +89,34 @@ impl Store {
             }
         }
         Ok(jobs)
+    }
+
+    /// Every message sent to job `id`, oldest first.
+    pub fn messages(&self, id: &JobId) -> Result<Vec<MessageRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT m.seq, m.attempt, m.sent_at, m.delivered_at, a.finished_at IS NOT NULL, m.text
+             FROM messages m LEFT JOIN attempts a ON a.job_id = m.job_id AND a.n = m.attempt
+             WHERE m.job_id = ?1 ORDER BY m.seq",
+        )?;
+        let rows = stmt
+            .query_map([id.as_str()], |r| {
+                let delivered_at: Option<String> = r.get(3)?;
+                let ended: bool = r.get(4)?;
+                Ok(MessageRecord {
+                    seq: r.get(0)?,
+                    attempt: r.get(1)?,
+                    sent_at: r.get(2)?,
+                    status: match (&delivered_at, ended) {
+                        (Some(_), _) => MessageStatus::Delivered,
+                        (None, true) => MessageStatus::Dropped,
+                        (None, false) => MessageStatus::Waiting,
+                    },
+                    delivered_at,
+                    text: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// Stores `text` for the current attempt of job `id`, only if that job is a running agent
@@ -169,4 +223,30 @@ fn running_agent(
     } else {
         Ok(job)
     })
+}
+
+/// Records each message of attempt `n` still waiting as dropped (an event of kind
+/// `message_dropped`, at `at`): the attempt is ending, in the same transaction, and never types
+/// them. A message is dropped when it is undelivered and its attempt has ended, so the rows stay
+/// as they are.
+pub(super) fn record_dropped(
+    tx: &rusqlite::Transaction<'_>,
+    id: &JobId,
+    n: u32,
+    at: &str,
+) -> Result<usize> {
+    let mut stmt = tx.prepare(
+        "SELECT text FROM messages WHERE job_id = ?1 AND attempt = ?2 AND delivered_at IS NULL ORDER BY seq",
+    )?;
+    let texts = stmt
+        .query_map(params![id.as_str(), n], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for text in &texts {
+        let data = serde_json::json!({ "text": text }).to_string();
+        tx.execute(
+            "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', 'message_dropped', ?4)",
+            params![id.as_str(), n, at, data],
+        )?;
+    }
+    Ok(texts.len())
 }

@@ -25,7 +25,7 @@ pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use events::{
     AdoptedEvent, BudgetEvent, EventBody, EventRecord, ExportEvent, TurnEvent, VerifyEvent,
 };
-pub use messages::{ControlRequests, ControlResult};
+pub use messages::{ControlRequests, ControlResult, MessageRecord, MessageStatus};
 pub use records::*;
 pub use usage::{Role, RoleUsage, Usage};
 

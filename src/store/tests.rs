@@ -336,3 +336,81 @@ fn messages_and_pauses_are_taken_only_for_a_running_agent_and_a_message_is_deliv
         .collect();
     assert_eq!(messages, vec!["use tabs".to_string()]);
 }
+
+/// A message the attempt never typed is not lost silently: when the attempt ends it is listed as
+/// dropped and recorded as a `message_dropped` event before the final state; a delivered one
+/// stays delivered, and a retry's attempt does not inherit it.
+#[test]
+fn a_message_still_waiting_when_its_attempt_ends_is_recorded_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let mut agent = spec("talk");
+    agent.kind = JobKind::Task {
+        task: "do it".into(),
+    };
+    agent.retries = 1;
+    let id = store
+        .submit(&[NewJob {
+            spec: agent,
+            source: None,
+        }])
+        .unwrap()
+        .remove(0);
+    store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    assert!(store.mark_running(&id, 1).unwrap());
+    store.send_message(&id, "typed").unwrap();
+    store.send_message(&id, "too late\nsecond line").unwrap();
+    let typed = store.messages(&id).unwrap()[0].seq;
+    assert!(store.deliver_message(&id, 1, typed, "typed").unwrap());
+    let status = |store: &Store| -> Vec<(u32, MessageStatus)> {
+        store
+            .messages(&id)
+            .unwrap()
+            .iter()
+            .map(|m| (m.attempt, m.status))
+            .collect()
+    };
+    assert_eq!(
+        status(&store),
+        [(1, MessageStatus::Delivered), (1, MessageStatus::Waiting)]
+    );
+    let lost = Outcome::failed(Reason::Lost, None, "gone");
+    assert_eq!(
+        store.finish_attempt(&id, 1, &lost, 2).unwrap(),
+        FinishResult::Requeued
+    );
+    assert_eq!(
+        status(&store),
+        [(1, MessageStatus::Delivered), (1, MessageStatus::Dropped)]
+    );
+    let kinds: Vec<_> = store
+        .events(&id)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.attempt == Some(1))
+        .map(|e| e.body)
+        .skip_while(|b| !matches!(b, EventBody::Message { .. }))
+        .collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(
+        kinds[1],
+        EventBody::MessageDropped {
+            text: "too late\nsecond line".into()
+        }
+    );
+    assert!(
+        matches!(
+            kinds[2],
+            EventBody::State {
+                state: JobState::Queued,
+                ..
+            }
+        ),
+        "{kinds:?}"
+    );
+    store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    assert!(store.mark_running(&id, 2).unwrap());
+    assert!(store.undelivered_messages(&id, 2).unwrap().is_empty());
+    let asked = store.control_requests().unwrap();
+    assert!(asked[0].messages.is_empty(), "{asked:?}");
+}

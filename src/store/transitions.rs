@@ -125,6 +125,7 @@ impl Store {
 
     /// Ends attempt `n` with `outcome`. An infrastructure failure (`Reason::is_retryable`) with
     /// attempts left (`max_attempts` = 1 + retries) queues the job again; anything else ends the job.
+    /// Messages the attempt never typed are recorded as dropped, before the state change.
     pub fn finish_attempt(
         &mut self,
         id: &JobId,
@@ -157,6 +158,7 @@ impl Store {
                 Outcome::Cancelled => Some("cancelled"),
             };
             let reason = outcome.reason().map(|r| r.as_str());
+            super::messages::record_dropped(tx, id, n, &now)?;
             tx.execute(
                 "UPDATE attempts SET state = ?3, reason = ?4, exit_code = ?5, detail = ?6, finished_at = ?7 WHERE job_id = ?1 AND n = ?2",
                 params![id.as_str(), n, outcome.state().as_str(), reason, outcome.exit_code(), detail, now],
