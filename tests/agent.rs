@@ -1059,3 +1059,151 @@ fn a_paused_agent_takes_messages_turn_by_turn_and_resumes_under_its_manager() {
     let late = env.run(&["pause", "steer"]);
     assert_eq!(late.status.code(), Some(2), "{}", stderr(&late));
 }
+
+/// The id of a running container, by name.
+fn container_id(name: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.Id}}", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until `ready` holds, checking every 50 ms.
+fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_agent_job_survives_a_daemon_sigkill_between_turns_and_mid_turn_in_the_same_container() {
+    let mut env = Env::new();
+    let farewell = "def farewell(name):\n    return f\"Bye, {name}!\"\n";
+    let llm = ScriptedLlm::start(
+        vec![
+            answer(
+                "instruct",
+                "Create greet.py with greet(name) returning 'Hello, <name>!'.",
+            ),
+            answer("run", "echo between-turns-$((6*7))"),
+            answer(
+                "instruct",
+                "Create farewell.py with farewell(name) returning 'Bye, <name>!'.",
+            ),
+            answer("finish", "greet and farewell added"),
+        ],
+        vec![
+            create_file("greet.py", GREET),
+            // Aider is still receiving this answer when the runner is killed.
+            format!("{PAUSE}{PAUSE}{}", create_file("farewell.py", farewell)),
+        ],
+    );
+    {
+        let mut s = llm.script.lock().unwrap();
+        s.manager_by_turn = true;
+        s.manager_delays = vec![(2, Duration::from_secs(5))];
+        s.edits_by_prompt = Some(Default::default());
+    }
+    let job = agent_job(
+        &env,
+        "survivor",
+        "{ mode: llm, model: manager-mock, max_turns: 8 }",
+        VERIFY,
+    );
+    let submitted = env.run(&["submit", path_str(&job)]);
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    let id = stdout(&submitted).trim().to_string();
+    let vars = [
+        ("OPENAI_BASE_URL", llm.url.as_str()),
+        ("OPENAI_API_KEY", "upstream-key"),
+    ];
+    let turns_asked = || llm.script.lock().unwrap().manager_turns.clone();
+    let edits_asked = || llm.script.lock().unwrap().edit_calls;
+
+    // Between turns: the manager's call for turn 2 is in flight.
+    let daemon = env.spawn_daemon_env(&[], &vars);
+    wait_for(
+        "the manager call of turn 2",
+        Duration::from_secs(180),
+        || turns_asked().contains(&2),
+    );
+    let container = env.job_containers().pop().expect("the agent's container");
+    let first = container_id(&container);
+    env.signal_daemon(daemon, "KILL");
+
+    // Mid-turn: Aider is receiving the answer to turn 3's instruction.
+    let daemon = env.spawn_daemon_env(&[], &vars);
+    wait_for("Aider's call of turn 3", Duration::from_secs(180), || {
+        edits_asked() >= 2
+    });
+    env.signal_daemon(daemon, "KILL");
+    assert_eq!(
+        container_id(&container),
+        first,
+        "the same container runs on"
+    );
+
+    let daemon = env.spawn_daemon_env(&[], &vars);
+    env.wait_state(&id, "succeeded", Duration::from_secs(180));
+    let show = env.show(&id);
+    assert_eq!(
+        show["attempts"].as_array().unwrap().len(),
+        1,
+        "the same attempt: {show}"
+    );
+    let log = log_of(&env, &id);
+    let once = |text: &str| {
+        assert_eq!(log.matches(text).count(), 1, "{text:?} once in:\n{log}");
+    };
+    once("Aider v0.86.2");
+    once("» Create greet.py");
+    once("» /run echo between-turns");
+    once("» Create farewell.py");
+    // No gap: what Aider printed in each turn is there, in order.
+    let milestones = [
+        "Applied edit to greet.py",
+        "between-turns-42",
+        "Applied edit to farewell.py",
+    ];
+    let at: Vec<usize> = milestones
+        .iter()
+        .map(|m| log.find(m).unwrap_or_else(|| panic!("{m:?} in:\n{log}")))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "in order:\n{log}");
+    {
+        let s = llm.script.lock().unwrap();
+        assert_eq!(
+            s.manager_turns,
+            [1, 2, 2, 3, 4],
+            "only the manager call in flight at the first kill was made again"
+        );
+        let asked_farewell = s
+            .agent_prompts
+            .iter()
+            .filter(|p| p.contains("farewell"))
+            .count();
+        assert_eq!(
+            (s.agent_prompts.len(), asked_farewell),
+            (3, 2),
+            "only Aider's call in flight at the second kill was made again: {:?}",
+            s.agent_prompts
+        );
+    }
+    let turns: Vec<u64> = typed_events(&env, &id)
+        .iter()
+        .filter(|e| e["type"] == "turn")
+        .map(|e| e["turn"].as_u64().unwrap())
+        .collect();
+    assert_eq!(turns, [1, 2, 3, 4], "each turn recorded once");
+    let patch =
+        std::fs::read_to_string(artifact(&show, "patch").expect("a patch artifact")).unwrap();
+    assert!(
+        patch.contains("+def greet(name):") && patch.contains("+def farewell(name):"),
+        "{patch}"
+    );
+    env.signal_daemon(daemon, "TERM");
+    env.wait_no_containers(Duration::from_secs(30));
+}

@@ -40,6 +40,26 @@ pub struct TranscriptEntry {
     pub direction: Direction,
     /// Exactly what was printed or typed.
     pub text: String,
+    /// How many bytes of Aider's output came before the end of this entry (for typed input:
+    /// before it was typed), counted from the container's start.
+    pub offset: u64,
+}
+
+/// Where a session picks up an Aider process that a runner before this one was driving (after
+/// a restart): its output is read again from the container's start and the parts already dealt
+/// with are skipped. Offsets count bytes of Aider's output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// The session sees the output from here: the output the manager has not seen yet.
+    pub session_from: u64,
+    /// The transcript gets the output from here: what the stored transcript lacks.
+    pub transcript_from: u64,
+    /// Where inputs were typed since `session_from`, in order: at each, the session acts as if
+    /// it had just typed (the prompt on screen is answered).
+    pub inputs: Vec<u64>,
+    /// How much output there was when the session started: no prompt or question before it
+    /// counts (all were dealt with by the runner before), so none is answered twice.
+    pub until: u64,
 }
 
 /// What Aider printed between two moments it was ready for input.
@@ -86,9 +106,9 @@ pub const AFTER_CALL: Duration = Duration::from_secs(1);
 
 /// A running Aider process behind its stdio.
 pub struct Session {
-    /// Decoded output from the reader task, in order; an `Err` when the stream failed. Closed when
-    /// the output ended.
-    chunks: mpsc::UnboundedReceiver<Result<String, String>>,
+    /// Decoded output from the reader task, in order, each with the offset of its end; an `Err`
+    /// when the stream failed. Closed when the output ended.
+    chunks: mpsc::UnboundedReceiver<Result<(String, u64), String>>,
     /// Aider's stdin; `None` once closed.
     input: Option<InputStream>,
     /// Where what the runner types is recorded (the reader task records the output).
@@ -111,12 +131,23 @@ pub struct Session {
     /// The output has stood quiet at a prompt for [`LLM_HOLD`] with a call in flight: the call
     /// no longer holds the turn (until more output arrives).
     hold_spent: bool,
+    /// Bytes of Aider's output taken in so far, counted from the container's start.
+    consumed: u64,
+    /// Where the current line began: just past the last newline taken in.
+    line_start: u64,
+    /// Replayed inputs still ahead in the output ([`Replay::inputs`]).
+    replay_inputs: std::collections::VecDeque<u64>,
+    /// No prompt counts before this much output is taken in ([`Replay::until`]).
+    quiet_until: u64,
 }
+
+/// One piece of decoded output and the offset of its end, or why the output failed.
+type Chunk = Result<(String, u64), String>;
 
 /// What ended a wait for an LLM call in flight.
 enum Held {
     /// More output.
-    Output(Option<Result<String, String>>),
+    Output(Option<Chunk>),
     /// No call is in flight any more, or the hold ran out.
     Released,
 }
@@ -130,8 +161,35 @@ impl Session {
         transcript: mpsc::UnboundedSender<TranscriptEntry>,
         quiet: Duration,
     ) -> Session {
+        Session::resume(output, input, transcript, quiet, Replay::default())
+    }
+
+    /// Like [`Session::start`], over an Aider process a runner before this one was driving:
+    /// `output` is its output from the container's start, of which `replay` says what to skip.
+    pub fn resume(
+        output: OutputStream,
+        input: InputStream,
+        transcript: mpsc::UnboundedSender<TranscriptEntry>,
+        quiet: Duration,
+        replay: Replay,
+    ) -> Session {
         let (chunks_tx, chunks) = mpsc::unbounded_channel();
-        tokio::spawn(read_output(output, chunks_tx, transcript.clone()));
+        let mut replay_inputs: std::collections::VecDeque<u64> = replay
+            .inputs
+            .iter()
+            .copied()
+            .filter(|&at| at >= replay.session_from)
+            .collect();
+        let typed_at_start = replay_inputs.front() == Some(&replay.session_from);
+        if typed_at_start {
+            replay_inputs.pop_front();
+        }
+        tokio::spawn(read_output(
+            output,
+            chunks_tx,
+            transcript.clone(),
+            replay.clone(),
+        ));
         Session {
             chunks,
             input: Some(input),
@@ -141,10 +199,42 @@ impl Session {
             events: Vec::new(),
             line: String::new(),
             line_overflow: false,
-            fresh: true,
+            // An input typed where the replay starts has answered the prompt before it.
+            fresh: !typed_at_start,
             llm_calls: None,
             hold_spent: false,
+            consumed: replay.session_from,
+            line_start: replay.session_from,
+            replay_inputs,
+            quiet_until: replay.until,
         }
+    }
+
+    /// Where the current line of Aider's output began (bytes from the container's start): at a
+    /// prompt, the place of the next input. A line, because the engine's log (what a restarted
+    /// runner reads back) holds complete lines only: the prompt itself is not in it until the
+    /// line it starts ends.
+    pub fn offset(&self) -> u64 {
+        self.line_start
+    }
+
+    /// Types an empty line without marking the screen answered: an adopted Aider waiting at a
+    /// prompt that was printed before the runner attached (so it was never seen) prints its
+    /// prompt again; one still working reads it at its next prompt, which it also prints again.
+    /// Aider ignores an empty message.
+    pub async fn nudge(&mut self) -> Result<(), SessionError> {
+        let Some(input) = self.input.as_mut() else {
+            return Err(SessionError::Io(
+                "aider's stdin is already closed".to_string(),
+            ));
+        };
+        let written = async {
+            input.write_all(b"\n").await?;
+            input.flush().await
+        };
+        written
+            .await
+            .map_err(|e| SessionError::Io(format!("writing to aider's stdin: {e}")))
     }
 
     /// A prompt does not count while `calls` (the attempt's streamed LLM calls in flight, from
@@ -176,7 +266,7 @@ impl Session {
                 },
             };
             match chunk {
-                Some(Ok(text)) => self.absorb(&text),
+                Some(Ok((text, end))) => self.absorb(&text, end),
                 Some(Err(message)) => return Err(SessionError::Io(message)),
                 None => {
                     return Err(SessionError::Exited {
@@ -260,7 +350,9 @@ impl Session {
 
     /// The prompt or question the output ends with, if it may count.
     fn pending(&self) -> Option<PromptState> {
-        if !self.fresh || self.line_overflow {
+        // A replay answers nothing it replays: the runner before this one did.
+        let replaying = self.consumed < self.quiet_until || !self.replay_inputs.is_empty();
+        if !self.fresh || self.line_overflow || replaying {
             return None;
         }
         match parse::prompt_state(&self.line) {
@@ -269,8 +361,23 @@ impl Session {
         }
     }
 
-    /// Takes in one chunk of output.
-    fn absorb(&mut self, text: &str) {
+    /// Takes in one chunk of output, which ends `end` bytes into Aider's output.
+    fn absorb(&mut self, text: &str, end: u64) {
+        self.take_in(text);
+        self.consumed = self.consumed.max(end);
+        if let Some(newline) = text.rfind('\n') {
+            let after = (text.len() - newline - 1) as u64;
+            self.line_start = self.line_start.max(end.saturating_sub(after));
+        }
+        // A replayed input typed here: what is on screen was answered (as in `type_text`).
+        while self.replay_inputs.front().is_some_and(|&at| at <= end) {
+            self.replay_inputs.pop_front();
+            self.fresh = false;
+            self.end_line();
+        }
+    }
+
+    fn take_in(&mut self, text: &str) {
         self.hold_spent = false;
         self.output.push_str(text);
         let mut rest = text;
@@ -346,50 +453,80 @@ impl Session {
         written
             .await
             .map_err(|e| SessionError::Io(format!("writing to aider's stdin: {e}")))?;
-        let _ = self.transcript.send(entry(direction, text.to_string()));
+        let _ = self
+            .transcript
+            .send(entry(direction, text.to_string(), self.line_start));
         Ok(())
     }
 }
 
-fn entry(direction: Direction, text: String) -> TranscriptEntry {
+fn entry(direction: Direction, text: String, offset: u64) -> TranscriptEntry {
     TranscriptEntry {
         at: crate::state::now_rfc3339(),
         direction,
         text,
+        offset,
     }
 }
 
 /// Decodes Aider's output and hands each chunk to the session and the transcript, until the
 /// output ends or fails, or nobody listens any more. It holds at most an incomplete UTF-8
-/// sequence between chunks.
+/// sequence between chunks. Under a [`Replay`] it skips what each of them had already and cuts
+/// chunks where inputs were typed, so the session sees each input's place exactly.
 async fn read_output(
     mut output: OutputStream,
-    chunks: mpsc::UnboundedSender<Result<String, String>>,
+    chunks: mpsc::UnboundedSender<Chunk>,
     transcript: mpsc::UnboundedSender<TranscriptEntry>,
+    replay: Replay,
 ) {
     let mut decoder = Utf8Decoder::default();
-    let forward = |text: String| {
-        let _ = transcript.send(entry(Direction::Out, text.clone()));
-        let to_session = chunks.send(Ok(text));
+    let mut cuts: Vec<u64> = [replay.session_from, replay.transcript_from]
+        .into_iter()
+        .chain(replay.inputs.iter().copied())
+        .filter(|&at| at > 0)
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    // Bytes read so far.
+    let mut read: u64 = 0;
+    let forward = |text: String, start: u64, end: u64| {
+        if start >= replay.transcript_from {
+            let _ = transcript.send(entry(Direction::Out, text.clone(), end));
+        }
+        if start < replay.session_from {
+            return !transcript.is_closed() || !chunks.is_closed();
+        }
+        let to_session = chunks.send(Ok((text, end)));
         to_session.is_ok() || !transcript.is_closed()
     };
     while let Some(item) = output.next().await {
-        match item {
-            Ok(bytes) => {
-                let text = decoder.decode(&bytes);
-                if !text.is_empty() && !forward(text) {
-                    return;
-                }
-            }
+        let bytes = match item {
+            Ok(bytes) => bytes,
             Err(e) => {
                 let _ = chunks.send(Err(format!("reading aider's output: {e}")));
+                return;
+            }
+        };
+        let mut rest: &[u8] = &bytes;
+        while !rest.is_empty() {
+            let start = read;
+            let room = cuts
+                .iter()
+                .find(|&&cut| cut > start)
+                .map_or(rest.len(), |&cut| ((cut - start) as usize).min(rest.len()));
+            let (piece, after) = rest.split_at(room);
+            rest = after;
+            read += piece.len() as u64;
+            let text = decoder.decode(piece);
+            let end = read - decoder.pending.len() as u64;
+            if !text.is_empty() && !forward(text, start, end) {
                 return;
             }
         }
     }
     let rest = decoder.finish();
     if !rest.is_empty() {
-        forward(rest);
+        forward(rest, read, read);
     }
 }
 
@@ -476,12 +613,16 @@ mod tests {
         }
 
         fn build(calls: Option<watch::Receiver<usize>>) -> Harness {
+            Harness::replaying(calls, Replay::default())
+        }
+
+        fn replaying(calls: Option<watch::Receiver<usize>>, replay: Replay) -> Harness {
             let (out, mut rx) = mpsc::unbounded_channel::<Result<Bytes, SandboxError>>();
             let output: OutputStream =
                 futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
             let (ours, stdin) = tokio::io::duplex(64 * 1024);
             let (transcript_tx, transcript) = mpsc::unbounded_channel();
-            let mut session = Session::start(output, Box::pin(ours), transcript_tx, QUIET);
+            let mut session = Session::resume(output, Box::pin(ours), transcript_tx, QUIET, replay);
             if let Some(calls) = calls {
                 session = session.watch_llm_calls(calls);
             }
@@ -524,6 +665,94 @@ mod tests {
             }
             entries
         }
+    }
+
+    /// What an Aider session printed before a restart: the start, turn 1 (typed at `typed[0]`,
+    /// with a question the runner answered, and its prompt), and turn 2 typed at `typed[1]`
+    /// (an instruction; Aider is still answering).
+    fn printed_before_a_restart() -> (String, [u64; 2]) {
+        let start = "Aider v0.86.2\n> ";
+        let turn1 =
+            "\nhello.py\nCreate new file? (Y)es/(N)o [Yes]: y\nApplied edit to hello.py\n> ";
+        let turn2 = "\nEditing greet.py\n";
+        // Inputs are placed at the start of the prompt's line (`> ` is not in the engine's log
+        // until Aider ends that line).
+        let typed = [
+            start.len() as u64 - 2,
+            (start.len() + turn1.len()) as u64 - 2,
+        ];
+        (format!("{start}{turn1}{turn2}"), typed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replayed_session_answers_nothing_again_and_its_turn_ends_at_the_next_prompt() {
+        let (before, typed) = printed_before_a_restart();
+        // The manager has seen everything up to turn 2; the transcript holds all but the end.
+        let replay = Replay {
+            session_from: typed[1],
+            transcript_from: before.len() as u64 - 4,
+            inputs: vec![typed[1]],
+            until: before.len() as u64,
+        };
+        let mut h = Harness::replaying(None, replay);
+        // The engine's log, from the container's start, in pieces that straddle the offsets.
+        for piece in before.as_bytes().chunks(7) {
+            h.print_bytes(piece);
+        }
+        sleep(NOT_READY).await;
+        assert_eq!(
+            h.typed().await,
+            "",
+            "a replayed question is not answered again"
+        );
+        h.print("Applied edit to greet.py\n> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert_eq!(
+            turn.output, "> \nEditing greet.py\nApplied edit to greet.py\n> ",
+            "the turn in flight, and nothing the manager saw before"
+        );
+        assert_eq!(
+            turn.events,
+            vec![AiderEvent::AppliedEdit("greet.py".into())]
+        );
+        let transcribed: String = h.transcript().into_iter().map(|e| e.text).collect();
+        assert_eq!(transcribed, ".py\nApplied edit to greet.py\n> ");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replayed_session_waits_at_the_prompt_of_an_input_that_never_arrived_until_it_is_typed(
+    ) {
+        let (before, typed) = printed_before_a_restart();
+        // Turn 2 was recorded but the runner stopped before typing it: the log ends at its
+        // place, at turn 1's prompt.
+        let before = &before[..typed[1] as usize];
+        let replay = Replay {
+            session_from: typed[0],
+            transcript_from: before.len() as u64,
+            inputs: vec![typed[0], typed[1]],
+            until: before.len() as u64,
+        };
+        let mut h = Harness::replaying(None, replay);
+        h.print(before);
+        assert!(
+            timeout(NOT_READY, h.session.wait_ready()).await.is_err(),
+            "the prompt on screen was answered by the input recorded there"
+        );
+        assert_eq!(h.session.offset(), typed[1]);
+        h.session.send("greet in greet.py").await.unwrap();
+        assert_eq!(h.typed().await, "greet in greet.py\n");
+        h.print("\nApplied edit to greet.py\n> ");
+        let turn = h.session.wait_ready().await.unwrap();
+        assert!(
+            turn.output.starts_with("> \nhello.py\n"),
+            "{:?}",
+            turn.output
+        );
+        assert!(turn.output.ends_with("Applied edit to greet.py\n> "));
+        let entries = h.transcript();
+        assert_eq!(entries[0].direction, Direction::In);
+        assert_eq!(entries[0].offset, typed[1]);
+        assert_eq!(entries.last().unwrap().offset, before.len() as u64 + 28);
     }
 
     #[tokio::test(start_paused = true)]

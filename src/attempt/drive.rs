@@ -10,7 +10,7 @@ use crate::job::{JobSpec, ManagerAction, ManagerMode, ManagerStep};
 use crate::llm::Gateway;
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Outcome, Reason};
-use crate::store::SharedStore;
+use crate::store::{Checkpoint, Input, SharedStore, TurnEvent};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -41,6 +41,21 @@ pub struct Drive<'a, S: Sandbox> {
     pub redact: &'a super::redact::Redactor,
     /// Wakes a paused loop when a message, pause or resume is forwarded.
     pub control: &'a super::Controls,
+    /// For an attempt adopted after a restart: where its session stood.
+    pub resume: Option<Resumed>,
+}
+
+/// Where an adopted attempt's session stood when the runner before this one stopped.
+pub struct Resumed {
+    /// The last checkpoint the manager loop recorded.
+    pub checkpoint: Checkpoint,
+    /// The attempt's turns recorded so far, in order.
+    pub turns: Vec<TurnEvent>,
+    /// Whether the checkpoint's last input reached Aider (it printed after it); if not, it is
+    /// typed now.
+    pub typed: bool,
+    /// The text of the checkpoint's last input when it is an operator's message.
+    pub message: Option<String>,
 }
 
 /// How the manager loop ended.
@@ -60,7 +75,7 @@ impl DriveEnd {
 
 impl<S: Sandbox> Drive<'_, S> {
     /// Drives Aider until the work is verified and exported, or the job fails.
-    pub async fn run(self, mut session: Session) -> DriveEnd {
+    pub async fn run(mut self, mut session: Session) -> DriveEnd {
         let spec = self.spec;
         let mut ctx = TurnContext {
             task: match &spec.kind {
@@ -70,18 +85,29 @@ impl<S: Sandbox> Drive<'_, S> {
             max_turns: spec.manager.max_turns,
             ..Default::default()
         };
-        match session.wait_ready().await {
-            Ok(turn) => ctx.new_output = turn.output,
-            Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
-            Err(SessionError::Io(e)) => {
-                return DriveEnd::done(infra(format!("aider session: {e}")))
+        let mut cp = Checkpoint::default();
+        let resumed = match self.resume.take() {
+            None => match session.wait_ready().await {
+                Ok(turn) => {
+                    ctx.new_output = turn.output;
+                    false
+                }
+                Err(e) => return session_end(e),
+            },
+            Some(resumed) => {
+                if let Err(e) = self.resume(&mut session, &mut ctx, &resumed).await {
+                    return session_end(e);
+                }
+                cp = resumed.checkpoint;
+                true
             }
-        }
+        };
         let mut manager = match &spec.manager.mode {
-            ManagerMode::None => return self.run_single(session, ctx).await,
+            ManagerMode::None => return self.run_single(session, ctx, resumed, cp).await,
             ManagerMode::Script { steps } => Manager::Script {
                 steps: steps.clone(),
-                next: 0,
+                // Each turn took one step.
+                next: ctx.turn as usize,
             },
             ManagerMode::Llm => Manager::Llm {
                 gateway: self.gateway.clone(),
@@ -104,10 +130,13 @@ impl<S: Sandbox> Drive<'_, S> {
                     ),
                 ));
             }
-            if let Some(end) = self.hold_while_paused(&mut session, &mut ctx).await {
+            if let Some(end) = self
+                .hold_while_paused(&mut session, &mut ctx, &mut cp)
+                .await
+            {
                 return end;
             }
-            if let Some(end) = self.deliver_messages(&mut session, &mut ctx).await {
+            if let Some(end) = self.deliver_messages(&mut session, &mut ctx, &mut cp).await {
                 return end;
             }
             let mut meter = self.start_turn().await;
@@ -162,20 +191,23 @@ impl<S: Sandbox> Drive<'_, S> {
                     }
                 },
                 _ => {
+                    // Recorded before it is typed: a runner adopting the attempt after a restart
+                    // finishes this turn instead of typing it again.
+                    cp = Checkpoint {
+                        turn: ctx.turn,
+                        step: Some(self.redacted(&step)),
+                        unseen_from: session.offset(),
+                        inputs: vec![session.offset()],
+                        last: Some(Input::Step),
+                        operator: Vec::new(),
+                    };
+                    self.save_checkpoint(&cp).await;
                     if let Err(e) = session.send(&aider_input(&step)).await {
-                        return match e {
-                            SessionError::Exited { .. } => DriveEnd::AiderExited,
-                            SessionError::Io(e) => {
-                                DriveEnd::done(infra(format!("aider session: {e}")))
-                            }
-                        };
+                        return session_end(e);
                     }
                     let turn = match session.wait_ready().await {
                         Ok(turn) => turn,
-                        Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
-                        Err(SessionError::Io(e)) => {
-                            return DriveEnd::done(infra(format!("aider session: {e}")))
-                        }
+                        Err(e) => return session_end(e),
                     };
                     let summary = summarize(&turn.events);
                     meter.saw(&turn.events);
@@ -220,6 +252,7 @@ impl<S: Sandbox> Drive<'_, S> {
         &self,
         session: &mut Session,
         ctx: &mut TurnContext,
+        cp: &mut Checkpoint,
     ) -> Option<DriveEnd> {
         let paused = || {
             let id = self.job.clone();
@@ -234,7 +267,7 @@ impl<S: Sandbox> Drive<'_, S> {
             Some("paused: the manager waits for `runner resume`".into()),
         );
         loop {
-            if let Some(end) = self.deliver_messages(session, ctx).await {
+            if let Some(end) = self.deliver_messages(session, ctx, cp).await {
                 return Some(end);
             }
             if !paused().await.unwrap_or(false) {
@@ -265,6 +298,7 @@ impl<S: Sandbox> Drive<'_, S> {
         &self,
         session: &mut Session,
         ctx: &mut TurnContext,
+        cp: &mut Checkpoint,
     ) -> Option<DriveEnd> {
         let (id, n) = (self.job.clone(), self.attempt);
         let pending = match self
@@ -280,13 +314,22 @@ impl<S: Sandbox> Drive<'_, S> {
         };
         for (seq, text) in pending {
             let redacted = self.redact.redact_str(&text);
-            let (id, n, stored) = (self.job.clone(), self.attempt, redacted.clone());
+            let mut next = cp.clone();
+            next.inputs.push(session.offset());
+            next.last = Some(Input::Message(seq));
+            next.operator.push(redacted.clone());
+            let (id, n, stored, recorded) = (
+                self.job.clone(),
+                self.attempt,
+                redacted.clone(),
+                next.clone(),
+            );
             match self
                 .store
-                .call(move |s| s.deliver_message(&id, n, seq, &stored))
+                .call(move |s| s.deliver_message(&id, n, seq, &stored, &recorded))
                 .await
             {
-                Ok(true) => {}
+                Ok(true) => *cp = next,
                 Ok(false) => continue,
                 Err(e) => {
                     tracing::warn!(job = %self.job, "cannot record the operator's message: {e}");
@@ -301,10 +344,7 @@ impl<S: Sandbox> Drive<'_, S> {
                 )),
             );
             if let Err(e) = session.send_from_operator(&text).await {
-                return Some(match e {
-                    SessionError::Exited { .. } => DriveEnd::AiderExited,
-                    SessionError::Io(e) => DriveEnd::done(infra(format!("aider session: {e}"))),
-                });
+                return Some(session_end(e));
             }
             match session.wait_ready().await {
                 Ok(turn) => {
@@ -317,30 +357,125 @@ impl<S: Sandbox> Drive<'_, S> {
                         crate::agent::bounded::TAIL,
                     );
                 }
-                Err(SessionError::Exited { .. }) => return Some(DriveEnd::AiderExited),
-                Err(SessionError::Io(e)) => {
-                    return Some(DriveEnd::done(infra(format!("aider session: {e}"))))
-                }
+                Err(e) => return Some(session_end(e)),
             }
             ctx.operator.push(redacted);
         }
         None
     }
 
-    /// `manager.mode: none`: the task as one message, then finish when Aider is back at its prompt.
-    async fn run_single(self, mut session: Session, mut ctx: TurnContext) -> DriveEnd {
-        let task = ctx.task.clone();
-        if let Err(e) = session.send(&task).await {
-            return match e {
-                SessionError::Exited { .. } => DriveEnd::AiderExited,
-                SessionError::Io(e) => DriveEnd::done(infra(format!("aider session: {e}"))),
+    /// Picks up an adopted attempt's session where the checkpoint left it: the manager's state
+    /// (turn, history, the operator's messages it has not seen) from the store, the last input
+    /// typed now if it never reached Aider, then Aider's prompt awaited (the output the manager
+    /// has not seen is replayed, so it sees what happened meanwhile). A manager turn that was in
+    /// flight is recorded as ended.
+    async fn resume(
+        &self,
+        session: &mut Session,
+        ctx: &mut TurnContext,
+        resumed: &Resumed,
+    ) -> Result<(), SessionError> {
+        let cp = &resumed.checkpoint;
+        for t in &resumed.turns {
+            let Ok(action) = serde_json::from_value(serde_json::Value::String(t.action.clone()))
+            else {
+                continue;
             };
+            ctx.remember(HistoryItem {
+                turn: t.turn,
+                action,
+                argument: t.argument.clone(),
+                result: t.ended.clone(),
+            });
         }
-        match session.wait_ready().await {
-            Ok(turn) => ctx.new_output = turn.output,
-            Err(SessionError::Exited { .. }) => return DriveEnd::AiderExited,
-            Err(SessionError::Io(e)) => {
-                return DriveEnd::done(infra(format!("aider session: {e}")))
+        let last_recorded = resumed.turns.last().map_or(0, |t| t.turn);
+        ctx.turn = cp.turn.max(last_recorded);
+        ctx.operator = cp.operator.clone();
+        let mut meter = self.start_turn().await;
+        match (resumed.typed, &cp.last, &cp.step, &resumed.message) {
+            // The last input never reached Aider: type it now.
+            (false, Some(Input::Step), Some(step), _) => session.send(&aider_input(step)).await?,
+            (false, Some(Input::Message(_)), _, Some(text)) => {
+                session.send_from_operator(text).await?
+            }
+            (false, Some(Input::Task), _, _) => session.send(&ctx.task.clone()).await?,
+            // Aider's prompt may have been printed before the runner attached: have it print
+            // the prompt again.
+            _ => session.nudge().await?,
+        }
+        let turn = session.wait_ready().await?;
+        ctx.new_output = turn.output;
+        let in_flight = cp.step.as_ref().filter(|_| cp.turn > last_recorded);
+        if let Some(step) = in_flight {
+            meter.saw(&turn.events);
+            let result = summarize(&turn.events);
+            let at_turn = TurnContext {
+                turn: cp.turn,
+                max_turns: ctx.max_turns,
+                files_changed: ctx.files_changed.clone(),
+                ..TurnContext::default()
+            };
+            self.record_turn(&at_turn, step, &result, &meter).await;
+            ctx.remember(HistoryItem {
+                turn: cp.turn,
+                action: step.action,
+                argument: step.argument.clone(),
+                result,
+            });
+        }
+        Ok(())
+    }
+
+    /// The step with its text redacted, as the checkpoint stores it.
+    fn redacted(&self, step: &ManagerStep) -> ManagerStep {
+        ManagerStep {
+            action: step.action,
+            argument: self.redact.redact_str(&step.argument),
+            progress: self.redact.redact_str(&step.progress),
+            thought: self.redact.redact_str(&step.thought),
+        }
+    }
+
+    /// Records where the session stands; a store error is logged (an adoption after a restart
+    /// then works from the checkpoint before).
+    async fn save_checkpoint(&self, cp: &Checkpoint) {
+        let (id, n, cp) = (self.job.clone(), self.attempt, cp.clone());
+        if let Err(e) = self
+            .store
+            .call(move |s| s.save_checkpoint(&id, n, &cp))
+            .await
+        {
+            tracing::warn!(job = %self.job, "cannot record where the session stands: {e}");
+        }
+    }
+
+    /// `manager.mode: none`: the task as one message, then finish when Aider is back at its
+    /// prompt. Adopted after a restart with the task typed (`cp`), the session has already
+    /// waited for its prompt.
+    async fn run_single(
+        self,
+        mut session: Session,
+        mut ctx: TurnContext,
+        resumed: bool,
+        mut cp: Checkpoint,
+    ) -> DriveEnd {
+        // Adopted after a restart with the task typed: the session has waited for its prompt.
+        if !(resumed && cp.turn >= 1) {
+            cp = Checkpoint {
+                turn: 1,
+                unseen_from: session.offset(),
+                inputs: vec![session.offset()],
+                last: Some(Input::Task),
+                ..Checkpoint::default()
+            };
+            self.save_checkpoint(&cp).await;
+            let task = ctx.task.clone();
+            if let Err(e) = session.send(&task).await {
+                return session_end(e);
+            }
+            match session.wait_ready().await {
+                Ok(turn) => ctx.new_output = turn.output,
+                Err(e) => return session_end(e),
             }
         }
         ctx.turn = 1;
@@ -348,10 +483,13 @@ impl<S: Sandbox> Drive<'_, S> {
         // before the finish, until none is waiting.
         loop {
             let typed = ctx.operator.len();
-            if let Some(end) = self.hold_while_paused(&mut session, &mut ctx).await {
+            if let Some(end) = self
+                .hold_while_paused(&mut session, &mut ctx, &mut cp)
+                .await
+            {
                 return end;
             }
-            if let Some(end) = self.deliver_messages(&mut session, &mut ctx).await {
+            if let Some(end) = self.deliver_messages(&mut session, &mut ctx, &mut cp).await {
                 return end;
             }
             if ctx.operator.len() == typed {
@@ -398,6 +536,14 @@ impl<S: Sandbox> Drive<'_, S> {
         ctx.files_changed = files.into_iter().collect();
         let digest = Sha256::digest(format!("{head}\n{status}").as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// How the manager loop ends when Aider's session does.
+fn session_end(e: SessionError) -> DriveEnd {
+    match e {
+        SessionError::Exited { .. } => DriveEnd::AiderExited,
+        SessionError::Io(e) => DriveEnd::done(infra(format!("aider session: {e}"))),
     }
 }
 

@@ -269,6 +269,7 @@ mod tests {
             progress: &progress,
             redact: &redact,
             control: &controls,
+            resume: None,
         };
         let operator = async {
             out.send(Ok(bytes::Bytes::from("> "))).unwrap();

@@ -189,6 +189,11 @@ impl Redactor {
         out
     }
 
+    /// How many bytes [`Redactor::push`] holds back now.
+    pub fn held(&self) -> usize {
+        self.carry.len()
+    }
+
     /// Everything still held back.
     pub fn finish(&mut self) -> Vec<u8> {
         let rest = std::mem::take(&mut self.carry);

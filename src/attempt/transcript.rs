@@ -13,16 +13,35 @@ use crate::store::SharedStore;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Where an attempt's transcript goes.
+pub struct Target {
+    /// The attempt's log file.
+    pub path: PathBuf,
+    /// Cap of the log (head and tail) and of the stored rows.
+    pub cap: u64,
+    pub store: SharedStore,
+    pub job: JobId,
+    pub attempt: u32,
+    /// An adopted attempt: the log is written again from the stored rows, then continued.
+    pub resume: bool,
+}
+
 /// Writes the transcript to the attempt's log (input marked `» `, a person's `» [operator] `) and, timestamped, to the store.
+/// Each batch of stored rows also records how much of Aider's output they hold (what an
+/// adopting scheduler need not transcribe again). Typed input is stored at once.
 pub async fn write_transcript(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<TranscriptEntry>,
-    path: PathBuf,
-    cap: u64,
-    store: SharedStore,
-    job: JobId,
-    attempt: u32,
+    target: Target,
     redactor: Redactor,
 ) -> bool {
+    let Target {
+        path,
+        cap,
+        store,
+        job,
+        attempt,
+        resume,
+    } = target;
     let mut output = redactor.fresh();
     let log = match CappedLog::create(&path, cap).await {
         Ok(log) => log,
@@ -38,14 +57,39 @@ pub async fn write_transcript(
         stored: 0,
         capped: false,
     };
+    if resume {
+        let (id, n) = (job.clone(), attempt);
+        match store.call(move |s| s.transcript(&id, n)).await {
+            Ok(rows) => sink.render(rows).await,
+            Err(e) => tracing::warn!(job = %job, "cannot read the stored transcript: {e}"),
+        }
+    }
+    // Where the last complete line written ends: an adopting runner continues from a line,
+    // because the engine's log it reads back holds complete lines only.
+    let mut line_end = 0u64;
     loop {
         let entry = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
         let done = matches!(entry, Ok(None));
         let idle = entry.is_err();
+        let mut typed = false;
         if let Ok(Some(entry)) = entry {
             let text = match entry.direction {
-                Direction::Out => lossy(output.push(entry.text.as_bytes())),
+                Direction::Out => {
+                    let text = lossy(output.push(entry.text.as_bytes()));
+                    // What the redactor holds back is not written yet.
+                    let written = entry.offset.saturating_sub(output.held() as u64);
+                    let start = entry.offset.saturating_sub(entry.text.len() as u64);
+                    let ends = entry
+                        .text
+                        .match_indices('\n')
+                        .map(|(i, _)| start + i as u64 + 1);
+                    if let Some(end) = ends.filter(|&end| end <= written).last() {
+                        line_end = line_end.max(end);
+                    }
+                    text
+                }
                 Direction::In | Direction::Operator => {
+                    typed = true;
                     let held = lossy(output.finish());
                     sink.record(Direction::Out, entry.at.clone(), held).await;
                     redactor.redact_str(&entry.text)
@@ -58,11 +102,12 @@ pub async fn write_transcript(
             sink.record(Direction::Out, crate::state::now_rfc3339(), held)
                 .await;
         }
-        if (done || idle || sink.batch.len() >= 64) && !sink.batch.is_empty() {
+        if (done || idle || typed || sink.batch.len() >= 64) && !sink.batch.is_empty() {
             let rows = std::mem::take(&mut sink.batch);
             let job = job.clone();
+            let offset = line_end;
             if let Err(e) = store
-                .call(move |s| s.add_transcript(&job, attempt, &rows))
+                .call(move |s| s.add_transcript(&job, attempt, &rows, offset))
                 .await
             {
                 tracing::warn!("cannot store the transcript: {e}");
@@ -88,20 +133,31 @@ struct Sink {
 }
 
 impl Sink {
+    /// Writes rows stored before (by the runner that drove the attempt before a restart) to
+    /// the log, counting them against the cap, without storing them again.
+    async fn render(&mut self, rows: Vec<(String, String, String)>) {
+        for (_, dir, text) in rows {
+            let direction = match dir.as_str() {
+                "in" => Direction::In,
+                "operator" => Direction::Operator,
+                _ => Direction::Out,
+            };
+            let _ = self.log.write(render(direction, &text).as_bytes()).await;
+            self.stored += text.len() as u64;
+        }
+        self.capped = self.stored > self.cap;
+    }
+
     async fn record(&mut self, direction: Direction, at: String, text: String) {
         if text.is_empty() {
             return;
         }
-        let (dir, rendered) = match direction {
-            Direction::Out => ("out", text.clone()),
-            Direction::In => ("in", text.lines().map(|l| format!("» {l}\n")).collect()),
-            Direction::Operator => (
-                "operator",
-                text.lines()
-                    .map(|l| format!("» [operator] {l}\n"))
-                    .collect(),
-            ),
+        let dir = match direction {
+            Direction::Out => "out",
+            Direction::In => "in",
+            Direction::Operator => "operator",
         };
+        let rendered = render(direction, &text);
         let _ = self.log.write(rendered.as_bytes()).await;
         self.stored += text.len() as u64;
         if self.stored <= self.cap {
@@ -115,6 +171,18 @@ impl Sink {
                 format!("[runner: transcript cut at {cap} bytes; the log keeps the tail]"),
             ));
         }
+    }
+}
+
+/// How a transcript entry reads in the log: typed input marked `» `, a person's `» [operator] `.
+fn render(direction: Direction, text: &str) -> String {
+    match direction {
+        Direction::Out => text.to_string(),
+        Direction::In => text.lines().map(|l| format!("» {l}\n")).collect(),
+        Direction::Operator => text
+            .lines()
+            .map(|l| format!("» [operator] {l}\n"))
+            .collect(),
     }
 }
 
@@ -137,6 +205,7 @@ mod tests {
             at: crate::state::now_rfc3339(),
             direction: Direction::Out,
             text: text.into(),
+            offset: 0,
         }
     }
 
@@ -150,15 +219,15 @@ mod tests {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let path = dir.path().join("1.log");
         let secrets = Redactor::new([("TOKEN", SECRET)]);
-        let writer = tokio::spawn(write_transcript(
-            rx,
-            path.clone(),
-            1 << 20,
-            store.clone(),
-            id.clone(),
-            1,
-            secrets,
-        ));
+        let target = Target {
+            path: path.clone(),
+            cap: 1 << 20,
+            store: store.clone(),
+            job: id.clone(),
+            attempt: 1,
+            resume: false,
+        };
+        let writer = tokio::spawn(write_transcript(rx, target, secrets));
         for chunk in chunks {
             tx.send(chunk).unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -52,6 +52,10 @@ impl Sandbox for HostShell {
         Err(unsupported())
     }
 
+    async fn reattach(&self, _name: &str) -> Result<crate::sandbox::Reattached, SandboxError> {
+        Err(unsupported())
+    }
+
     async fn exec(
         &self,
         _name: &str,

@@ -4,7 +4,7 @@
 use super::plan::{ContainerPlan, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
 use super::{
     ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, OutputStream, OwnedContainer,
-    RelayPlan, Sandbox, SandboxError,
+    Reattached, RelayPlan, Sandbox, SandboxError,
 };
 use crate::job::NetworkMode;
 use async_trait::async_trait;
@@ -83,6 +83,22 @@ impl DockerSandbox {
 
     pub(crate) fn map_err(&self, e: BollardError) -> SandboxError {
         map_error(&self.host, e)
+    }
+
+    /// Starts a created container (one already started is fine).
+    async fn start(&self, name: &str) -> Result<(), SandboxError> {
+        match self
+            .docker
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
     }
 
     async fn upload_secrets(&self, plan: &ContainerPlan) -> Result<(), SandboxError> {
@@ -331,6 +347,7 @@ impl Sandbox for DockerSandbox {
             return Ok(Launched {
                 output: None,
                 input: None,
+                started: false,
             });
         }
         if !plan.secrets.is_empty() {
@@ -352,24 +369,58 @@ impl Sandbox for DockerSandbox {
             .map_err(|e| self.map_err(e))?;
         let output = output_stream(self.host.clone(), attached.output);
         let input = plan.stdin.then_some(attached.input);
-        match self
-            .docker
-            .start_container(
-                &plan.name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-        {
-            Ok(()) => Ok(Launched {
-                output: Some(output),
-                input,
-            }),
-            Err(e) if status_code(&e) == Some(304) => Ok(Launched {
-                output: Some(output),
-                input,
-            }),
-            Err(e) => Err(self.map_err(e)),
+        self.start(&plan.name).await?;
+        Ok(Launched {
+            output: Some(output),
+            input,
+            started: true,
+        })
+    }
+
+    async fn reattach(&self, name: &str) -> Result<Reattached, SandboxError> {
+        // Frozen while the log is read and the stream attached, so no output falls between.
+        let paused = match self.docker.pause_container(name).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(container = %name, "cannot pause to re-attach (output printed meanwhile may be lost): {e}");
+                false
+            }
+        };
+        let attached = async {
+            let mut log = Vec::new();
+            let mut logs = self.logs(name, false);
+            while let Some(chunk) = logs.next().await {
+                log.extend_from_slice(&chunk?);
+            }
+            let options = AttachContainerOptionsBuilder::new()
+                .stream(true)
+                .stdin(true)
+                .stdout(true)
+                .stderr(true)
+                .logs(false)
+                .build();
+            let attached = self
+                .long
+                .attach_container(name, Some(options))
+                .await
+                .map_err(|e| self.map_err(e))?;
+            Ok::<_, SandboxError>((log, attached))
         }
+        .await;
+        if paused {
+            if let Err(e) = self.docker.unpause_container(name).await {
+                tracing::warn!(container = %name, "cannot unpause: {e}");
+            }
+        }
+        let (log, attached) = attached?;
+        let logged = log.len() as u64;
+        let past = futures_util::stream::once(async move { Ok(bytes::Bytes::from(log)) });
+        let live = output_stream(self.host.clone(), attached.output);
+        Ok(Reattached {
+            output: past.chain(live).boxed(),
+            input: attached.input,
+            logged,
+        })
     }
 
     async fn exec(

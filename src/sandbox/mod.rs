@@ -23,13 +23,28 @@ pub type OutputStream = BoxStream<'static, Result<Bytes, SandboxError>>;
 /// A container's stdin (plans with `stdin: true`).
 pub type InputStream = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 
-/// What `launch` attached to.
+/// What `launch` did.
 pub struct Launched {
     /// Every byte of output from the start, when this call started the container; `None` for an
-    /// adopted container that was already running (read it with [`Sandbox::logs`]).
+    /// adopted container that was already running (read it with [`Sandbox::logs`], or
+    /// [`Sandbox::reattach`] to a session).
     pub output: Option<OutputStream>,
     /// The container's stdin, when the plan asked for it and this call started the container.
     pub input: Option<InputStream>,
+    /// True when this call started the container; false when it adopted one already started.
+    pub started: bool,
+}
+
+/// A session (a container whose plan had `stdin`) attached to again, by a runner that did not
+/// start it.
+pub struct Reattached {
+    /// The output from the container's start: first what the engine's log holds (complete lines
+    /// only: a line still being written is not in the log yet), then live from the moment of
+    /// attaching (the rest of that line included).
+    pub output: OutputStream,
+    pub input: InputStream,
+    /// How many bytes of `output` came from the log.
+    pub logged: u64,
 }
 
 /// The result of a command run inside a running container.
@@ -122,6 +137,11 @@ pub trait Sandbox: Send + Sync + 'static {
     /// first and returns that stream (every byte, from the start, until it exits). An adopted
     /// container that was already started gives `None`: read it with [`Sandbox::logs`].
     async fn launch(&self, plan: &ContainerPlan) -> Result<Launched, SandboxError>;
+
+    /// Attaches again to the stdio of a running container whose plan had `stdin` (an Aider
+    /// session that a runner before this one started): the engine keeps its stdin open between
+    /// attachments. No output falls between the log and the live part.
+    async fn reattach(&self, name: &str) -> Result<Reattached, SandboxError>;
 
     /// Runs `argv` inside the running container as the job's user in /workspace, feeding it
     /// `stdin` (then EOF), and returns its exit code and at most `limit` bytes of its output.

@@ -167,6 +167,7 @@ impl Sandbox for FakeSandbox {
             return Ok(Launched {
                 output: None,
                 input: None,
+                started: false,
             });
         }
         let output = self.logs(&plan.name, true);
@@ -174,7 +175,14 @@ impl Sandbox for FakeSandbox {
         Ok(Launched {
             output: Some(output),
             input: None,
+            started: true,
         })
+    }
+
+    async fn reattach(&self, name: &str) -> Result<crate::sandbox::Reattached, SandboxError> {
+        Err(SandboxError::Engine(format!(
+            "the fake sandbox runs no sessions ({name})"
+        )))
     }
 
     async fn exec(

@@ -185,23 +185,35 @@ impl Store {
         Ok(rows)
     }
 
-    /// Marks message `seq` delivered, keeping `text` (the attempt's redaction of it), and records
-    /// it as an event of kind `message`, in one transaction. False if it was delivered already.
-    pub fn deliver_message(&mut self, id: &JobId, n: u32, seq: i64, text: &str) -> Result<bool> {
+    /// Marks message `seq` delivered, keeping `text` (the attempt's redaction of it), records it
+    /// as an event of kind `message`, and records where the attempt's session stands with it
+    /// typed (`checkpoint`), all in one transaction: a message is either typed by this attempt
+    /// (once, even across a restart) or still waiting. False if it was delivered already
+    /// (nothing is written then).
+    pub fn deliver_message(
+        &mut self,
+        id: &JobId,
+        n: u32,
+        seq: i64,
+        text: &str,
+        checkpoint: &super::Checkpoint,
+    ) -> Result<bool> {
         self.write(|tx| {
             let now = now_rfc3339();
             let changed = tx.execute(
                 "UPDATE messages SET delivered_at = ?1, text = ?2 WHERE seq = ?3 AND job_id = ?4 AND delivered_at IS NULL",
                 params![now, text, seq, id.as_str()],
             )?;
-            if changed == 1 {
-                let data = serde_json::json!({ "text": text }).to_string();
-                tx.execute(
-                    "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', 'message', ?4)",
-                    params![id.as_str(), n, now, data],
-                )?;
+            if changed != 1 {
+                return Ok(false);
             }
-            Ok(changed == 1)
+            let data = serde_json::json!({ "text": text }).to_string();
+            tx.execute(
+                "INSERT INTO events (job_id, attempt, at, state, kind, data) VALUES (?1, ?2, ?3, 'running', 'message', ?4)",
+                params![id.as_str(), n, now, data],
+            )?;
+            super::checkpoints::write_checkpoint(tx, id, n, checkpoint)?;
+            Ok(true)
         })
     }
 }

@@ -11,6 +11,7 @@
 //! async tasks; reads of jobs, attempts and artifacts are in `jobs`, typed events in `events`,
 //! and the writes that submit jobs and move them between states in `transitions`.
 
+mod checkpoints;
 mod deliveries;
 mod events;
 mod jobs;
@@ -21,6 +22,7 @@ mod schema;
 mod transitions;
 mod usage;
 
+pub use checkpoints::{Checkpoint, Input};
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use events::{
     AdoptedEvent, BudgetEvent, EventBody, EventRecord, ExportEvent, TurnEvent, VerifyEvent,

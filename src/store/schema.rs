@@ -142,4 +142,16 @@ CREATE INDEX messages_by_attempt ON messages(job_id, attempt, seq);
     r#"
 ALTER TABLE jobs ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 9: where an agent attempt stands in its Aider session, so that a restarted scheduler can
+    // adopt it: the manager's last typed turn and the inputs since (JSON, see
+    // `store::Checkpoint`), and how much of Aider's output the stored transcript holds.
+    r#"
+CREATE TABLE agent_checkpoints (
+    job_id  TEXT NOT NULL REFERENCES jobs(id),
+    attempt INTEGER NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (job_id, attempt)
+);
+ALTER TABLE attempts ADD COLUMN transcript_offset INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

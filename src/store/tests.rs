@@ -31,6 +31,24 @@ pub(crate) fn spec(name: &str) -> JobSpec {
     }
 }
 
+/// A running agent job (attempt 1) named `name`.
+pub(crate) fn running_agent(store: &mut Store, name: &str) -> JobId {
+    let mut agent = spec(name);
+    agent.kind = JobKind::Task {
+        task: "do it".into(),
+    };
+    let id = store
+        .submit(&[NewJob {
+            spec: agent,
+            source: None,
+        }])
+        .unwrap()
+        .remove(0);
+    store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    assert!(store.mark_running(&id, 1).unwrap());
+    id
+}
+
 pub(crate) fn submit_one(store: &mut Store, name: &str) -> JobId {
     store
         .submit(&[NewJob {
@@ -300,6 +318,7 @@ fn messages_and_pauses_are_taken_only_for_a_running_agent_and_a_message_is_deliv
     let pending = store.undelivered_messages(&id, 1).unwrap();
     assert_eq!(pending.len(), 1);
     let seq = pending[0].0;
+    let cp = Checkpoint::default();
     let asked = |store: &Store| {
         store
             .control_requests()
@@ -318,12 +337,12 @@ fn messages_and_pauses_are_taken_only_for_a_running_agent_and_a_message_is_deliv
             messages: vec![seq],
         }
     );
-    assert!(store.deliver_message(&id, 1, seq, "use tabs").unwrap());
+    assert!(store.deliver_message(&id, 1, seq, "use tabs", &cp).unwrap());
     assert!(
         asked(&store).messages.is_empty(),
         "a delivered message is not asked for again"
     );
-    assert!(!store.deliver_message(&id, 1, seq, "use tabs").unwrap());
+    assert!(!store.deliver_message(&id, 1, seq, "use tabs", &cp).unwrap());
     assert!(store.undelivered_messages(&id, 1).unwrap().is_empty());
     let messages: Vec<_> = store
         .events(&id)
@@ -361,7 +380,9 @@ fn a_message_still_waiting_when_its_attempt_ends_is_recorded_as_dropped() {
     store.send_message(&id, "typed").unwrap();
     store.send_message(&id, "too late\nsecond line").unwrap();
     let typed = store.messages(&id).unwrap()[0].seq;
-    assert!(store.deliver_message(&id, 1, typed, "typed").unwrap());
+    assert!(store
+        .deliver_message(&id, 1, typed, "typed", &Checkpoint::default())
+        .unwrap());
     let status = |store: &Store| -> Vec<(u32, MessageStatus)> {
         store
             .messages(&id)

@@ -204,11 +204,15 @@ impl Store {
     }
 
     /// Appends transcript entries (at, direction, text) of attempt `n`.
+    ///
+    /// `offset` is how many bytes of Aider's output the stored transcript holds with these rows
+    /// (a restarted scheduler adopting the attempt continues from there).
     pub fn add_transcript(
         &mut self,
         id: &JobId,
         n: u32,
         rows: &[(String, String, String)],
+        offset: u64,
     ) -> Result<()> {
         self.write(|tx| {
             let mut stmt = tx.prepare(
@@ -217,6 +221,10 @@ impl Store {
             for (at, direction, text) in rows {
                 stmt.execute(params![id.as_str(), n, at, direction, text])?;
             }
+            tx.execute(
+                "UPDATE attempts SET transcript_offset = MAX(transcript_offset, ?3) WHERE job_id = ?1 AND n = ?2",
+                params![id.as_str(), n, offset as i64],
+            )?;
             Ok(())
         })
     }

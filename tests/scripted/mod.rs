@@ -24,6 +24,15 @@ pub struct Script {
     pub manager_prompts: Vec<String>,
     /// Every edit request's last user message: what Aider was asked.
     pub agent_prompts: Vec<String>,
+    /// Answer each manager call by the turn its prompt names (`manager[turn - 1]`), the same
+    /// however often that turn is asked (a call made again after a restart).
+    pub manager_by_turn: bool,
+    /// The first manager call for each of these turns waits this long before it is answered.
+    pub manager_delays: Vec<(u32, std::time::Duration)>,
+    /// Every manager call's turn, in order (with `manager_by_turn`).
+    pub manager_turns: Vec<u32>,
+    /// An edit asked again (the same request, made again after a restart) gets the same edit.
+    pub edits_by_prompt: Option<std::collections::HashMap<String, String>>,
 }
 
 pub struct ScriptedLlm {
@@ -70,7 +79,13 @@ impl ScriptedLlm {
             "/v1/chat/completions",
             post(move |body: Bytes| {
                 let state = state.clone();
-                async move { reply(&state, &body) }
+                async move {
+                    let (response, delay) = reply(&state, &body);
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
+                    response
+                }
             }),
         );
         let (base, runtime) = crate::common::serve_on_loopback(app);
@@ -126,8 +141,46 @@ fn last_user_message(request: &Value) -> String {
         .to_string()
 }
 
-fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
+/// The turn a manager prompt names ("State: turn N of M").
+fn turn_of(prompt: &str) -> Option<u32> {
+    let at = prompt.find("State: turn ")? + "State: turn ".len();
+    prompt[at..].split(' ').next()?.parse().ok()
+}
+
+/// The answer to one request, and how long to wait before sending it.
+fn reply(
+    state: &Mutex<Script>,
+    body: &[u8],
+) -> (axum::response::Response, Option<std::time::Duration>) {
     let request: Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut s = state.lock().unwrap();
+    if request.get("response_format").is_some() && s.manager_by_turn {
+        s.manager_calls += 1;
+        let prompt = last_user_message(&request);
+        s.manager_prompts.push(prompt.clone());
+        let Some(turn) = turn_of(&prompt) else {
+            return (error_reply("scripted LLM: no turn in the prompt"), None);
+        };
+        let first = !s.manager_turns.contains(&turn);
+        s.manager_turns.push(turn);
+        let delay = s
+            .manager_delays
+            .iter()
+            .find(|(t, _)| *t == turn && first)
+            .map(|(_, d)| *d);
+        return match s.manager.get(turn as usize - 1) {
+            Some(a) => (json_reply(a, (200, 20)), delay),
+            None => (
+                error_reply("scripted LLM: no manager answer for this turn"),
+                None,
+            ),
+        };
+    }
+    drop(s);
+    (reply_next(state, &request), None)
+}
+
+fn reply_next(state: &Mutex<Script>, request: &Value) -> axum::response::Response {
     let system = request["messages"][0]["content"]
         .as_str()
         .unwrap_or_default()
@@ -135,7 +188,7 @@ fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
     let mut s = state.lock().unwrap();
     if request.get("response_format").is_some() {
         s.manager_calls += 1;
-        let prompt = last_user_message(&request);
+        let prompt = last_user_message(request);
         s.manager_prompts.push(prompt);
         return match s.manager.pop_front() {
             Some(a) => json_reply(&a, (200, 20)),
@@ -147,10 +200,23 @@ fn reply(state: &Mutex<Script>, body: &[u8]) -> axum::response::Response {
         return json_reply("Add the requested change", (100, 8));
     }
     s.edit_calls += 1;
-    let asked = last_user_message(&request);
-    s.agent_prompts.push(asked);
-    let Some(edit) = s.edits.pop_front() else {
-        return error_reply("scripted LLM: no edits left");
+    let asked = last_user_message(request);
+    s.agent_prompts.push(asked.clone());
+    let known = s
+        .edits_by_prompt
+        .as_ref()
+        .and_then(|known| known.get(&asked).cloned());
+    let edit = match known {
+        Some(edit) => edit,
+        None => {
+            let Some(edit) = s.edits.pop_front() else {
+                return error_reply("scripted LLM: no edits left");
+            };
+            if let Some(known) = s.edits_by_prompt.as_mut() {
+                known.insert(asked, edit.clone());
+            }
+            edit
+        }
     };
     // One burst of server-sent events per part; the stream pauses between parts.
     let bursts: Vec<String> = edit
