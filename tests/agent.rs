@@ -1069,11 +1069,16 @@ fn container_id(name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Waits until `ready` holds, checking every 50 ms.
-fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
+/// Waits until `ready` holds, checking every 50 ms; the job's log and record say why not.
+fn wait_for(env: &Env, job: &str, what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}\n{}",
+            env.show(job),
+            log_of(env, job)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -1126,6 +1131,8 @@ fn an_agent_job_survives_a_daemon_sigkill_between_turns_and_mid_turn_in_the_same
     // Between turns: the manager's call for turn 2 is in flight.
     let daemon = env.spawn_daemon_env(&[], &vars);
     wait_for(
+        &env,
+        &id,
         "the manager call of turn 2",
         Duration::from_secs(180),
         || turns_asked().contains(&2),
@@ -1136,9 +1143,13 @@ fn an_agent_job_survives_a_daemon_sigkill_between_turns_and_mid_turn_in_the_same
 
     // Mid-turn: Aider is receiving the answer to turn 3's instruction.
     let daemon = env.spawn_daemon_env(&[], &vars);
-    wait_for("Aider's call of turn 3", Duration::from_secs(180), || {
-        edits_asked() >= 2
-    });
+    wait_for(
+        &env,
+        &id,
+        "Aider's call of turn 3",
+        Duration::from_secs(180),
+        || edits_asked() >= 2,
+    );
     env.signal_daemon(daemon, "KILL");
     assert_eq!(
         container_id(&container),

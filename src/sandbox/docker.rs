@@ -231,6 +231,15 @@ fn output_stream(
         .boxed()
 }
 
+/// How much of `window` (output from the moment of attaching) the end of `log` (complete lines)
+/// already holds: the longest start of `window` that ends a line and ends `log`.
+fn overlap(log: &[u8], window: &[u8]) -> usize {
+    (1..=window.len().min(log.len()))
+        .rev()
+        .find(|&k| window[k - 1] == b'\n' && log.ends_with(&window[..k]))
+        .unwrap_or(0)
+}
+
 fn missing_image_hint(image: &str) -> String {
     if image.starts_with("runner/base:") {
         "build it with `runner images build base`".into()
@@ -378,33 +387,43 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn reattach(&self, name: &str) -> Result<Reattached, SandboxError> {
-        // Frozen while the log is read and the stream attached, so no output falls between.
+        let options = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(false)
+            .build();
+        let attached = self
+            .long
+            .attach_container(name, Some(options))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut live = output_stream(self.host.clone(), attached.output);
+        // Frozen while the log is read, so the log and what the attachment got meanwhile can be
+        // told apart (the engine refuses to attach to a paused container, hence attach first).
         let paused = match self.docker.pause_container(name).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(container = %name, "cannot pause to re-attach (output printed meanwhile may be lost): {e}");
+                tracing::warn!(container = %name, "cannot pause to re-attach (output printed meanwhile may show twice): {e}");
                 false
             }
         };
-        let attached = async {
+        let read = async {
             let mut log = Vec::new();
             let mut logs = self.logs(name, false);
             while let Some(chunk) = logs.next().await {
                 log.extend_from_slice(&chunk?);
             }
-            let options = AttachContainerOptionsBuilder::new()
-                .stream(true)
-                .stdin(true)
-                .stdout(true)
-                .stderr(true)
-                .logs(false)
-                .build();
-            let attached = self
-                .long
-                .attach_container(name, Some(options))
-                .await
-                .map_err(|e| self.map_err(e))?;
-            Ok::<_, SandboxError>((log, attached))
+            // What the attachment got between attaching and the pause.
+            let mut window = Vec::new();
+            while paused {
+                match tokio::time::timeout(Duration::from_millis(300), live.next()).await {
+                    Ok(Some(chunk)) => window.extend_from_slice(&chunk?),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Ok::<_, SandboxError>((log, window))
         }
         .await;
         if paused {
@@ -412,10 +431,11 @@ impl Sandbox for DockerSandbox {
                 tracing::warn!(container = %name, "cannot unpause: {e}");
             }
         }
-        let (log, attached) = attached?;
+        let (log, mut window) = read?;
+        // The complete lines printed after attaching are in both: keep them once.
+        window.drain(..overlap(&log, &window));
         let logged = log.len() as u64;
-        let past = futures_util::stream::once(async move { Ok(bytes::Bytes::from(log)) });
-        let live = output_stream(self.host.clone(), attached.output);
+        let past = futures_util::stream::iter([Ok(Bytes::from(log)), Ok(Bytes::from(window))]);
         Ok(Reattached {
             output: past.chain(live).boxed(),
             input: attached.input,
@@ -611,5 +631,22 @@ impl Sandbox for DockerSandbox {
             });
         }
         Ok(owned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlap;
+
+    #[test]
+    fn lines_both_in_the_log_and_the_attachment_are_kept_once() {
+        // Attached after "a\n": "b\n" reached the log too, "c" is a line still being written.
+        assert_eq!(overlap(b"a\nb\n", b"b\nc"), 2);
+        // Nothing printed since: nothing to drop.
+        assert_eq!(overlap(b"a\nb\n", b""), 0);
+        // Attached mid-line: the rest of that line is not in the log yet.
+        assert_eq!(overlap(b"a\n", b"rest of a line"), 0);
+        // Only whole lines count.
+        assert_eq!(overlap(b"x\nab", b"ab"), 0);
     }
 }
