@@ -79,11 +79,11 @@ pub async fn write_transcript(
                     // What the redactor holds back is not written yet.
                     let written = entry.offset.saturating_sub(output.held() as u64);
                     let start = entry.offset.saturating_sub(entry.text.len() as u64);
-                    let ends = entry
+                    let mut ends = entry
                         .text
                         .match_indices('\n')
                         .map(|(i, _)| start + i as u64 + 1);
-                    if let Some(end) = ends.filter(|&end| end <= written).last() {
+                    if let Some(end) = ends.rfind(|&end| end <= written) {
                         line_end = line_end.max(end);
                     }
                     text

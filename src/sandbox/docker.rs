@@ -417,10 +417,10 @@ impl Sandbox for DockerSandbox {
             }
             // What the attachment got between attaching and the pause.
             let mut window = Vec::new();
-            while paused {
-                match tokio::time::timeout(Duration::from_millis(300), live.next()).await {
-                    Ok(Some(chunk)) => window.extend_from_slice(&chunk?),
-                    Ok(None) | Err(_) => break,
+            let quiet = Duration::from_millis(300);
+            if paused {
+                while let Ok(Some(chunk)) = tokio::time::timeout(quiet, live.next()).await {
+                    window.extend_from_slice(&chunk?);
                 }
             }
             Ok::<_, SandboxError>((log, window))
