@@ -130,13 +130,7 @@ impl<S: Sandbox> Drive<'_, S> {
                     ),
                 ));
             }
-            if let Some(end) = self
-                .hold_while_paused(&mut session, &mut ctx, &mut cp)
-                .await
-            {
-                return end;
-            }
-            if let Some(end) = self.deliver_messages(&mut session, &mut ctx, &mut cp).await {
+            if let Some(end) = self.operator_turns(&mut session, &mut ctx, &mut cp).await {
                 return end;
             }
             let mut meter = self.start_turn().await;
@@ -242,6 +236,20 @@ impl<S: Sandbox> Drive<'_, S> {
                 result,
             });
         }
+    }
+
+    /// The operator's part before the manager's next turn: held while paused (messages typed
+    /// as they come), then the messages still waiting typed. `Some` when the session ended.
+    async fn operator_turns(
+        &self,
+        session: &mut Session,
+        ctx: &mut TurnContext,
+        cp: &mut Checkpoint,
+    ) -> Option<DriveEnd> {
+        if let Some(end) = self.hold_while_paused(session, ctx, cp).await {
+            return Some(end);
+        }
+        self.deliver_messages(session, ctx, cp).await
     }
 
     /// While `runner pause` holds the job, issues no manager turns: records that it paused,
@@ -483,13 +491,7 @@ impl<S: Sandbox> Drive<'_, S> {
         // before the finish, until none is waiting.
         loop {
             let typed = ctx.operator.len();
-            if let Some(end) = self
-                .hold_while_paused(&mut session, &mut ctx, &mut cp)
-                .await
-            {
-                return end;
-            }
-            if let Some(end) = self.deliver_messages(&mut session, &mut ctx, &mut cp).await {
+            if let Some(end) = self.operator_turns(&mut session, &mut ctx, &mut cp).await {
                 return end;
             }
             if ctx.operator.len() == typed {

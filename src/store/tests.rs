@@ -31,19 +31,24 @@ pub(crate) fn spec(name: &str) -> JobSpec {
     }
 }
 
-/// A running agent job (attempt 1) named `name`.
-pub(crate) fn running_agent(store: &mut Store, name: &str) -> JobId {
+/// A queued agent job named `name`.
+pub(crate) fn submit_agent(store: &mut Store, name: &str) -> JobId {
     let mut agent = spec(name);
     agent.kind = JobKind::Task {
         task: "do it".into(),
     };
-    let id = store
+    store
         .submit(&[NewJob {
             spec: agent,
             source: None,
         }])
         .unwrap()
-        .remove(0);
+        .remove(0)
+}
+
+/// A running agent job (attempt 1) named `name`.
+pub(crate) fn running_agent(store: &mut Store, name: &str) -> JobId {
+    let id = submit_agent(store, name);
     store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
     assert!(store.mark_running(&id, 1).unwrap());
     id
@@ -271,17 +276,7 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
 fn messages_and_pauses_are_taken_only_for_a_running_agent_and_a_message_is_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::open(dir.path()).unwrap();
-    let mut agent = spec("talk");
-    agent.kind = JobKind::Task {
-        task: "do it".into(),
-    };
-    let id = store
-        .submit(&[NewJob {
-            spec: agent,
-            source: None,
-        }])
-        .unwrap()
-        .remove(0);
+    let id = submit_agent(&mut store, "talk");
     let plain = submit_one(&mut store, "plain");
     assert_eq!(
         store.send_message(&id, "hi").unwrap(),
