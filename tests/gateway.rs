@@ -484,7 +484,12 @@ print("after", call()[0], flush=True)
     }
     env.signal_daemon(daemon, "KILL");
     let daemon = env.spawn_daemon_env(&[], &vars);
-    env.wait_state(&id, "running", Duration::from_secs(30));
+    // The job is still `running` from before: wait for the new daemon to take it over.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stdout(&env.run(&["events", "--json", &id])).contains(r#""type":"adopted""#) {
+        assert!(Instant::now() < deadline, "never adopted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let container = env.job_containers().pop().unwrap();
     let go = std::process::Command::new("docker")
         .args(["exec", &container, "touch", "/tmp/go"])

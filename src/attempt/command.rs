@@ -39,6 +39,21 @@ impl<S: Sandbox> Attempt<S> {
         // An adopted container's output is read back from the engine: follow it live, and once
         // it has exited read it whole again (following can miss the last output).
         let adopted = launched.output.is_none();
+        if adopted {
+            // Recorded once the gateway serves the attempt again (`connect_llm` came first).
+            let (id, n) = (self.job.id.clone(), self.attempt.n);
+            let event = crate::store::AdoptedEvent {
+                container: name.to_string(),
+                turn: 0,
+            };
+            if let Err(e) = self
+                .store
+                .call(move |s| s.add_adopted_event(&id, n, &event))
+                .await
+            {
+                tracing::warn!(job = %self.job.id, "cannot record the adoption: {e}");
+            }
+        }
         let output = launched
             .output
             .unwrap_or_else(|| self.sandbox.logs(name, true));

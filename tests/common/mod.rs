@@ -121,18 +121,21 @@ impl Env {
         loop {
             // The job may not be stored yet (a `run` still starting up).
             let out = self.run(&["show", job, "--json"]);
-            let now = if out.status.success() {
+            let (now, detail) = if out.status.success() {
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                v["state"].as_str().unwrap().to_string()
+                (
+                    v["state"].as_str().unwrap().to_string(),
+                    v["detail"].clone(),
+                )
             } else {
-                "not stored".to_string()
+                ("not stored".to_string(), serde_json::Value::Null)
             };
             if now == state {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "job {job} is {now}, not {state}, after {timeout:?}"
+                "job {job} is {now}, not {state}, after {timeout:?} (detail: {detail})"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
