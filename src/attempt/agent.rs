@@ -7,7 +7,7 @@ use super::workspace::Prepared;
 use super::{artifacts_path, infra, Attempt, Ending};
 use crate::agent::session::{Replay, Session, QUIET};
 use crate::sandbox::{Launched, Reattached, Sandbox, SandboxError};
-use crate::state::{JobState, Outcome};
+use crate::state::Outcome;
 use crate::store::{AdoptedEvent, EventBody, Input};
 use futures_util::StreamExt;
 use std::path::Path;
@@ -71,10 +71,6 @@ impl<S: Sandbox> Attempt<S> {
         ));
         let session = Session::resume(output, input, tx, QUIET, replay)
             .watch_llm_calls(llm.gateway.agent_calls(&self.job.id, self.attempt.n));
-        // The manager's progress text may quote what Aider printed.
-        let progress = |state: JobState, detail: Option<String>| {
-            self.emit(state, detail.map(|d| redact.redact_str(&d)))
-        };
         let drive = Drive {
             sandbox: self.sandbox.as_ref(),
             store: &self.store,
@@ -89,7 +85,6 @@ impl<S: Sandbox> Attempt<S> {
                 self.job.id.as_str(),
                 self.attempt.n,
             ),
-            progress: &progress,
             redact,
             control: &self.control,
             resume,

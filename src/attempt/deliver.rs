@@ -8,7 +8,7 @@
 use super::{Attempt, Ending};
 use crate::job::{JobSpec, RepoSource};
 use crate::sandbox::Sandbox;
-use crate::state::{JobId, JobState, Outcome, Reason};
+use crate::state::{JobId, Outcome, Reason};
 use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState, SharedStore};
 use std::path::{Path, PathBuf};
 
@@ -192,7 +192,6 @@ impl<S: Sandbox> Attempt<S> {
         if !matches!(pending, Ok(Some(_))) {
             return None;
         }
-        self.emit(JobState::Running, Some("delivering the result".into()));
         deliver(
             &self.store,
             &self.job.spec,

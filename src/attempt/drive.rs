@@ -9,7 +9,7 @@ use crate::agent::session::{Session, SessionError};
 use crate::job::{JobSpec, ManagerAction, ManagerMode, ManagerStep};
 use crate::llm::Gateway;
 use crate::sandbox::Sandbox;
-use crate::state::{JobId, JobState, Outcome, Reason};
+use crate::state::{JobId, Outcome, Reason};
 use crate::store::{Checkpoint, Input, SharedStore, TurnEvent};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -35,8 +35,6 @@ pub struct Drive<'a, S: Sandbox> {
     pub base: String,
     /// Where this attempt's patch, bundle and verify logs go (`artifacts/<job>/<attempt>/`).
     pub artifacts: PathBuf,
-    /// Progress lines for the live display.
-    pub progress: &'a (dyn Fn(JobState, Option<String>) + Send + Sync),
     /// The job's secret values, kept out of the verify output stored as an artifact.
     pub redact: &'a super::redact::Redactor,
     /// Wakes a paused loop when a message, pause or resume is forwarded.
@@ -146,23 +144,6 @@ impl<S: Sandbox> Drive<'_, S> {
                     return DriveEnd::done(Outcome::failed(Reason::ManagerError, None, why))
                 }
             };
-            (self.progress)(
-                JobState::Running,
-                Some(format!(
-                    "turn {}/{}: {} {}",
-                    ctx.turn,
-                    ctx.max_turns,
-                    action_name(step.action),
-                    if step.progress.is_empty() {
-                        step.argument.clone()
-                    } else {
-                        step.progress.clone()
-                    }
-                    .chars()
-                    .take(80)
-                    .collect::<String>()
-                )),
-            );
             let result = match step.action {
                 ManagerAction::Fail => {
                     self.record_turn(&ctx, &step, "the manager gave up", &meter)
@@ -270,10 +251,6 @@ impl<S: Sandbox> Drive<'_, S> {
             return None;
         }
         self.record_pause(true).await;
-        (self.progress)(
-            JobState::Running,
-            Some("paused: the manager waits for `runner resume`".into()),
-        );
         loop {
             if let Some(end) = self.deliver_messages(session, ctx, cp).await {
                 return Some(end);
@@ -344,13 +321,6 @@ impl<S: Sandbox> Drive<'_, S> {
                     return None;
                 }
             }
-            (self.progress)(
-                JobState::Running,
-                Some(format!(
-                    "message from the operator: {}",
-                    redacted.chars().take(80).collect::<String>()
-                )),
-            );
             if let Err(e) = session.send_from_operator(&text).await {
                 return Some(session_end(e));
             }

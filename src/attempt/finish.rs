@@ -7,7 +7,7 @@ use super::{infra, Ending};
 use crate::agent::protocol::TurnContext;
 use crate::job::OutputMode;
 use crate::sandbox::Sandbox;
-use crate::state::{JobState, Outcome, Reason};
+use crate::state::{Outcome, Reason};
 use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState, EventBody, VerifyEvent};
 use std::path::Path;
 
@@ -19,7 +19,6 @@ impl<S: Sandbox> Drive<'_, S> {
     /// turns remain; on the last turn it becomes the outcome `verify_failed`.
     pub(super) async fn finish(&self, ctx: &mut TurnContext) -> Result<Ending, String> {
         if let Some(argv) = &self.spec.verify {
-            (self.progress)(JobState::Running, Some("verifying".into()));
             let started = std::time::Instant::now();
             let result = match crate::result::verify(
                 self.sandbox,
@@ -101,7 +100,6 @@ impl<S: Sandbox> Drive<'_, S> {
     /// Exports the result and records it; for `output.mode: branch | pr` also its pending
     /// delivery, which the attempt carries out once the container is stopped.
     async fn export(&self) -> Ending {
-        (self.progress)(JobState::Running, Some("exporting the result".into()));
         let exported =
             match crate::result::export(self.sandbox, self.container, &self.base, &self.artifacts)
                 .await

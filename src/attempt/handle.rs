@@ -201,7 +201,6 @@ mod tests {
     async fn a_message_nudge_wakes_a_paused_manager_loop_without_waiting_for_the_poll() {
         use crate::agent::session::Session;
         use crate::job::{JobKind, ManagerMode};
-        use crate::state::JobState;
         use crate::store::{ControlResult, NewJob, SharedStore, Store};
         use futures_util::StreamExt;
         use tokio::io::AsyncReadExt;
@@ -247,12 +246,6 @@ mod tests {
             transcript,
             Duration::from_millis(50),
         );
-        let (paused_tx, mut paused_rx) = tokio::sync::watch::channel(false);
-        let progress = move |_: JobState, detail: Option<String>| {
-            if detail.is_some_and(|d| d.starts_with("paused")) {
-                paused_tx.send_replace(true);
-            }
-        };
         let (mut handle, controls) = channel_with_fallback(Duration::from_secs(3600));
         let sandbox = crate::scheduler::fake::FakeSandbox::default();
         let redact = super::super::redact::Redactor::default();
@@ -266,14 +259,29 @@ mod tests {
             container: "c-1",
             base: String::new(),
             artifacts: dir.path().join("artifacts"),
-            progress: &progress,
             redact: &redact,
             control: &controls,
             resume: None,
         };
         let operator = async {
             out.send(Ok(bytes::Bytes::from("> "))).unwrap();
-            paused_rx.wait_for(|paused| *paused).await.unwrap();
+            // The loop records that it paused.
+            loop {
+                let events = store
+                    .call({
+                        let id = id.clone();
+                        move |s| s.events(&id)
+                    })
+                    .await
+                    .unwrap();
+                if events
+                    .iter()
+                    .any(|e| e.body == crate::store::EventBody::Paused)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             // Long enough for the loop to look for messages, find none and wait.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let sent = store

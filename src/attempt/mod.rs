@@ -30,13 +30,11 @@ pub(crate) use llm::LlmAccess;
 use crate::job::{JobKind, JobSpec, NetworkMode};
 use crate::sandbox::{ContainerPlan, Labels, Sandbox, SandboxError, Secret};
 use crate::scheduler::policy::Policy;
-use crate::scheduler::Event;
-use crate::state::{JobState, Outcome, Reason};
+use crate::state::{Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord, SharedStore};
 use redact::Redactor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// How attempts run; the scheduler's configuration holds one.
 #[derive(Clone, Debug)]
@@ -84,7 +82,6 @@ pub(crate) struct Attempt<S: Sandbox> {
     pub control: Controls,
     /// The LLM gateway, for `network: llm` jobs.
     pub llm: Option<LlmAccess>,
-    pub events: Option<UnboundedSender<Event>>,
 }
 
 /// Where attempt `n` of a job keeps its results: each attempt its own, so a retry never
@@ -135,17 +132,6 @@ pub fn log_path(logs_dir: &std::path::Path, job: &str, n: u32) -> PathBuf {
 }
 
 impl<S: Sandbox> Attempt<S> {
-    fn emit(&self, state: JobState, detail: Option<String>) {
-        if let Some(tx) = &self.events {
-            let _ = tx.send(Event {
-                job: self.job.id.clone(),
-                name: self.job.name.clone(),
-                state,
-                detail,
-            });
-        }
-    }
-
     /// Runs the attempt to its end and records the outcome. Returns the job's resulting state.
     pub async fn run(self) -> FinishResult {
         let (id, n) = (self.job.id.clone(), self.attempt.n);
@@ -193,22 +179,7 @@ impl<S: Sandbox> Attempt<S> {
             self.clean_up().await;
         }
         match result {
-            Ok(FinishResult::Finished(state)) => {
-                let detail = match &outcome {
-                    Outcome::Failed { detail, .. } => Some(detail.clone()),
-                    _ => None,
-                };
-                self.emit(state, detail);
-                FinishResult::Finished(state)
-            }
-            Ok(FinishResult::Requeued) => {
-                self.emit(
-                    JobState::Queued,
-                    Some("retrying after an infrastructure failure".into()),
-                );
-                FinishResult::Requeued
-            }
-            Ok(other) => other,
+            Ok(finished) => finished,
             Err(e) => {
                 tracing::error!(job = %self.job.id, "cannot record the outcome: {e}");
                 FinishResult::AlreadyFinished
@@ -315,10 +286,8 @@ impl<S: Sandbox> Attempt<S> {
             }
         };
         let (id, n) = (self.job.id.clone(), self.attempt.n);
-        match self.store.call(move |s| s.mark_running(&id, n)).await {
-            Ok(true) => self.emit(JobState::Running, None),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(job = %self.job.id, "cannot record running: {e}"),
+        if let Err(e) = self.store.call(move |s| s.mark_running(&id, n)).await {
+            tracing::warn!(job = %self.job.id, "cannot record running: {e}");
         }
         let path = log_path(&self.config.logs_dir, self.job.id.as_str(), self.attempt.n);
         let (ending, stored) = match prepared {

@@ -23,7 +23,7 @@ pub async fn run(state_dir: &Path, jobs_dir: Option<PathBuf>, limits: &LimitArgs
     config.jobs_dir = jobs_dir;
     let shutdown = super::install_signals();
     tracing::info!(state_dir = %state_dir.display(), parallel = config.parallel, "daemon started");
-    crate::scheduler::run(store, Arc::new(sandbox), config, Scope::All, shutdown, None).await?;
+    crate::scheduler::run(store, Arc::new(sandbox), config, Scope::All, shutdown).await?;
     tracing::info!("daemon stopped");
     Ok(SUCCESS)
 }

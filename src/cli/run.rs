@@ -48,7 +48,6 @@ pub async fn run(
         limits.config(state_dir)?,
         Scope::Only(ids.clone()),
         shutdown,
-        None,
     )
     .await;
     stop_display.cancel();

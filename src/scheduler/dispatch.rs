@@ -3,15 +3,14 @@
 
 use super::admission::{admit, Admission, Held, Limits};
 use super::running::Running;
-use super::{Event, SchedulerConfig, SchedulerError, Scope, Shutdown};
+use super::{SchedulerConfig, SchedulerError, Scope, Shutdown};
 use crate::attempt::{AttemptConfig, Control, LlmAccess};
 use crate::job;
 use crate::sandbox::Sandbox;
 use crate::state::{JobId, JobState, Reason};
-use crate::store::{FinishResult, JobRecord, SharedStore};
+use crate::store::{FinishResult, SharedStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 /// How many queued jobs one pass looks at.
@@ -23,7 +22,6 @@ pub(crate) struct Dispatcher<S: Sandbox> {
     pub config: Arc<SchedulerConfig>,
     /// `config.attempt`, shared by the attempts.
     pub(super) attempt_config: Arc<AttemptConfig>,
-    pub events: Option<UnboundedSender<Event>>,
     limits: Limits,
     pub(super) held: Held,
     pub(super) running: HashMap<JobId, Running>,
@@ -49,7 +47,6 @@ pub async fn run<S: Sandbox>(
     config: SchedulerConfig,
     scope: Scope,
     shutdown: Shutdown,
-    events: Option<UnboundedSender<Event>>,
 ) -> Result<(), SchedulerError> {
     let capacity = sandbox.capacity().await?;
     let limits = Limits {
@@ -63,7 +60,6 @@ pub async fn run<S: Sandbox>(
         sandbox,
         attempt_config: Arc::new(config.attempt.clone()),
         config: Arc::new(config),
-        events,
         limits,
         held: Held::default(),
         running: HashMap::new(),
@@ -187,29 +183,8 @@ impl<S: Sandbox> Dispatcher<S> {
                 Ok(cancelled)
             })
             .await?;
-        for job in cancelled {
-            self.emit(
-                &job,
-                JobState::Cancelled,
-                Some("interrupted before it started".into()),
-            );
-        }
+        tracing::debug!(jobs = cancelled.len(), "cancelled queued jobs");
         Ok(())
-    }
-
-    fn emit(&self, job: &JobRecord, state: JobState, detail: Option<String>) {
-        self.emit_for(&job.id, &job.name, state, detail);
-    }
-
-    pub(super) fn emit_for(&self, id: &JobId, name: &str, state: JobState, detail: Option<String>) {
-        if let Some(tx) = &self.events {
-            let _ = tx.send(Event {
-                job: id.clone(),
-                name: name.to_string(),
-                state,
-                detail,
-            });
-        }
     }
 
     /// Starts every queued job that fits, oldest first; smaller jobs may pass a blocked larger one.
@@ -235,7 +210,7 @@ impl<S: Sandbox> Dispatcher<S> {
                         .call(move |s| s.fail_queued(&id, Reason::Infra, &detail))
                         .await?
                     {
-                        self.emit(&job, JobState::Failed, Some(why));
+                        tracing::info!(job = %job.id, "cannot ever start: {why}");
                     }
                 }
                 Admission::Start => {
@@ -255,7 +230,6 @@ impl<S: Sandbox> Dispatcher<S> {
                         })
                         .await?;
                     if let Some(attempt) = claimed {
-                        self.emit(&job, JobState::Starting, None);
                         self.start(job, attempt).await;
                     }
                     if self.held.jobs >= self.limits.parallel {

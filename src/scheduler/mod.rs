@@ -23,7 +23,7 @@ pub use dispatch::run;
 pub use lock::{LockError, StateLock};
 
 use crate::attempt::AttemptConfig;
-use crate::state::{JobId, JobState};
+use crate::state::JobId;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -91,15 +91,6 @@ pub enum Scope {
 pub struct Shutdown {
     pub drain: CancellationToken,
     pub kill: CancellationToken,
-}
-
-/// A state change, for live progress displays.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub job: JobId,
-    pub name: String,
-    pub state: JobState,
-    pub detail: Option<String>,
 }
 
 /// Errors that stop a scheduler (a single job's trouble never does).

@@ -7,7 +7,7 @@ use super::SchedulerError;
 use crate::attempt::{Attempt, AttemptHandle, Control, LlmAccess};
 use crate::job::JobSpec;
 use crate::sandbox::Sandbox;
-use crate::state::{JobId, JobState, Outcome, Reason};
+use crate::state::{JobId, Outcome, Reason};
 use crate::store::{AttemptRecord, FinishResult, JobRecord};
 use tokio::task::JoinError;
 
@@ -69,17 +69,6 @@ impl<S: Sandbox> Dispatcher<S> {
             .call(move |s| s.finish_attempt(&jid, n, &recorded, max))
             .await;
         match result {
-            Ok(FinishResult::Finished(state)) => {
-                if let Outcome::Failed { detail, .. } = outcome {
-                    self.emit_for(id, &job.spec.name, state, Some(detail));
-                }
-            }
-            Ok(FinishResult::Requeued) => self.emit_for(
-                id,
-                &job.spec.name,
-                JobState::Queued,
-                Some("retrying after an infrastructure failure".into()),
-            ),
             Ok(_) => {}
             // Left active: the next scheduler adopts the attempt.
             Err(e) => {
@@ -162,7 +151,6 @@ impl<S: Sandbox> Dispatcher<S> {
             attempt,
             control,
             llm,
-            events: self.events.clone(),
         };
         let handle = self.tasks.spawn(task.run());
         self.task_jobs.insert(handle.id(), id);

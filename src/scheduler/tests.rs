@@ -4,7 +4,7 @@ use super::fake::FakeSandbox;
 use super::*;
 use crate::job::{ByteSize, JobKind, JobSpec};
 use crate::sandbox::{ContainerPlan, Labels};
-use crate::state::{Outcome, Reason};
+use crate::state::{JobState, Outcome, Reason};
 use crate::store::{NewJob, SharedStore, Store};
 use std::sync::Arc;
 
@@ -53,7 +53,6 @@ impl Harness {
             self.config.clone(),
             Scope::Only(ids.to_vec()),
             Shutdown::default(),
-            None,
         );
         tokio::time::timeout(Duration::from_secs(20), run)
             .await
@@ -323,7 +322,6 @@ async fn an_attempt_that_panics_frees_its_slot_ends_infra_and_the_run_ends() {
         h.config.clone(),
         Scope::Only(ids.clone()),
         Shutdown::default(),
-        None,
     );
     tokio::time::timeout(Duration::from_secs(5), run)
         .await
