@@ -10,5 +10,6 @@ pub mod repo;
 pub mod result;
 pub mod sandbox;
 pub mod scheduler;
+pub mod serve;
 pub mod state;
 pub mod store;

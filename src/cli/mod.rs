@@ -8,12 +8,13 @@ mod follow;
 mod gc;
 mod images;
 mod logs;
-mod output;
+pub mod output;
 mod pause;
 mod progress;
 mod ps;
 mod run;
-mod send;
+pub(crate) mod send;
+mod serve;
 mod show;
 mod submit;
 mod terminal;
@@ -78,6 +79,24 @@ pub enum Command {
         jobs_dir: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Also serve mission control (pages, API, metrics) on this address, like `runner serve`.
+        #[arg(long, value_name = "ADDR", value_parser = crate::serve::parse_listen)]
+        listen: Option<std::net::SocketAddr>,
+        /// Jobs submitted over HTTP may name local paths (`repo`, cassettes) inside DIR.
+        #[arg(long, value_name = "DIR", requires = "listen")]
+        jobs_from: Option<PathBuf>,
+    },
+    /// Mission control for this state dir: web pages, the HTTP API (/api/v1) and /metrics. Every
+    /// request needs the token in <state dir>/api-token; the login URL is printed on stderr.
+    Serve {
+        /// Address to listen on (IP:PORT; port 0 picks a free one). Anything but loopback is
+        /// reachable by others: a warning is printed.
+        #[arg(long, value_name = "ADDR", default_value = crate::serve::DEFAULT_LISTEN, value_parser = crate::serve::parse_listen)]
+        listen: std::net::SocketAddr,
+        /// Jobs submitted over HTTP may name local paths (`repo`, cassettes) inside DIR; without
+        /// it they may name none.
+        #[arg(long, value_name = "DIR")]
+        jobs_from: Option<PathBuf>,
     },
     /// List jobs (queued and active; --all for every job).
     Ps {
@@ -299,7 +318,13 @@ pub async fn main(cli: Cli) -> i32 {
             json,
             junit,
         } => run::run(&state_dir, &paths, &limits, json, junit.as_deref()).await,
-        Command::Daemon { jobs_dir, limits } => daemon::run(&state_dir, jobs_dir, &limits).await,
+        Command::Daemon {
+            jobs_dir,
+            limits,
+            listen,
+            jobs_from,
+        } => daemon::run(&state_dir, jobs_dir, &limits, listen, jobs_from).await,
+        Command::Serve { listen, jobs_from } => serve::run(&state_dir, listen, jobs_from).await,
         Command::Ps { all, json } => ps::run(&state_dir, all, json),
         Command::Show { job, json } => show::run(&state_dir, &job, json),
         Command::Logs { job, follow, raw } => logs::run(&state_dir, &job, follow, raw).await,

@@ -17,16 +17,7 @@ pub fn run(state_dir: &Path, query: &str, message: Option<&str>, file: Option<&P
     let mut store = super::open_store(state_dir)?;
     let id = store.resolve(query)?;
     let job = store.job(&id)?;
-    // Redacted before it is stored, with the job's secrets this process can see; the scheduler
-    // redacts again, with the values it read, before the transcript and the event.
-    let values: Vec<(String, String)> = job
-        .spec
-        .secrets
-        .iter()
-        .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
-        .collect();
-    let text =
-        Redactor::new(values.iter().map(|(n, v)| (n.as_str(), v.as_str()))).redact_str(&text);
+    let text = redact(&job, &text);
     match store.send_message(&id, &text)? {
         ControlResult::Stored { attempt } => {
             println!(
@@ -38,8 +29,21 @@ pub fn run(state_dir: &Path, query: &str, message: Option<&str>, file: Option<&P
     }
 }
 
+/// `text` with the values of the job's secrets this process can see redacted, before it is
+/// stored; the scheduler redacts again, with the values it read, before the transcript and the
+/// event.
+pub(crate) fn redact(job: &crate::store::JobRecord, text: &str) -> String {
+    let values: Vec<(String, String)> = job
+        .spec
+        .secrets
+        .iter()
+        .filter_map(|name| Some((name.clone(), std::env::var(name).ok()?)))
+        .collect();
+    Redactor::new(values.iter().map(|(n, v)| (n.as_str(), v.as_str()))).redact_str(text)
+}
+
 /// Why a control request (send, pause, resume) was refused: exit 2, nothing changed.
-pub(super) fn refusal(id: &crate::state::JobId, result: ControlResult) -> Failure {
+pub(crate) fn refusal(id: &crate::state::JobId, result: ControlResult) -> Failure {
     Failure::invalid(match result {
         ControlResult::NotAgent => format!(
             "{id} is a plain command job: there is no agent to talk to (only jobs with `task:`)"
@@ -68,6 +72,12 @@ fn read_message(message: Option<&str>, file: Option<&Path>) -> Result<String, Fa
             read_capped(f, &path.display().to_string())?
         }
     };
+    check_message(bytes)
+}
+
+/// A message as sent (argument, file, stdin or HTTP body): non-empty, valid UTF-8, at most
+/// [`MESSAGE_MAX`] bytes.
+pub(crate) fn check_message(bytes: Vec<u8>) -> Result<String, Failure> {
     if bytes.len() > MESSAGE_MAX {
         return Err(Failure::invalid(format!(
             "the message is longer than {} KiB: shorten it, or put the details in the repository and point to them",

@@ -57,6 +57,77 @@ pub fn parse_str(text: &str, path: &Path) -> Result<JobSpec, Vec<JobError>> {
     validate(raw, text, path)
 }
 
+/// The name a job submitted over HTTP has in its errors (`job.yaml:3:5: ...`).
+pub const UNTRUSTED_JOB_NAME: &str = "job.yaml";
+
+/// Parses and validates a job that came without a file (over HTTP): untrusted input. Without
+/// `jobs_from` it may name no local path (`repo` as a path, `llm.record`, `llm.replay`), and
+/// nothing on the host is looked at; with it, such paths are resolved against that folder and
+/// must stay inside it, as for a job file there. A `file://` repository is refused either way
+/// (it reaches any folder of the host).
+pub fn parse_untrusted(text: &str, jobs_from: Option<&Path>) -> Result<JobSpec, Vec<JobError>> {
+    let name = Path::new(UNTRUSTED_JOB_NAME);
+    check_size(text.len() as u64).map_err(|m| error(name, None, m))?;
+    check_text_bytes(text.as_bytes()).map_err(|(at, m)| error(name, Some(at), m))?;
+    if too_deep(text).is_none() {
+        if let Ok(value) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+            let errors = local_paths(&value, text, name, jobs_from.is_some());
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+        }
+    }
+    match jobs_from {
+        Some(dir) => parse_str(text, &dir.join(UNTRUSTED_JOB_NAME)),
+        None => parse_str(text, name),
+    }
+}
+
+/// The local paths an untrusted job may not name (see [`parse_untrusted`]).
+fn local_paths(
+    value: &serde_yaml::Value,
+    text: &str,
+    name: &Path,
+    folder_named: bool,
+) -> Vec<JobError> {
+    use super::locate::locate_or_parent;
+    let mut errors = Vec::new();
+    if let Some(repo) = value.get("repo").and_then(|v| v.as_str()) {
+        if repo.starts_with("file://") {
+            errors.extend(error(
+                name,
+                locate_or_parent(text, &["repo"]),
+                "a job submitted over HTTP may not name a `file://` repository: name a remote \
+                 URL (https://, ssh://), or submit the job file with `runner submit`",
+            ));
+        } else if !folder_named && !super::paths::is_repo_url(repo) {
+            errors.extend(error(
+                name,
+                locate_or_parent(text, &["repo"]),
+                "a job submitted over HTTP may not name a local repository path: name a remote \
+                 URL, or have the operator start the server with `--jobs-from DIR` so paths \
+                 inside DIR are allowed",
+            ));
+        }
+    }
+    if !folder_named {
+        for key in ["record", "replay"] {
+            if value.get("llm").and_then(|l| l.get(key)).is_some() {
+                errors.extend(error(
+                    name,
+                    locate_or_parent(text, &["llm", key]),
+                    format!(
+                        "a job submitted over HTTP may not name a cassette (`llm.{key}`): have \
+                         the operator start the server with `--jobs-from DIR` so paths inside \
+                         DIR are allowed, or submit the job file with `runner submit`"
+                    ),
+                ));
+            }
+        }
+    }
+    errors
+}
+
 /// Reads, hashes and validates the job file at `path`.
 ///
 /// Files over [`MAX_JOB_FILE_BYTES`] are refused before they are read; at most one byte past the

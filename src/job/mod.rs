@@ -22,7 +22,9 @@ mod validate;
 mod vars;
 mod yaml_error;
 
-pub use load::{job_files_in, load_file, load_paths, parse_str};
+pub use load::{
+    job_files_in, load_file, load_paths, parse_str, parse_untrusted, UNTRUSTED_JOB_NAME,
+};
 pub use spec::*;
 
 use std::fmt;
