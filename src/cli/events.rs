@@ -57,7 +57,7 @@ fn as_line(e: &EventRecord) -> String {
 /// What happened, on one line for a person, control characters shown visibly: a state change
 /// with its reason and detail, a turn with its number, action, progress, how it ended and its
 /// tokens, a verify run's verdict...
-pub(super) fn describe(body: &EventBody) -> String {
+pub(crate) fn describe(body: &EventBody) -> String {
     use super::terminal::one_line;
     match body {
         EventBody::State {

@@ -2,7 +2,7 @@
 
 mod cancel;
 mod daemon;
-mod events;
+pub(crate) mod events;
 pub mod exit;
 mod follow;
 mod gc;

@@ -10,6 +10,7 @@
 
 pub mod api;
 mod auth;
+pub mod pages;
 
 use crate::store::SharedStore;
 use axum::extract::DefaultBodyLimit;
@@ -80,7 +81,7 @@ impl ServeState {
 pub fn router(state: ServeState) -> Router {
     Router::new()
         .merge(api::routes())
-        // Pages (helper "dash"): `.merge(pages::routes())`, from src/serve/pages.rs.
+        .merge(pages::routes())
         // Metrics (helper "metrics"): `.route("/metrics", get(metrics::handler))`, from
         // src/serve/metrics.rs.
         .layer(middleware::from_fn_with_state(

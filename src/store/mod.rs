@@ -29,7 +29,7 @@ pub use events::{
 };
 pub use messages::{ControlRequests, ControlResult, MessageRecord, MessageStatus};
 pub use records::*;
-pub use usage::{Role, RoleUsage, Usage};
+pub use usage::{JobTally, Role, RoleUsage, Usage};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,224 @@
+// Mission Control: live updates and controls. Every value from the server becomes text
+// (textContent, createElement); nothing is parsed as markup.
+"use strict";
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function live(url, handlers) {
+  const mark = document.getElementById("live");
+  const source = new EventSource(url);
+  source.onopen = () => { if (mark) { mark.textContent = "live"; mark.classList.add("on"); } };
+  source.onerror = () => { if (mark) { mark.textContent = "reconnecting"; mark.classList.remove("on"); } };
+  for (const [name, fn] of Object.entries(handlers)) {
+    source.addEventListener(name, (e) => fn(JSON.parse(e.data)));
+  }
+  return source;
+}
+
+// ---- jobs list ----
+function jobRow(row) {
+  const tr = el("tr");
+  tr.dataset.id = row.id;
+  tr.dataset.activity = row.activity;
+  const name = el("td", "name");
+  const link = el("a", null, row.name);
+  link.href = "/jobs/" + encodeURIComponent(row.id);
+  name.append(link, el("br"), el("small", "id", row.id));
+  const state = el("td", "state");
+  state.append(el("span", "badge " + row.activity, row.state + (row.paused ? " · paused" : "")));
+  const reason = el("td", "reason", row.reason);
+  reason.title = row.detail;
+  tr.append(name, state, reason, el("td", "group", row.group), el("td", "age", row.age),
+    el("td", "duration", row.duration), el("td", "num turns", row.turns),
+    el("td", "num tokens", row.tokens), el("td", "num cost", row.cost));
+  return tr;
+}
+
+function recount() {
+  const counts = {};
+  for (const tr of document.querySelectorAll("#jobs tbody tr")) {
+    counts[tr.dataset.activity] = (counts[tr.dataset.activity] || 0) + 1;
+  }
+  for (const box of document.querySelectorAll("#totals [data-activity]")) {
+    box.querySelector(".count").textContent = String(counts[box.dataset.activity] || 0);
+  }
+}
+
+function jobsPage() {
+  const table = document.getElementById("jobs");
+  const f = table.dataset;
+  live("/live/jobs", {
+    job: (row) => {
+      const keep = (!f.filterState || row.state === f.filterState)
+        && (!f.filterGroup || row.group === f.filterGroup)
+        && (!f.filterName || row.name.includes(f.filterName));
+      const old = Array.from(table.tBodies[0].rows).find((tr) => tr.dataset.id === row.id);
+      if (!keep) { if (old) old.remove(); recount(); return; }
+      const fresh = jobRow(row);
+      if (old) old.replaceWith(fresh); else table.tBodies[0].prepend(fresh);
+      const none = document.getElementById("no-jobs");
+      if (none) none.remove();
+      recount();
+    },
+  });
+}
+
+// ---- one job ----
+function turnItem(ev) {
+  const li = el("li", "turn");
+  li.dataset.action = ev.action;
+  const head = el("div", "turnhead");
+  head.append(el("span", "num", "turn " + ev.turn + "/" + ev.max_turns),
+    el("span", "action " + ev.action, ev.action),
+    el("span", "at", "attempt " + ev.attempt + " · " + ev.at));
+  li.append(head);
+  if (ev.progress) li.append(el("p", "progress", ev.progress));
+  if (ev.argument) li.append(el("p", "argument", ev.argument));
+  if (ev.thought) li.append(el("p", "thought", ev.thought));
+  if (ev.ended) li.append(el("p", "ended", "→ " + ev.ended));
+  const tokens = (ev.prompt_tokens || 0) + (ev.completion_tokens || 0);
+  let meta = tokens + " tokens · $" + (ev.cost_usd || 0).toFixed(4) + " · " +
+    (ev.files_changed || 0) + " files changed · " + (ev.commits || 0) + " commits";
+  if (ev.edits && ev.edits.length) meta += " · edited: " + ev.edits.join(", ");
+  li.append(el("p", "meta", meta));
+  return li;
+}
+
+const ACTIVITY = { queued: "waiting", starting: "waiting", running: "working",
+  succeeded: "done", failed: "failed", cancelled: "cancelled" };
+
+function describe(ev) {
+  switch (ev.type) {
+    case "state": return ev.state + (ev.reason ? " (" + ev.reason + ")" : "") + (ev.detail ? ": " + ev.detail : "");
+    case "message": return "message: " + ev.text;
+    case "message_dropped": return "message dropped: " + ev.text;
+    case "verify": return "verify " + (ev.passed ? "passed" : "failed") + " (exit " + ev.exit_code + ")";
+    default: return JSON.stringify(ev);
+  }
+}
+
+function jobPage() {
+  const job = document.getElementById("job");
+  const id = job.dataset.id;
+  const url = "/live/jobs/" + encodeURIComponent(id) + "?seq=" + encodeURIComponent(job.dataset.seq) +
+    "&transcript=" + encodeURIComponent(job.dataset.transcript);
+  live(url, {
+    event: (ev) => {
+      if (ev.type === "turn") {
+        const none = document.getElementById("no-turns");
+        if (none) none.remove();
+        document.getElementById("timeline").append(turnItem(ev));
+        return;
+      }
+      if (ev.type === "state" && ev.attempt === null || ev.type === "state" && ACTIVITY[ev.state] !== undefined) {
+        const holder = document.getElementById("job-state");
+        const badge = el("span", "badge " + ACTIVITY[ev.state], ev.state);
+        badge.dataset.state = ev.state;
+        holder.replaceChildren(badge);
+        document.getElementById("job-reason").textContent = ev.reason || "";
+        if (ev.detail) document.getElementById("job-detail").textContent = ev.detail;
+        const ended = ["succeeded", "failed", "cancelled"].includes(ev.state);
+        for (const c of document.querySelectorAll("#controls button, #controls input")) c.disabled = ended;
+      }
+      const li = el("li");
+      li.append(el("span", "at", ev.at), " ", el("span", "kind " + ev.type, ev.type), " ",
+        el("span", "what", describe(ev)));
+      document.getElementById("events").append(li);
+    },
+    transcript: (line) => {
+      const span = el("span", "line " + line.direction, line.text + "\n");
+      span.title = "attempt " + line.attempt + " · " + line.at;
+      const pre = document.getElementById("transcript");
+      pre.append(span);
+      pre.scrollTop = pre.scrollHeight;
+    },
+  });
+
+  const status = document.getElementById("control-status");
+  async function post(action, body) {
+    status.className = "status";
+    status.textContent = action + "…";
+    try {
+      const res = await fetch("/api/v1/jobs/" + encodeURIComponent(id) + "/" + action, {
+        method: "POST", credentials: "same-origin",
+        headers: body ? { "Content-Type": "application/json" } : {},
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      const text = await res.text();
+      let message = text;
+      try { const j = JSON.parse(text); message = j.error || j.message || j.result || action + " done"; } catch (_) {}
+      if (!res.ok) status.className = "status error";
+      status.textContent = res.ok ? (typeof message === "string" ? message : action + " done") : String(message);
+      return res.ok;
+    } catch (e) {
+      status.className = "status error";
+      status.textContent = String(e);
+      return false;
+    }
+  }
+  for (const button of document.querySelectorAll("#controls button[data-action]")) {
+    button.addEventListener("click", () => {
+      const action = button.dataset.action;
+      if (action === "cancel" && !window.confirm("Cancel this job? Its work in progress is lost.")) return;
+      post(action);
+    });
+  }
+  document.getElementById("send-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const input = document.getElementById("send-text");
+    if (!input.value.trim()) return;
+    if (await post("send", { message: input.value })) input.value = "";
+  });
+}
+
+// ---- new job ----
+function errorText(item) {
+  if (typeof item === "string") return item;
+  if (item && item.message) {
+    const where = item.line ? item.line + ":" + (item.col || item.column || 1) + ": " : "";
+    return where + item.message;
+  }
+  return JSON.stringify(item);
+}
+
+function newPage() {
+  const text = document.getElementById("new-text");
+  const errors = document.getElementById("new-errors");
+  document.getElementById("new-file").addEventListener("change", async (e) => {
+    const file = e.target.files[0];
+    if (file) text.value = await file.text();
+  });
+  document.getElementById("new-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    errors.replaceChildren();
+    let res, body;
+    try {
+      res = await fetch("/api/v1/jobs", { method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/yaml" }, body: text.value });
+      const raw = await res.text();
+      try { body = JSON.parse(raw); } catch (_) { body = { error: raw }; }
+    } catch (err) {
+      errors.append(el("li", null, String(err)));
+      return;
+    }
+    if (res.ok) {
+      const job = Array.isArray(body) ? body[0] : body;
+      window.location.assign("/jobs/" + encodeURIComponent(job.id));
+      return;
+    }
+    const list = body.errors || (body.error ? [body.error] : [body]);
+    for (const item of (Array.isArray(list) ? list : [list])) errors.append(el("li", null, errorText(item)));
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const page = document.body.dataset.page;
+  if (page === "jobs") jobsPage();
+  else if (page === "job") jobPage();
+  else if (page === "new") newPage();
+});
