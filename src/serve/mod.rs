@@ -10,6 +10,7 @@
 
 pub mod api;
 mod auth;
+pub mod metrics;
 pub mod pages;
 
 use crate::store::SharedStore;
@@ -82,8 +83,7 @@ pub fn router(state: ServeState) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(pages::routes())
-        // Metrics (helper "metrics"): `.route("/metrics", get(metrics::handler))`, from
-        // src/serve/metrics.rs.
+        .route("/metrics", axum::routing::get(metrics::handler))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

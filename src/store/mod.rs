@@ -19,6 +19,7 @@ mod messages;
 pub mod private;
 mod records;
 mod schema;
+mod stats;
 mod transitions;
 mod usage;
 
@@ -29,6 +30,7 @@ pub use events::{
 };
 pub use messages::{ControlRequests, ControlResult, MessageRecord, MessageStatus};
 pub use records::*;
+pub use stats::{Histogram, Stats};
 pub use usage::{JobTally, Role, RoleUsage, Usage};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
@@ -254,5 +256,6 @@ mod tests;
 /// Test helpers shared with other modules' unit tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
+    pub(crate) use super::stats::tests_support::{add_finished_jobs, backdate_attempt};
     pub(crate) use super::tests::{spec, submit_one};
 }

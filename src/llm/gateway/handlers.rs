@@ -2,7 +2,7 @@
 //! that maps a request to its attempt's grant: a token counts only on its own attempt's socket.
 
 use super::exchange::exchange;
-use super::{error, hash, lock, Grant, InFlight, Inner, Seat};
+use super::{error, hash, lock, Grant, InFlight, Inner, Seat, AUTH_REFUSALS};
 use crate::store::Role;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -11,12 +11,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// The grant of the token in `headers`, if it belongs to the attempt this socket serves.
+/// The grant of the token in `headers`, if it belongs to the attempt this socket serves (a
+/// refusal is counted for `/metrics`).
 async fn grant_for(inner: &Inner, seat: &Seat, headers: &HeaderMap) -> Option<Arc<Grant>> {
-    let grant = lookup(inner, headers).await?;
-    (grant.job == seat.job && grant.attempt == seat.attempt).then_some(grant)
+    let grant = lookup(inner, headers)
+        .await
+        .filter(|grant| grant.job == seat.job && grant.attempt == seat.attempt);
+    if grant.is_none() {
+        AUTH_REFUSALS.fetch_add(1, Ordering::Relaxed);
+    }
+    grant
 }
 
 async fn lookup(inner: &Inner, headers: &HeaderMap) -> Option<Arc<Grant>> {

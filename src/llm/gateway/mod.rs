@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,21 @@ pub const MAX_REQUEST_BYTES: usize = 8 << 20;
 pub const SOCKET_FILE: &str = "gateway.sock";
 /// Longest path a unix socket may have (`sun_path` less its terminating NUL).
 const SOCKET_PATH_MAX: usize = 107;
+
+/// Calls this process's gateway refused for their token (unknown, revoked, or another
+/// attempt's), since the process started. Refusals are not stored: only the process that runs
+/// the gateway (`runner daemon`, `runner run`) can report them.
+static AUTH_REFUSALS: AtomicU64 = AtomicU64::new(0);
+/// Whether this process has started a gateway (else [`auth_refusals`] has nothing to say).
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Calls refused for their token by the gateway of this process since it started; `None` when
+/// no gateway runs in this process (a `runner serve` beside a daemon cannot see the daemon's).
+pub fn auth_refusals() -> Option<u64> {
+    STARTED
+        .load(Ordering::Relaxed)
+        .then(|| AUTH_REFUSALS.load(Ordering::Relaxed))
+}
 
 /// Errors starting or using the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +189,7 @@ impl Gateway {
         prices: Prices,
     ) -> Result<Gateway, GatewayError> {
         private_dir(&run_dir)?;
+        STARTED.store(true, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             store,
             client: reqwest::Client::builder()
