@@ -5,7 +5,7 @@ CARGO   ?= cargo
 RUNNER  := target/release/runner
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all build images demo test test-unit lint bench clean
+.PHONY: all build images browsers demo test test-unit lint bench clean
 
 all: build
 
@@ -17,10 +17,14 @@ images: build
 	$(SUDO) $(RUNNER) images build base --if-missing $(if $(RUNNER_CA_BUNDLE),--ca-bundle $(RUNNER_CA_BUNDLE),)
 	$(RUNNER) images build aider --if-missing $(if $(RUNNER_CA_BUNDLE),--ca-bundle $(RUNNER_CA_BUNDLE),)
 
+# Headless Chromium and chromedriver for tests/browser.rs (apt-get; needs root or sudo).
+browsers:
+	bash scripts/browsers.sh
+
 demo: images
 	$(RUNNER) --state-dir .runner run jobs/
 
-test: images
+test: images browsers
 	$(CARGO) build --locked --all-targets
 	$(CARGO) test --locked --no-fail-fast -- --test-threads 4
 

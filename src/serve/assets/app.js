@@ -186,6 +186,16 @@ function errorText(item) {
   return JSON.stringify(item);
 }
 
+// Selects line `n` (1-based) of a textarea, so a located error points at its text.
+function selectLine(area, n) {
+  const lines = area.value.split("\n");
+  let start = 0;
+  for (let i = 0; i < n - 1 && i < lines.length; i++) start += lines[i].length + 1;
+  const end = start + (lines[n - 1] || "").length;
+  area.focus();
+  area.setSelectionRange(start, end);
+}
+
 function newPage() {
   const text = document.getElementById("new-text");
   const errors = document.getElementById("new-errors");
@@ -211,8 +221,18 @@ function newPage() {
       window.location.assign("/jobs/" + encodeURIComponent(job.id));
       return;
     }
-    const list = body.errors || (body.error ? [body.error] : [body]);
-    for (const item of (Array.isArray(list) ? list : [list])) errors.append(el("li", null, errorText(item)));
+    // The API's 422: {"error": "N problems ...", "problems": [{line, column, message, text}]}.
+    errors.append(el("li", "summary", body.error || ("HTTP " + res.status)));
+    for (const item of (body.problems || [])) {
+      const li = el("li", "problem", errorText(item));
+      if (item.line) {
+        li.title = "show line " + item.line;
+        li.addEventListener("click", () => selectLine(text, item.line));
+      }
+      errors.append(li);
+    }
+    const first = (body.problems || []).find((p) => p.line);
+    if (first) selectLine(text, first.line);
   });
 }
 

@@ -1,0 +1,432 @@
+//! Mission Control in a real browser: Debian's headless Chromium driven through chromedriver
+//! (WebDriver) against a real `runner serve --listen 127.0.0.1:0` on a state dir whose jobs the
+//! test stores through the store's API. `make test` installs Chromium and chromedriver
+//! (scripts/browsers.sh); without them these tests fail, they do not skip.
+//!
+//! Screenshots of the job list and a job page are kept under `target/browser-artifacts/`.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use runner::state::JobId;
+use runner::store::{NewJob, Store, TurnEvent};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SCRIPT_PAYLOAD: &str = "<script>window.pwned=1</script>";
+const IMG_PAYLOAD: &str = "<img src=x onerror=\"window.pwned=1\">";
+
+/// A child process killed when the test ends, passing or not.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// chromedriver on an ephemeral port and a headless Chromium session through it.
+struct Browser {
+    client: Client,
+    _driver: Reaped,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let found = Command::new("chromedriver")
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "chromedriver is not installed: run `make browsers` (or `apt-get install -y chromium chromium-driver`)"
+        );
+        let port = free_port();
+        let driver = Reaped(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,900"]
+            }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        _driver: driver,
+                    }
+                }
+                Err(e) if Instant::now() > deadline => panic!("no WebDriver session: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// The text of the first `css` element, waiting for one (a page being replaced by the next
+    /// one answers "stale element" meanwhile).
+    async fn text(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => element.text().await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(text) => return text,
+                Err(e) if Instant::now() > deadline => panic!("no {css} on the page: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Waits until `css`'s text contains `needle`.
+    async fn wait_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let text = self.text(css).await;
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed {needle:?}; it shows {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn pwned(&self) -> serde_json::Value {
+        self.client
+            .execute("return typeof window.pwned;", vec![])
+            .await
+            .unwrap()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+/// A state dir with stored jobs and `runner serve` on it.
+struct Served {
+    dir: tempfile::TempDir,
+    base: String,
+    token: String,
+    _server: Reaped,
+}
+
+impl Served {
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn store(&self) -> Store {
+        Store::open(&self.state_dir()).unwrap()
+    }
+
+    fn start(setup: impl FnOnce(&mut Store)) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        {
+            let mut store = Store::open(&state).unwrap();
+            setup(&mut store);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let server = Reaped(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("runner serve ended before it listened")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("runner: listening on ") {
+                break addr.to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let token = std::fs::read_to_string(state.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Served {
+            dir,
+            base: format!("http://{addr}"),
+            token,
+            _server: server,
+        }
+    }
+}
+
+fn submit(store: &mut Store, yaml: &str) -> JobId {
+    let spec = runner::job::parse_str(yaml, Path::new("job.yaml")).unwrap();
+    store
+        .submit(&[NewJob { spec, source: None }])
+        .unwrap()
+        .remove(0)
+}
+
+fn plain_job(store: &mut Store, name: &str, group: &str) -> JobId {
+    submit(
+        store,
+        &format!("name: {name}\nimage: runner/base\ngroup: {group}\ncommand: [echo, hi]\n"),
+    )
+}
+
+/// A running agent job whose stored turn, edits and transcript carry script payloads.
+fn hostile_agent(store: &mut Store) -> JobId {
+    let id = submit(
+        store,
+        "name: hostile-agent\nimage: runner/aider:0.86.2\ntask: fix the bug\nrepo: https://example.com/r.git\n",
+    );
+    store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+    assert!(store.mark_running(&id, 1).unwrap());
+    let turn = TurnEvent {
+        turn: 1,
+        max_turns: 8,
+        action: "instruct".into(),
+        argument: "fix it".into(),
+        progress: "reading the code".into(),
+        thought: format!("the agent said {SCRIPT_PAYLOAD}"),
+        ended: format!("Aider printed {IMG_PAYLOAD}"),
+        edits: vec![format!("{IMG_PAYLOAD}.rs")],
+        ..Default::default()
+    };
+    store.add_turn_event(&id, 1, &turn).unwrap();
+    let rows = vec![
+        (
+            runner::state::now_rfc3339(),
+            "out".to_string(),
+            SCRIPT_PAYLOAD.to_string(),
+        ),
+        (
+            runner::state::now_rfc3339(),
+            "out".to_string(),
+            IMG_PAYLOAD.to_string(),
+        ),
+    ];
+    store.add_transcript(&id, 1, &rows, 100).unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_list_shows_every_job_with_its_state_and_new_jobs_appear_live() {
+    let served = Served::start(|store| {
+        plain_job(store, "build-docs", "docs");
+        hostile_agent(store);
+    });
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{}/?token={}", served.base, served.token))
+        .await
+        .unwrap();
+    let table = browser.wait_text("#jobs tbody", "build-docs").await;
+    assert!(table.contains("hostile-agent"), "{table}");
+    assert!(
+        table.contains("running") && table.contains("queued"),
+        "{table}"
+    );
+    assert_eq!(
+        browser.text("#totals [data-activity=working] .count").await,
+        "1"
+    );
+    // The login cookie replaced the token in the address.
+    let url = browser.client.current_url().await.unwrap();
+    assert!(!url.as_str().contains("token="), "{url}");
+    browser.wait_text("#live", "live").await;
+
+    let late = plain_job(&mut served.store(), "arrived-later", "docs");
+    let table = browser.wait_text("#jobs tbody", "arrived-later").await;
+    assert!(table.contains(late.as_str()), "{table}");
+    assert_eq!(
+        browser.text("#totals [data-activity=waiting] .count").await,
+        "2"
+    );
+    browser.screenshot("jobs.png").await;
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn markup_an_agent_printed_renders_as_inert_text_on_its_job_page() {
+    let mut id = None;
+    let served = Served::start(|store| id = Some(hostile_agent(store)));
+    let id = id.unwrap();
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("{}/jobs/{id}?token={}", served.base, served.token))
+        .await
+        .unwrap();
+    let transcript = browser.wait_text("#transcript", SCRIPT_PAYLOAD).await;
+    assert!(transcript.contains(IMG_PAYLOAD), "{transcript}");
+    let timeline = browser.text("#timeline").await;
+    assert!(timeline.contains(SCRIPT_PAYLOAD), "{timeline}");
+    assert!(
+        timeline.contains(&format!("{IMG_PAYLOAD}.rs")),
+        "{timeline}"
+    );
+    assert_eq!(browser.pwned().await, "undefined");
+
+    // Lines stored while the page is open arrive live, and are text too.
+    browser.wait_text("#live", "live").await;
+    let mut store = served.store();
+    let late = format!("late {IMG_PAYLOAD} {SCRIPT_PAYLOAD}");
+    store
+        .add_transcript(
+            &id,
+            1,
+            &[(runner::state::now_rfc3339(), "out".into(), late.clone())],
+            200,
+        )
+        .unwrap();
+    let turn = TurnEvent {
+        turn: 2,
+        max_turns: 8,
+        action: "run".into(),
+        thought: format!("second {SCRIPT_PAYLOAD}"),
+        ..Default::default()
+    };
+    store.add_turn_event(&id, 1, &turn).unwrap();
+    browser.wait_text("#transcript", &late).await;
+    browser
+        .wait_text("#timeline", &format!("second {SCRIPT_PAYLOAD}"))
+        .await;
+    assert_eq!(browser.pwned().await, "undefined");
+    let images = browser
+        .client
+        .find_all(Locator::Css("main img"))
+        .await
+        .unwrap();
+    assert!(images.is_empty(), "an agent's <img> became an element");
+    browser.screenshot("job.png").await;
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_without_the_token_are_refused() {
+    let mut id = None;
+    let served = Served::start(|store| id = Some(plain_job(store, "secret-job", "default")));
+    let id = id.unwrap();
+    let browser = Browser::start().await;
+    for path in ["/".to_string(), format!("/jobs/{id}"), "/new".into()] {
+        browser
+            .client
+            .goto(&format!("{}{path}", served.base))
+            .await
+            .unwrap();
+        let body = browser.text("body").await;
+        assert!(
+            !body.contains("secret-job"),
+            "{path} showed the job: {body}"
+        );
+        assert!(body.contains("token"), "{path} did not say why: {body}");
+    }
+    browser
+        .client
+        .goto(&format!("{}/?token=wrong", served.base))
+        .await
+        .unwrap();
+    let body = browser.text("body").await;
+    assert!(!body.contains("secret-job"), "{body}");
+    browser.client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_submitted_from_the_new_page_is_queued_and_cancelled_from_its_page() {
+    let served = Served::start(|_| {});
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("{}/new?token={}", served.base, served.token))
+        .await
+        .unwrap();
+    let text = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#new-text"))
+        .await
+        .unwrap();
+    // A bad file first: the server's located error is shown next to the text.
+    text.send_keys("name: from-the-page\nimage: runner/base\ncommand: [echo, hi]\ntimeout: soon\n")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#new-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let errors = browser.wait_text("#new-errors", "timeout").await;
+    assert!(errors.contains("4:"), "the error names no line: {errors}");
+    assert_eq!(served.store().list(true).unwrap().len(), 0);
+
+    text.clear().await.unwrap();
+    text.send_keys("name: from-the-page\nimage: runner/base\ncommand: [sleep, '60']\n")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#new-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text("main h1", "from-the-page").await;
+    let jobs = served.store().list(true).unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with(jobs[0].id.as_str()));
+    browser.wait_text("#job-state", "queued").await;
+    browser.wait_text("#live", "live").await;
+
+    c.find(Locator::Css("#controls button[data-action=cancel]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    browser.wait_text("#job-state", "cancelled").await;
+    let job = served.store().job(&jobs[0].id).unwrap();
+    assert_eq!(job.state.as_str(), "cancelled");
+    browser.client.close().await.unwrap();
+}
