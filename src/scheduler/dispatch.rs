@@ -48,6 +48,8 @@ pub async fn run<S: Sandbox>(
     scope: Scope,
     shutdown: Shutdown,
 ) -> Result<(), SchedulerError> {
+    // This process runs the gateway of its LLM jobs: `/metrics` counts its refusals from 0.
+    crate::llm::gateway::runs_in_this_process();
     let capacity = sandbox.capacity().await?;
     let limits = Limits {
         parallel: config.parallel.max(1),

@@ -122,3 +122,58 @@ pub(super) async fn chat(
     });
     Response::from_parts(parts, Body::from_stream(answer))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::llm::gateway::{auth_refusals, Gateway, SOCKET_FILE};
+    use crate::llm::prices::Prices;
+    use crate::store::tests_support::{spec, submit_one};
+    use crate::store::{SharedStore, Store};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The status of `GET /v1/models` on `socket` with `token`.
+    async fn models_status(socket: &std::path::Path, token: &str) -> String {
+        let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let request = format!(
+            "GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn calls_refused_for_their_token_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "counted");
+        store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+        let gateway = Gateway::start(
+            SharedStore::new(store),
+            dir.path().join("run"),
+            Prices::default(),
+        )
+        .await
+        .unwrap();
+        let token = gateway.grant(&id, 1, &spec("counted")).await.unwrap();
+        let socket = gateway
+            .serve_attempt(&id, 1)
+            .await
+            .unwrap()
+            .join(SOCKET_FILE);
+        // Other tests of this process may run gateways too: the count only grows, so compare
+        // it around calls made here, accepted ones first.
+        let before = auth_refusals().expect("a gateway runs in this process");
+        assert!(models_status(&socket, &token).await.contains("200"));
+        let after_accepted = auth_refusals().unwrap();
+        assert!(models_status(&socket, "not-a-token").await.contains("401"));
+        assert!(models_status(&socket, "").await.contains("401"));
+        let after_refused = auth_refusals().unwrap();
+        assert!(
+            after_refused >= after_accepted + 2,
+            "{before} → {after_accepted} → {after_refused}"
+        );
+        gateway.shutdown();
+    }
+}

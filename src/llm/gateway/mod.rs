@@ -47,15 +47,21 @@ const SOCKET_PATH_MAX: usize = 107;
 
 /// Calls this process's gateway refused for their token (unknown, revoked, or another
 /// attempt's), since the process started. Refusals are not stored: only the process that runs
-/// the gateway (`runner daemon`, `runner run`) can report them.
+/// the gateway (a scheduler: `runner daemon`, `runner run`) can report them.
 static AUTH_REFUSALS: AtomicU64 = AtomicU64::new(0);
-/// Whether this process has started a gateway (else [`auth_refusals`] has nothing to say).
-static STARTED: AtomicBool = AtomicBool::new(false);
+/// Whether this process runs (or will run, once an LLM job starts) a gateway.
+static IN_THIS_PROCESS: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process as the one whose gateway serves its LLM jobs (a scheduler calls it when it
+/// starts, before its gateway is started on first use), so that [`auth_refusals`] counts from 0.
+pub fn runs_in_this_process() {
+    IN_THIS_PROCESS.store(true, Ordering::Relaxed);
+}
 
 /// Calls refused for their token by the gateway of this process since it started; `None` when
 /// no gateway runs in this process (a `runner serve` beside a daemon cannot see the daemon's).
 pub fn auth_refusals() -> Option<u64> {
-    STARTED
+    IN_THIS_PROCESS
         .load(Ordering::Relaxed)
         .then(|| AUTH_REFUSALS.load(Ordering::Relaxed))
 }
@@ -189,7 +195,7 @@ impl Gateway {
         prices: Prices,
     ) -> Result<Gateway, GatewayError> {
         private_dir(&run_dir)?;
-        STARTED.store(true, Ordering::Relaxed);
+        runs_in_this_process();
         let inner = Arc::new(Inner {
             store,
             client: reqwest::Client::builder()

@@ -179,6 +179,12 @@ fn metrics_count_the_jobs_attempts_usage_and_refusals_a_real_store_holds() {
     );
     let le = |b: &[(f64, f64)], bound: f64| b.iter().find(|(l, _)| *l == bound).unwrap().1;
     assert_eq!((le(&attempt, 60.0), le(&attempt, 120.0)), (0.0, 1.0));
+    assert!(
+        attempt
+            .iter()
+            .all(|(l, n)| *n == if *l < 90.0 { 0.0 } else { 1.0 }),
+        "{attempt:?}"
+    );
     assert_eq!(le(&attempt, f64::INFINITY), 1.0);
     assert_eq!(
         number(
