@@ -7,7 +7,8 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use runner::state::JobId;
-use runner::store::{NewJob, Store, TurnEvent};
+use runner::state::{Outcome, Reason};
+use runner::store::{NewJob, Role, Store, TurnEvent, Usage};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -248,8 +249,32 @@ fn hostile_agent(store: &mut Store) -> JobId {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_job_list_shows_every_job_with_its_state_and_new_jobs_appear_live() {
     let served = Served::start(|store| {
+        for (name, outcome) in [
+            ("unit-tests", Outcome::Succeeded),
+            (
+                "lint",
+                Outcome::Failed {
+                    reason: Reason::ExitCode,
+                    exit_code: Some(3),
+                    detail: "exited with code 3".into(),
+                },
+            ),
+        ] {
+            let id = plain_job(store, name, "ci");
+            store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
+            store.mark_running(&id, 1).unwrap();
+            store.finish_attempt(&id, 1, &outcome, 1).unwrap();
+        }
         plain_job(store, "build-docs", "docs");
-        hostile_agent(store);
+        let agent = hostile_agent(store);
+        let usage = Usage {
+            requests: 3,
+            prompt_tokens: 5200,
+            completion_tokens: 800,
+            cost_usd: 0.0123,
+            unpriced_requests: 0,
+        };
+        store.add_usage(&agent, 1, Role::Agent, &usage).unwrap();
     });
     let browser = Browser::start().await;
     browser

@@ -150,7 +150,11 @@ fn row_json(job: &JobRecord, tally: &JobTally, paused: bool) -> Value {
         "state": job.state,
         "activity": activity(job.state, paused),
         "paused": paused,
-        "reason": job.reason.map(|r| r.to_string()).unwrap_or_default(),
+        "reason": match (job.reason, job.exit_code) {
+            (Some(r), Some(code)) => format!("{r} {code}"),
+            (Some(r), None) => r.to_string(),
+            _ => String::new(),
+        },
         "detail": job.detail.clone().unwrap_or_default(),
         "group": job.spec.group,
         "age": age.map(human_duration).unwrap_or_default(),
@@ -234,7 +238,7 @@ fn render_jobs(data: &ListData, filter: &ListFilter) -> Markup {
                 }
             }
             div.total.usage {
-                span.count { (shown.len()) } span.label { "jobs" }
+                span.count #total-jobs { (shown.len()) } span.label { "jobs" }
             }
             div.total.usage {
                 span.count { (total.tokens) } span.label { "tokens" }
@@ -490,7 +494,12 @@ fn render_job(
         section {
             h2 { "Artifacts" }
             ul.artifacts {
-                @for a in &data.artifacts { li { "attempt " (a.attempt) " · " (a.kind) " · " code { (a.path) } } }
+                @for (i, a) in data.artifacts.iter().enumerate() {
+                    li {
+                        a href={ "/api/v1/jobs/" (id) "/artifacts/" (i) } download { (a.kind) }
+                        " · attempt " (a.attempt) " · " code { (a.path) }
+                    }
+                }
             }
         }
         section {

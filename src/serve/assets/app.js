@@ -41,7 +41,9 @@ function jobRow(row) {
 
 function recount() {
   const counts = {};
-  for (const tr of document.querySelectorAll("#jobs tbody tr")) {
+  const rows = document.querySelectorAll("#jobs tbody tr");
+  document.getElementById("total-jobs").textContent = String(rows.length);
+  for (const tr of rows) {
     counts[tr.dataset.activity] = (counts[tr.dataset.activity] || 0) + 1;
   }
   for (const box of document.querySelectorAll("#totals [data-activity]")) {
