@@ -5,6 +5,8 @@
 //!
 //! Screenshots of the job list and a job page are kept under `target/browser-artifacts/`.
 
+mod common;
+
 use fantoccini::{Client, ClientBuilder, Locator};
 use runner::state::JobId;
 use runner::state::{Outcome, Reason};
@@ -453,5 +455,121 @@ async fn a_job_submitted_from_the_new_page_is_queued_and_cancelled_from_its_page
     browser.wait_text("#job-state", "cancelled").await;
     let job = served.store().job(&jobs[0].id).unwrap();
     assert_eq!(job.state.as_str(), "cancelled");
+    browser.client.close().await.unwrap();
+}
+
+/// `runner daemon --listen 127.0.0.1:0` on `env`'s state dir: the process, its base URL and
+/// the token.
+fn daemon_with_listen(env: &common::Env) -> (Reaped, String, String) {
+    let mut child = env
+        .cmd()
+        .args(["daemon", "--listen", "127.0.0.1:0", "--stop-grace", "2s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let daemon = Reaped(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("runner daemon ended before it listened")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("runner: listening on ") {
+            break addr.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let token = std::fs::read_to_string(env.state.join("api-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    (daemon, format!("http://{addr}"), token)
+}
+
+/// Types `yaml` into `/new` and submits it; returns once the new job's page is open.
+async fn submit_from_page(browser: &Browser, base: &str, yaml: &str, name: &str) {
+    let c = &browser.client;
+    c.goto(&format!("{base}/new")).await.unwrap();
+    let text = c
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#new-text"))
+        .await
+        .unwrap();
+    text.send_keys(yaml).await.unwrap();
+    c.find(Locator::Css("#new-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text("main h1", name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_with_listen_runs_jobs_submitted_from_the_page_and_shows_them_live() {
+    let env = common::Env::new();
+    let (_daemon, base, token) = daemon_with_listen(&env);
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("{base}/?token={token}")).await.unwrap();
+
+    // A job printing markup runs to the end; its page follows it live.
+    let script = format!("sleep 2; echo '{SCRIPT_PAYLOAD}'; echo '{IMG_PAYLOAD}'");
+    let yaml = common::sh_job("printer", &script, "");
+    submit_from_page(&browser, &base, &yaml, "printer").await;
+    browser.wait_text("#live", "live").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if browser.text("#job-state").await.contains("succeeded") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "printer never succeeded on its page"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = browser.text("#events").await;
+    assert!(
+        events.contains("running"),
+        "the events missed running: {events}"
+    );
+    c.refresh().await.unwrap();
+    let output = browser.wait_text("pre.output", SCRIPT_PAYLOAD).await;
+    assert!(output.contains(IMG_PAYLOAD), "{output}");
+    assert_eq!(browser.pwned().await, "undefined");
+
+    // Another one is cancelled from its page while it runs.
+    let yaml = common::sh_job("sleeper", "sleep 300", "");
+    submit_from_page(&browser, &base, &yaml, "sleeper").await;
+    browser.wait_text("#live", "live").await;
+    browser.wait_text("#job-state", "running").await;
+    c.find(Locator::Css("#controls button[data-action=cancel]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if browser.text("#job-state").await.contains("cancelled") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleeper never became cancelled on its page"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.goto(&format!("{base}/")).await.unwrap();
+    let table = browser.wait_text("#jobs tbody", "sleeper").await;
+    assert!(
+        table.contains("cancelled") && table.contains("succeeded"),
+        "{table}"
+    );
     browser.client.close().await.unwrap();
 }
