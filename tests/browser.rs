@@ -6,6 +6,7 @@
 //! Screenshots of the job list and a job page are kept under `target/browser-artifacts/`.
 
 mod common;
+mod scripted;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use runner::state::JobId;
@@ -460,10 +461,16 @@ async fn a_job_submitted_from_the_new_page_is_queued_and_cancelled_from_its_page
 
 /// `runner daemon --listen 127.0.0.1:0` on `env`'s state dir: the process, its base URL and
 /// the token.
-fn daemon_with_listen(env: &common::Env) -> (Reaped, String, String) {
+fn daemon_with_listen(
+    env: &common::Env,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+) -> (Reaped, String, String) {
     let mut child = env
         .cmd()
         .args(["daemon", "--listen", "127.0.0.1:0", "--stop-grace", "2s"])
+        .args(extra)
+        .envs(vars.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -511,7 +518,7 @@ async fn submit_from_page(browser: &Browser, base: &str, yaml: &str, name: &str)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_with_listen_runs_jobs_submitted_from_the_page_and_shows_them_live() {
     let env = common::Env::new();
-    let (_daemon, base, token) = daemon_with_listen(&env);
+    let (_daemon, base, token) = daemon_with_listen(&env, &[], &[]);
     let browser = Browser::start().await;
     let c = &browser.client;
     c.goto(&format!("{base}/?token={token}")).await.unwrap();
@@ -572,4 +579,90 @@ async fn a_daemon_with_listen_runs_jobs_submitted_from_the_page_and_shows_them_l
         "{table}"
     );
     browser.client.close().await.unwrap();
+}
+
+/// Waits until `css`'s text contains `needle`, for up to `within`.
+async fn wait_long(browser: &Browser, css: &str, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = browser.text(css).await;
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {needle:?}; it shows {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The real Aider image against a scripted upstream, under `runner daemon --listen`.
+#[test]
+fn an_agent_submitted_from_the_page_shows_its_turns_live_and_takes_a_message_sent_from_it() {
+    let env = common::Env::new();
+    common::make_repo(&env.dir.path().join("repo"));
+    let llm = scripted::ScriptedLlm::start(
+        vec![
+            scripted::answer("run", "sleep 6"),
+            scripted::answer("finish", "greet added as the operator asked"),
+        ],
+        vec![scripted::create_file(
+            "greet.py",
+            "def greet(name):\n    return f\"Hello, {name}!\"\n",
+        )],
+    );
+    let jobs_from = env.dir.path().display().to_string();
+    let (_daemon, base, token) = daemon_with_listen(
+        &env,
+        &["--jobs-from", &jobs_from],
+        &[
+            ("OPENAI_BASE_URL", &llm.url),
+            ("OPENAI_API_KEY", "upstream-key"),
+        ],
+    );
+    let yaml = "name: talk\ntask: Add a function greet(name) to greet.py.\nrepo: ./repo\nagent: { model: openai/mock }\nmanager: { mode: llm, model: manager-mock, max_turns: 5 }\ntimeout: 5m\n";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let browser = Browser::start().await;
+        let c = &browser.client;
+        c.goto(&format!("{base}/?token={token}")).await.unwrap();
+        submit_from_page(&browser, &base, yaml, "talk").await;
+        browser.wait_text("#live", "live").await;
+        // Aider is running the first turn's command: the transcript shows it live.
+        wait_long(&browser, "#transcript", "sleep 6", Duration::from_secs(120)).await;
+        let message = "Operator here: <b>create greet.py now</b>";
+        c.find(Locator::Css("#send-text"))
+            .await
+            .unwrap()
+            .send_keys(message)
+            .await
+            .unwrap();
+        c.find(Locator::Css("#send-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let status = browser.wait_text("#control-status", "stored").await;
+        assert!(!status.is_empty());
+        wait_long(&browser, "#timeline", "turn 1/5", Duration::from_secs(60)).await;
+        wait_long(&browser, "#events", message, Duration::from_secs(60)).await;
+        wait_long(&browser, "#transcript", message, Duration::from_secs(60)).await;
+        wait_long(
+            &browser,
+            "#job-state",
+            "succeeded",
+            Duration::from_secs(120),
+        )
+        .await;
+        let timeline = browser.text("#timeline").await;
+        assert!(timeline.contains("finish"), "{timeline}");
+        assert!(
+            c.find_all(Locator::Css("main b")).await.unwrap().is_empty(),
+            "the message's markup became an element"
+        );
+        browser.screenshot("agent.png").await;
+        browser.client.close().await.unwrap();
+    });
 }
