@@ -544,6 +544,13 @@ async fn a_daemon_with_listen_runs_jobs_submitted_from_the_page_and_shows_them_l
         events.contains("running"),
         "the events missed running: {events}"
     );
+    assert!(!browser.text("#job-started").await.is_empty());
+    assert!(!browser.text("#job-finished").await.is_empty());
+    let detail = browser.text("#job-detail").await;
+    assert!(
+        !detail.contains("runner-"),
+        "a container as the job's detail: {detail}"
+    );
     c.refresh().await.unwrap();
     let output = browser.wait_text("pre.output", SCRIPT_PAYLOAD).await;
     assert!(output.contains(IMG_PAYLOAD), "{output}");

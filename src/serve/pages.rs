@@ -416,7 +416,7 @@ fn render_job(
                 dt { "reason" } dd #job-reason { (job.reason.map(|r| r.to_string()).unwrap_or_default()) }
                 dt { "detail" } dd #job-detail { (job.detail.clone().unwrap_or_default()) }
                 dt { "submitted" } dd { (job.submitted_at) }
-                dt { "started" } dd { (job.started_at.clone().unwrap_or_default()) }
+                dt { "started" } dd #job-started { (job.started_at.clone().unwrap_or_default()) }
                 dt { "finished" } dd #job-finished { (job.finished_at.clone().unwrap_or_default()) }
                 dt { "duration" } dd { (duration.map(human_duration).unwrap_or_default()) }
                 @if let Some(src) = &job.source { dt { "source" } dd { code { (src) } } }

@@ -117,14 +117,18 @@ function jobPage() {
         document.getElementById("timeline").append(turnItem(ev));
         return;
       }
-      if (ev.type === "state" && ev.attempt === null || ev.type === "state" && ACTIVITY[ev.state] !== undefined) {
+      if (ev.type === "state" && ACTIVITY[ev.state] !== undefined) {
         const holder = document.getElementById("job-state");
         const badge = el("span", "badge " + ACTIVITY[ev.state], ev.state);
         badge.dataset.state = ev.state;
         holder.replaceChildren(badge);
         document.getElementById("job-reason").textContent = ev.reason || "";
-        if (ev.detail) document.getElementById("job-detail").textContent = ev.detail;
         const ended = ["succeeded", "failed", "cancelled"].includes(ev.state);
+        // A starting attempt's detail is its container; the job's detail is its outcome.
+        if (ended || ev.state === "queued") document.getElementById("job-detail").textContent = ev.detail || "";
+        const started = document.getElementById("job-started");
+        if (ev.state === "running" && !started.textContent) started.textContent = ev.at;
+        if (ended) document.getElementById("job-finished").textContent = ev.at;
         for (const c of document.querySelectorAll("#controls button, #controls input")) c.disabled = ended;
       }
       const li = el("li");
