@@ -752,3 +752,148 @@ fn a_daemon_with_listen_streams_a_running_jobs_events_live_and_serves_its_log() 
     assert_eq!(beyond.status, 404);
     env.wait_no_containers(Duration::from_secs(20));
 }
+
+/// Polls `check` every 200 ms until it holds (panics with `what` after `within`).
+fn wait_until(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_running_agent_is_paused_resumed_messaged_and_cancelled_over_the_api() {
+    let env = Env::new();
+    let llm = scripted::ScriptedLlm::start(vec![], vec![]);
+    let jobs = env.dir.path().join("jobs");
+    make_repo(&jobs.join("repo"));
+    let daemon = Server::start(
+        &env,
+        &[
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--jobs-from",
+            path_str(&jobs),
+            "--stop-grace",
+            "2s",
+        ],
+        &[("OPENAI_BASE_URL", &llm.url)],
+    );
+    let manager = "{ mode: script, steps: [ { action: run, argument: \"sleep 5\" }, { action: run, argument: \"sleep 120\" }, { action: finish, argument: x } ] }";
+    let yaml = format!(
+        "name: helper\ntask: add greet.py\nrepo: ./repo\nagent: {{ model: openai/mock }}\nmanager: {manager}\ntimeout: 5m\n"
+    );
+    let created = daemon.post("/api/v1/jobs", yaml.as_bytes());
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let id = created.json()["id"].as_str().unwrap().to_string();
+    let transcript_has = |text: &str| {
+        daemon
+            .get(&format!("/api/v1/jobs/{id}/transcript"))
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| {
+                row["text"].as_str().unwrap_or_default().contains(text) && row["attempt"] == 1
+            })
+    };
+    let has_event = |kind: &str| {
+        daemon
+            .get(&format!("/api/v1/jobs/{id}/events"))
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == kind)
+    };
+    wait_until(Duration::from_secs(90), "the first turn", || {
+        transcript_has("/run sleep 5")
+    });
+
+    let paused = daemon.post(&format!("/api/v1/jobs/{id}/pause"), b"");
+    assert_eq!(
+        paused.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&paused.body)
+    );
+    assert_eq!(paused.json()["status"], "pausing");
+    wait_until(Duration::from_secs(30), "the paused event", || {
+        has_event("paused")
+    });
+    let resumed = daemon.post(&format!("/api/v1/jobs/{id}/resume"), b"");
+    assert_eq!(
+        resumed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&resumed.body)
+    );
+    assert_eq!(resumed.json()["status"], "resuming");
+    wait_until(Duration::from_secs(30), "the resumed event", || {
+        has_event("resumed")
+    });
+    wait_until(Duration::from_secs(30), "the second turn", || {
+        transcript_has("/run sleep 120")
+    });
+
+    let sent = daemon.post(
+        &format!("/api/v1/jobs/{id}/send"),
+        json!({"message": "use tabs <script>x</script>"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(sent.status, 200, "{}", String::from_utf8_lossy(&sent.body));
+    assert_eq!(
+        (&sent.json()["status"], &sent.json()["attempt"]),
+        (&json!("stored"), &json!(1))
+    );
+    let show = daemon.get(&format!("/api/v1/jobs/{id}")).json();
+    assert_eq!(show["messages"][0]["text"], "use tabs <script>x</script>");
+    assert_eq!(
+        show["messages"][0]["status"], "waiting",
+        "Aider is busy with the turn"
+    );
+
+    let cancel = daemon.post(&format!("/api/v1/jobs/{id}/cancel"), b"");
+    assert_eq!(cancel.status, 200);
+    assert_eq!(cancel.json()["status"], "stopping");
+    env.wait_state(&id, "cancelled", Duration::from_secs(30));
+    env.wait_no_containers(Duration::from_secs(20));
+}
+
+#[test]
+fn an_address_other_than_loopback_is_served_only_when_named_and_with_a_warning() {
+    let env = Env::new();
+    let local = Server::serve(&env, &[]);
+    assert!(!local.banner.contains("warning"), "{}", local.banner);
+    drop(local);
+    let open = Server::start(&env, &["serve", "--listen", "0.0.0.0:0"], &[]);
+    assert!(
+        open.banner.contains("warning: serving on 0.0.0.0:"),
+        "{}",
+        open.banner
+    );
+    assert!(open.banner.contains("not loopback"), "{}", open.banner);
+    let port = open.addr.rsplit(':').next().unwrap();
+    let none = request(
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        "/api/v1/jobs",
+        &[],
+        b"",
+    );
+    assert_eq!(none.status, 401, "the token is needed on every address");
+    let bad = env.run(&["serve", "--listen", "localhost"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("IP:PORT"), "{}", stderr(&bad));
+}
