@@ -158,6 +158,10 @@ impl Served {
     }
 
     fn start(setup: impl FnOnce(&mut Store)) -> Served {
+        Served::start_on("127.0.0.1:0", setup)
+    }
+
+    fn start_on(listen: &str, setup: impl FnOnce(&mut Store)) -> Served {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         {
@@ -165,7 +169,7 @@ impl Served {
             setup(&mut store);
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .args(["serve", "--listen", listen, "--state-dir"])
             .arg(&state)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -672,4 +676,34 @@ fn an_agent_submitted_from_the_page_shows_its_turns_live_and_takes_a_message_sen
         browser.screenshot("agent.png").await;
         browser.client.close().await.unwrap();
     });
+}
+
+/// This host's address on its default route (no packet is sent: a UDP socket only picks it).
+fn non_loopback_ip() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket.connect("10.255.255.255:1").unwrap();
+    let ip = socket.local_addr().unwrap().ip();
+    assert!(!ip.is_loopback(), "this host has no address but loopback");
+    ip
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_on_another_address_are_refused_without_the_token_and_served_with_it() {
+    let served = Served::start_on("0.0.0.0:0", |store| {
+        plain_job(store, "secret-job", "default");
+    });
+    let port = served.base.rsplit(':').next().unwrap().to_string();
+    let base = format!("http://{}:{port}", non_loopback_ip());
+    let browser = Browser::start().await;
+    browser.client.goto(&format!("{base}/")).await.unwrap();
+    let body = browser.text("body").await;
+    assert!(!body.contains("secret-job"), "{body}");
+    assert!(body.contains("token"), "{body}");
+    browser
+        .client
+        .goto(&format!("{base}/?token={}", served.token))
+        .await
+        .unwrap();
+    browser.wait_text("#jobs tbody", "secret-job").await;
+    browser.client.close().await.unwrap();
 }
