@@ -35,6 +35,9 @@ const APP_JS: &str = include_str!("assets/app.js");
 /// not poll).
 const LIVE_TICK: Duration = Duration::from_millis(250);
 
+/// The most rows the job list renders (the newest; totals count every job that matches).
+const LIST_ROWS: usize = 500;
+
 /// The most of one file (log, verify output, patch) a page shows.
 const FILE_LIMIT: u64 = 512 * 1024;
 
@@ -273,12 +276,15 @@ fn render_jobs(data: &ListData, filter: &ListFilter) -> Markup {
                 th { "Duration" } th.num { "Turns" } th.num { "Tokens" } th.num { "Cost" }
             } }
             tbody {
-                @for job in &shown {
+                @for job in shown.iter().take(LIST_ROWS) {
                     @let tally = data.tallies.get(job.id.as_str()).copied().unwrap_or_default();
                     @let paused = data.paused.get(job.id.as_str()).copied().unwrap_or(false);
                     (job_row(&row_json(job, &tally, paused)))
                 }
             }
+        }
+        @if shown.len() > LIST_ROWS {
+            p.empty #more-jobs { "Showing the newest " (LIST_ROWS) " of " (shown.len()) " jobs; filter by state, group or name to see others." }
         }
         @if shown.is_empty() {
             p.empty #no-jobs { "No jobs yet. " a href="/new" { "Submit one." } }
