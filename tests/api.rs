@@ -11,65 +11,10 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Stdio};
+
 use std::time::{Duration, Instant};
 
-/// A `runner serve` or `runner daemon --listen` process, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    token: String,
-    /// What it printed on stderr up to the address (and the login URL for `serve`).
-    banner: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    /// Starts `runner ARGS...` and reads its stderr until it says where it listens.
-    fn start(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Server {
-        let mut child = env
-            .cmd()
-            .args(args)
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("runner starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut banner = String::new();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            banner.push_str(&line);
-            banner.push('\n');
-            if let Some(a) = line.strip_prefix("runner: listening on ") {
-                addr = Some(a.trim().to_string());
-            }
-            if line.contains("?token=") || line.contains("the token is in") {
-                break;
-            }
-        }
-        // Keep draining stderr so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let addr = addr.unwrap_or_else(|| panic!("no address printed: {banner}"));
-        let token = std::fs::read_to_string(env.state.join("api-token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Server {
-            child,
-            addr,
-            token,
-            banner,
-        }
-    }
-
     fn serve(env: &Env, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);

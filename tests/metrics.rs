@@ -8,63 +8,13 @@ mod upstream;
 
 use common::*;
 use prometheus_parse::{Scrape, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+
 use std::time::Duration;
 use upstream::Upstream;
 
-/// A `runner serve` or `runner daemon --listen` process, stopped when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-    token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM lets a daemon stop its jobs and remove their containers.
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    /// Starts `runner ARGS...` and reads its stderr until it says where it listens.
-    fn start(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Server {
-        let mut child = env
-            .cmd()
-            .args(args)
-            .envs(vars.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("runner starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut banner = String::new();
-        let mut addr = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            banner.push_str(&line);
-            banner.push('\n');
-            if let Some(a) = line.strip_prefix("runner: listening on ") {
-                addr = Some(a.trim().to_string());
-            }
-            if line.contains("?token=") || line.contains("the token is in") {
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        let addr = addr.unwrap_or_else(|| panic!("no address printed: {banner}"));
-        let token = std::fs::read_to_string(env.state.join("api-token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Server { child, addr, token }
-    }
-
     /// `GET /metrics` with the token: its status, content type and body.
     fn metrics(&self) -> (u16, String, String) {
         get(&self.addr, "/metrics", Some(&self.token))

@@ -294,3 +294,64 @@ pub fn make_repo(dir: &Path) {
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "initial"]);
 }
+
+/// A `runner serve` or `runner daemon --listen` process, stopped (SIGTERM, so a daemon removes
+/// its jobs' containers) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    pub token: String,
+    /// What it printed on stderr up to the address (and the login URL for `serve`).
+    pub banner: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `runner ARGS...` and reads its stderr until it says where it listens.
+    pub fn start(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Server {
+        use std::io::{BufRead, BufReader};
+        let mut child = env
+            .cmd()
+            .args(args)
+            .envs(vars.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runner starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut banner = String::new();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(a) = line.strip_prefix("runner: listening on ") {
+                addr = Some(a.trim().to_string());
+            }
+            if line.contains("?token=") || line.contains("the token is in") {
+                break;
+            }
+        }
+        // Keep draining stderr so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = addr.unwrap_or_else(|| panic!("no address printed: {banner}"));
+        let token = std::fs::read_to_string(env.state.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Server {
+            child,
+            addr,
+            token,
+            banner,
+        }
+    }
+}
