@@ -17,6 +17,9 @@
 #     against the same jobs with `network: none`, one at a time, alternating rounds; a relay's memory.
 #  7. 16 agent jobs whose upstream (bench/slow_llm.py) takes 2 s an answer, at --parallel 16 with
 #     default resources, against one such job alone; the runner's CPU time and peak memory a turn;
+#  8. mission control (benches/serve.rs, a real `runner serve`, no Docker): time from an event
+#     being stored to its arrival at SSE clients, 50 clients against 1; the jobs page with 10,000
+#     jobs in the store against 100; run with part 3 (it is a cargo bench too);
 # Each part prints one summary line at the end. Temp dirs, and any leftover containers created
 # during the bench (runner containers by their state id, baseline containers by a bench label)
 # and the LLM networks of the bench's state dirs,
@@ -113,6 +116,12 @@ echo "bench: part 3: manager request bytes over a scripted 30-turn session (carg
 grep -v '^bench: ' "$WORK/manager-bytes.out" | sed 's/^/  /' >&2
 MANAGER_LINE=$(grep '^bench: manager' "$WORK/manager-bytes.out") \
     || { echo "bench: manager_bytes printed no summary line" >&2; exit 1; }
+echo "bench: part 8: mission control: SSE latency with 50 clients, jobs page with 10,000 jobs (cargo bench --bench serve)" >&2
+"$CARGO" bench --locked --quiet --bench serve >"$WORK/serve.out" 2>"$WORK/serve.err" \
+    || { echo "bench: cargo bench --bench serve failed:" >&2; tail -30 "$WORK/serve.err" >&2; exit 1; }
+grep '^  ' "$WORK/serve.err" >&2 || true
+SERVE_LINE=$(grep '^bench: serve' "$WORK/serve.out") \
+    || { echo "bench: serve printed no summary line" >&2; exit 1; }
 if [ "$RUNNER" = "$DEFAULT_RUNNER" ]; then
     "$CARGO" build --release --locked --quiet >&2 \
         || { echo "bench: cargo build --release failed after cargo bench" >&2; exit 1; }
@@ -420,4 +429,5 @@ awk -v n="$RELAY_JOBS" -v a="$RELAY_N" -v b="$RELAY_L" -v m="$RELAY_MEM" -v x="$
 awk -v n="$AGENTS" -v d="$LLM_DELAY" -v m="$MANY_T" -v o="$ONE_T" -v x="$(ratio "$MANY_T" "$ONE_T")" \
     -v cpu="$(awk -v u="$MANY_USER" -v s="$MANY_SYS" 'BEGIN { print u + s }')" -v t="$TURNS" -v r="$(mb "$MANY_RSS")" 'BEGIN {
     printf "bench: %d agent jobs, upstream %ss an answer, --parallel %d, default resources: %.1fs; one alone %.1fs; ratio %s (goal <= 2); runner CPU %.2fs for %d turns (%.0f ms a turn), peak RSS %s MiB\n", n, d, n, m, o, x, cpu, t, (t > 0 ? cpu * 1000 / t : 0), r }'
+echo "$SERVE_LINE"
 echo "bench: done in $(sub "$(now)" "$BENCH_START")s" >&2

@@ -2,7 +2,7 @@
 //! `events --json`) and messages. Errors are `{"error": "..."}`; the routes are described in
 //! `openapi.json`, served at `/api/v1/openapi.json`.
 
-use super::ServeState;
+use super::{live, ServeState};
 use crate::cli::output;
 use crate::state::{JobId, JobState};
 use crate::store::{CancelResult, ControlResult, EventRecord, Store, StoreError};
@@ -14,16 +14,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 /// The OpenAPI 3 document of these routes.
 pub const OPENAPI: &str = include_str!("openapi.json");
-
-/// How often a live event stream looks for new events.
-const POLL: Duration = Duration::from_millis(100);
-
-/// A comment line this often keeps idle streams open through proxies.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// The API's routes.
 pub fn routes() -> Router<ServeState> {
@@ -186,7 +179,22 @@ async fn job_events(
             .await?;
         return Ok(Json(serde_json::to_value(events).unwrap_or(Value::Null)).into_response());
     }
-    let stream = event_stream(state, id, start);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(live::follow_job(
+        state.store.clone(),
+        state.hub.clone(),
+        id,
+        live::Cursor {
+            events: start,
+            transcript: None,
+        },
+        tx,
+        |item| match item {
+            live::Item::Event(e) => sse_message(e),
+            live::Item::End => live::sse(Some("end"), None, "{}"),
+            live::Item::Transcript(_) => String::new(),
+        },
+    ));
     Ok((
         [
             (
@@ -195,7 +203,7 @@ async fn job_events(
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
-        Body::from_stream(stream),
+        live::body(rx),
     )
         .into_response())
 }
@@ -203,65 +211,7 @@ async fn job_events(
 /// One event as an SSE message: `id:` its seq, `data:` its JSON (one line).
 fn sse_message(e: &EventRecord) -> String {
     let data = serde_json::to_string(e).expect("an event serializes");
-    format!("id: {}\ndata: {data}\n\n", e.seq)
-}
-
-/// The events of `id` after `start` as they are stored, polled every [`POLL`]; ends with an
-/// `end` event once the job has ended and every event before that is sent.
-fn event_stream(
-    state: ServeState,
-    id: JobId,
-    start: i64,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    futures_util::stream::unfold(
-        (state, id, start, false, tokio::time::Instant::now()),
-        |(state, id, mut last, finished, mut quiet_since)| async move {
-            if finished {
-                return None;
-            }
-            loop {
-                let job = id.clone();
-                let read = state
-                    .store
-                    .call(move |s| {
-                        // The state first: events stored before a final state are then all read.
-                        let done = s.job(&job)?.state.is_terminal();
-                        Ok((done, s.events_after(&job, last)?))
-                    })
-                    .await;
-                let (done, events) = match read {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let msg = format!(
-                            "event: error\ndata: {}\n\n",
-                            json!({"error": e.to_string()})
-                        );
-                        return Some((Ok(Bytes::from(msg)), (state, id, last, true, quiet_since)));
-                    }
-                };
-                let mut chunk = String::new();
-                for e in &events {
-                    last = e.seq;
-                    chunk.push_str(&sse_message(e));
-                }
-                if done {
-                    chunk.push_str("event: end\ndata: {}\n\n");
-                }
-                if !chunk.is_empty() {
-                    quiet_since = tokio::time::Instant::now();
-                    return Some((Ok(Bytes::from(chunk)), (state, id, last, done, quiet_since)));
-                }
-                if quiet_since.elapsed() >= KEEP_ALIVE {
-                    quiet_since = tokio::time::Instant::now();
-                    return Some((
-                        Ok(Bytes::from_static(b": keep-alive\n\n")),
-                        (state, id, last, false, quiet_since),
-                    ));
-                }
-                tokio::time::sleep(POLL).await;
-            }
-        },
-    )
+    live::sse(None, Some(&e.seq.to_string()), &data)
 }
 
 #[derive(Debug, Deserialize)]

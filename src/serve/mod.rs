@@ -10,6 +10,7 @@
 
 pub mod api;
 mod auth;
+pub mod live;
 pub mod metrics;
 pub mod pages;
 
@@ -43,6 +44,8 @@ pub struct ServeState {
     /// The folder local paths (`repo`, cassettes) of jobs submitted over HTTP may come from
     /// (`--jobs-from`); none: such jobs may not name local paths.
     pub jobs_from: Option<PathBuf>,
+    /// Broadcasts what is stored to the live streams (started by [`serve`]).
+    pub hub: live::Hub,
     /// The API token (never logged, never served).
     token: Arc<String>,
 }
@@ -73,6 +76,7 @@ impl ServeState {
             store: SharedStore::new(store),
             state_dir: state_dir.to_path_buf(),
             jobs_from,
+            hub: live::Hub::new(),
             token: Arc::new(token),
         })
     }
@@ -153,13 +157,21 @@ pub async fn serve(
     state: ServeState,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    // The live streams' watcher reads on its own connection, beside the handlers'.
+    let watcher_store = crate::store::Store::open(&state.state_dir)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let watch_stop = stop.child_token();
+    let watcher = state.hub.watch(watcher_store, watch_stop.clone());
     let graceful = stop.clone();
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { graceful.cancelled().await });
-    tokio::select! {
+    let served = tokio::select! {
         r = server => r,
         _ = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ok(()),
-    }
+    };
+    watch_stop.cancel();
+    let _ = tokio::task::spawn_blocking(move || watcher.join()).await;
+    served
 }
 
 /// How long requests under way may take once the server is asked to stop.

@@ -13,11 +13,14 @@
 //! `transcript` event per transcript line). The script builds DOM nodes with `textContent` only:
 //! everything an agent or a job printed is text, never markup.
 
+use super::live;
 use crate::state::{parse_rfc3339, JobId, JobState};
-use crate::store::{EventBody, EventRecord, ExportEvent, JobRecord, JobTally, SharedStore, Store};
+use crate::store::{
+    EventBody, EventRecord, ExportEvent, JobFilter, JobListing, JobRecord, JobTally, SharedStore,
+    Store, TranscriptRecord,
+};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -25,15 +28,10 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
 const APP_CSS: &str = include_str!("assets/app.css");
 const APP_JS: &str = include_str!("assets/app.js");
-
-/// How often the live streams look for new rows in the store (server side; the browser does
-/// not poll).
-const LIVE_TICK: Duration = Duration::from_millis(250);
 
 /// The most rows the job list renders (the newest; totals count every job that matches).
 const LIST_ROWS: usize = 500;
@@ -179,75 +177,62 @@ struct ListFilter {
 }
 
 impl ListFilter {
-    fn keeps(&self, job: &JobRecord) -> bool {
-        (self.state.is_empty() || job.state.as_str() == self.state)
-            && (self.group.is_empty() || job.spec.group == self.group)
-            && (self.name.is_empty() || job.name.contains(&self.name))
+    /// The store's filter (an unknown state filters nothing).
+    fn to_store(&self) -> JobFilter {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        JobFilter {
+            state: self.state.parse().ok(),
+            group: some(&self.group),
+            name: some(&self.name),
+        }
     }
 }
 
-struct ListData {
-    jobs: Vec<JobRecord>,
-    tallies: HashMap<String, JobTally>,
-    paused: HashMap<String, bool>,
-    groups: Vec<String>,
-}
-
-fn list_data(store: &Store) -> crate::store::Result<ListData> {
-    let mut jobs = store.list(true)?;
-    jobs.reverse();
-    let tallies = store.job_tallies()?;
-    let mut paused = HashMap::new();
-    for job in jobs.iter().filter(|j| j.state == JobState::Running) {
-        paused.insert(job.id.to_string(), store.paused(&job.id)?);
+/// The totals above the list (`/live/jobs` sends them again as `totals` events): matching jobs
+/// by activity, and their count, tokens and cost.
+fn totals_json(listing: &JobListing) -> Value {
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for (state, n) in &listing.by_state {
+        *counts.entry(activity(*state, false)).or_default() += n;
     }
-    let mut groups: Vec<String> = jobs.iter().map(|j| j.spec.group.clone()).collect();
-    groups.sort();
-    groups.dedup();
-    Ok(ListData {
-        jobs,
-        tallies,
-        paused,
-        groups,
+    if listing.paused_running > 0 {
+        *counts.entry("working").or_default() -= listing.paused_running;
+        *counts.entry("paused").or_default() += listing.paused_running;
+    }
+    json!({
+        "counts": counts,
+        "jobs": listing.matched(),
+        "tokens": listing.tokens,
+        "cost": format!("${:.4}", listing.cost_usd),
     })
 }
 
 async fn jobs_page(State(store): State<SharedStore>, Query(filter): Query<ListFilter>) -> Response {
-    match store.call(|s| list_data(s)).await {
-        Ok(data) => Html(render_jobs(&data, &filter).0).into_response(),
+    let query = filter.to_store();
+    match store.call(move |s| s.job_listing(&query, LIST_ROWS)).await {
+        Ok(listing) => Html(render_jobs(&listing, &filter).0).into_response(),
         Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
-fn render_jobs(data: &ListData, filter: &ListFilter) -> Markup {
-    let shown: Vec<&JobRecord> = data.jobs.iter().filter(|j| filter.keeps(j)).collect();
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    let mut total = JobTally::default();
-    for job in &shown {
-        let paused = data.paused.get(job.id.as_str()).copied().unwrap_or(false);
-        *counts.entry(activity(job.state, paused)).or_default() += 1;
-        if let Some(t) = data.tallies.get(job.id.as_str()) {
-            total.turns += t.turns;
-            total.tokens += t.tokens;
-            total.cost_usd += t.cost_usd;
-        }
-    }
+fn render_jobs(listing: &JobListing, filter: &ListFilter) -> Markup {
+    let totals = totals_json(listing);
     let body = html! {
         section.totals #totals {
             @for what in ["working", "waiting", "paused", "done", "failed", "cancelled"] {
                 div class={ "total " (what) } data-activity=(what) {
-                    span.count { (counts.get(what).copied().unwrap_or(0)) }
+                    span.count { (totals["counts"][what].as_u64().unwrap_or(0)) }
                     span.label { (what) }
                 }
             }
             div.total.usage {
-                span.count #total-jobs { (shown.len()) } span.label { "jobs" }
+                span.count #total-jobs { (listing.matched()) } span.label { "jobs" }
             }
             div.total.usage {
-                span.count { (total.tokens) } span.label { "tokens" }
+                span.count #total-tokens { (listing.tokens) } span.label { "tokens" }
             }
             div.total.usage {
-                span.count { (format!("${:.4}", total.cost_usd)) } span.label { "cost" }
+                span.count #total-cost { (totals["cost"].as_str().unwrap_or_default()) } span.label { "cost" }
             }
         }
         form.filters method="get" action="/" {
@@ -262,7 +247,7 @@ fn render_jobs(data: &ListData, filter: &ListFilter) -> Markup {
             label { "Group "
                 select name="group" {
                     option value="" { "any" }
-                    @for g in &data.groups {
+                    @for g in &listing.groups {
                         option value=(g) selected[&filter.group == g] { (g) }
                     }
                 }
@@ -276,17 +261,17 @@ fn render_jobs(data: &ListData, filter: &ListFilter) -> Markup {
                 th { "Duration" } th.num { "Turns" } th.num { "Tokens" } th.num { "Cost" }
             } }
             tbody {
-                @for job in shown.iter().take(LIST_ROWS) {
-                    @let tally = data.tallies.get(job.id.as_str()).copied().unwrap_or_default();
-                    @let paused = data.paused.get(job.id.as_str()).copied().unwrap_or(false);
+                @for job in &listing.jobs {
+                    @let tally = listing.tallies.get(job.id.as_str()).copied().unwrap_or_default();
+                    @let paused = listing.paused.iter().any(|p| p == job.id.as_str());
                     (job_row(&row_json(job, &tally, paused)))
                 }
             }
         }
-        @if shown.len() > LIST_ROWS {
-            p.empty #more-jobs { "Showing the newest " (LIST_ROWS) " of " (shown.len()) " jobs; filter by state, group or name to see others." }
+        @if listing.matched() > listing.jobs.len() as u64 {
+            p.empty #more-jobs { "Showing the newest " (listing.jobs.len()) " of " (listing.matched()) " jobs; filter by state, group or name to see others." }
         }
-        @if shown.is_empty() {
+        @if listing.jobs.is_empty() {
             p.empty #no-jobs { "No jobs yet. " a href="/new" { "Submit one." } }
         }
     };
@@ -321,19 +306,16 @@ struct JobData {
     attempt_usage: Vec<(u32, crate::store::RoleUsage)>,
     artifacts: Vec<crate::store::ArtifactRecord>,
     events: Vec<EventRecord>,
-    transcript: Vec<(u32, String, String, String)>,
+    transcript: Vec<TranscriptRecord>,
 }
 
 fn job_data(store: &Store, query: &str) -> crate::store::Result<JobData> {
     let id = store.resolve(query)?;
     let job = store.job(&id)?;
     let attempts = store.attempts(&id)?;
-    let mut transcript = Vec::new();
+    let transcript = store.transcript_after(&id, 0)?;
     let mut attempt_usage = Vec::new();
     for a in &attempts {
-        for (at, dir, text) in store.transcript(&id, a.n)? {
-            transcript.push((a.n, at, dir, text));
-        }
         attempt_usage.push((a.n, store.attempt_usage(&id, a.n)?));
     }
     Ok(JobData {
@@ -414,7 +396,7 @@ fn render_job(
         .collect();
     let last_seq = data.events.last().map(|e| e.seq).unwrap_or(0);
     let body = html! {
-        section.jobhead #job data-id=(id) data-seq=(last_seq) data-transcript=(data.transcript.len()) {
+        section.jobhead #job data-id=(id) data-seq=(last_seq) data-transcript=(data.transcript.last().map_or(0, |t| t.seq)) {
             h1 { (job.name) " " span #job-state { (badge(job.state, data.paused)) } }
             dl.facts {
                 dt { "id" } dd { code { (id) } }
@@ -456,8 +438,8 @@ fn render_job(
         section {
             h2 { "Transcript" }
             pre.transcript #transcript {
-                @for (n, at, dir, text) in &data.transcript {
-                    span class={ "line " (dir) } title={ "attempt " (n) " · " (at) } { (text) "\n" }
+                @for t in &data.transcript {
+                    span class={ "line " (t.direction) } title={ "attempt " (t.attempt) " · " (t.at) } { (t.text) "\n" }
                 }
             }
         }
@@ -566,51 +548,101 @@ async fn new_page() -> Html<String> {
     Html(layout("New job", "new", body).0)
 }
 
-/// `/live/jobs`: a `job` event with the list row of every job an event is stored for.
-async fn live_jobs(State(store): State<SharedStore>) -> Response {
-    let start = store.call(|s| s.last_event_seq()).await.unwrap_or(0);
-    let stream = futures_util::stream::unfold((store, start), |(store, mut after)| async move {
+/// The least time between two `totals` events of one `/live/jobs` stream (they sum over every
+/// matching job).
+const TOTALS_EVERY: Duration = Duration::from_secs(1);
+
+/// `/live/jobs`: a `job` event with the list row of every job an event is stored for, and at
+/// most every [`TOTALS_EVERY`] a `totals` event with the list's totals under the page's filter
+/// (its query parameters).
+async fn live_jobs(
+    State(state): State<super::ServeState>,
+    Query(filter): Query<ListFilter>,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut batches = state.hub.subscribe();
+    let store = state.store.clone();
+    let filter = filter.to_store();
+    tokio::spawn(async move {
+        // Totals are due after a change, but not sooner than TOTALS_EVERY after the last ones.
+        let mut totals_due: Option<tokio::time::Instant> = None;
+        let mut last_totals = tokio::time::Instant::now();
         loop {
-            let from = after;
-            let rows = store
+            let wake = totals_due.unwrap_or_else(|| tokio::time::Instant::now() + live::KEEP_ALIVE);
+            let ids: Vec<JobId> = tokio::select! {
+                r = batches.recv() => match r {
+                    Ok(batch) => batch.events.iter().map(|e| e.job_id.clone()).collect(),
+                    // Fell behind: the totals say what changed; rows come with the next events.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Vec::new(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if totals_due.is_none() {
+                        if tx.send(": keep-alive\n\n".into()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Vec::new()
+                }
+                _ = tx.closed() => return,
+            };
+            let mut ids = ids;
+            ids.sort();
+            ids.dedup();
+            let now = tokio::time::Instant::now();
+            if !ids.is_empty() || totals_due.is_none() {
+                totals_due.get_or_insert(now.max(last_totals + TOTALS_EVERY));
+            }
+            let with_totals = totals_due.is_some_and(|due| due <= now);
+            if ids.is_empty() && !with_totals {
+                continue;
+            }
+            let f = filter.clone();
+            let read = store
                 .call(move |s| {
-                    let events = s.events_since(from, 500)?;
-                    let last = events.last().map(|e| e.seq).unwrap_or(from);
-                    let mut ids: Vec<JobId> = events.into_iter().map(|e| e.job_id).collect();
-                    ids.dedup();
-                    let tallies = if ids.is_empty() {
-                        HashMap::new()
-                    } else {
-                        s.job_tallies()?
-                    };
                     let mut rows = Vec::new();
-                    for id in ids {
-                        let job = s.job(&id)?;
-                        let paused = job.state == JobState::Running && s.paused(&id)?;
-                        let tally = tallies.get(id.as_str()).copied().unwrap_or_default();
+                    for id in &ids {
+                        let job = s.job(id)?;
+                        let paused = job.state == JobState::Running && s.paused(id)?;
+                        let tally = s.job_tally(id)?;
                         rows.push(row_json(&job, &tally, paused));
                     }
-                    Ok((last, rows))
+                    let totals = if with_totals {
+                        Some(totals_json(&s.job_listing(&f, 0)?))
+                    } else {
+                        None
+                    };
+                    Ok((rows, totals))
                 })
                 .await;
-            match rows {
-                Ok((last, rows)) if !rows.is_empty() => {
-                    after = last;
-                    let events: Vec<Result<Event, Infallible>> = rows
-                        .iter()
-                        .map(|r| Ok(Event::default().event("job").data(r.to_string())))
-                        .collect();
-                    return Some((futures_util::stream::iter(events), (store, after)));
-                }
-                Ok((last, _)) => after = last,
-                Err(_) => {}
+            let Ok((rows, totals)) = read else { continue };
+            let mut chunk = String::new();
+            for row in &rows {
+                chunk.push_str(&live::sse(Some("job"), None, &row.to_string()));
             }
-            tokio::time::sleep(LIVE_TICK).await;
+            if let Some(t) = totals {
+                chunk.push_str(&live::sse(Some("totals"), None, &t.to_string()));
+                totals_due = None;
+                last_totals = tokio::time::Instant::now();
+            }
+            if !chunk.is_empty() && tx.send(chunk.into()).await.is_err() {
+                return;
+            }
         }
     });
-    use futures_util::StreamExt;
-    Sse::new(stream.flatten())
-        .keep_alive(KeepAlive::default())
+    sse_response(rx)
+}
+
+/// A live stream's response.
+fn sse_response(rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        live::body(rx),
+    )
         .into_response()
 }
 
@@ -619,63 +651,63 @@ struct LiveFrom {
     /// The last event seq the page shows.
     #[serde(default)]
     seq: i64,
-    /// How many transcript lines the page shows.
+    /// The last transcript seq the page shows.
     #[serde(default)]
-    transcript: usize,
+    transcript: i64,
 }
 
 /// `/live/jobs/{id}`: `event` events (the `runner events --json` shape) after `seq`, and
-/// `transcript` events (`{attempt, at, direction, text}`) after the first `transcript` lines.
+/// `transcript` events (`{seq, attempt, at, direction, text}`) after the transcript row `seq`
+/// `transcript`; an `end` event once the job has ended. Each message's `id` is
+/// `<event seq>.<transcript seq>`, so a reconnecting browser (`Last-Event-ID`) resumes both.
 async fn live_job(
-    State(store): State<SharedStore>,
+    State(state): State<super::ServeState>,
     Path(id): Path<String>,
     Query(from): Query<LiveFrom>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    let id = match store.call(move |s| s.resolve(&id)).await {
+    let id = match state.store.call(move |s| s.resolve(&id)).await {
         Ok(id) => id,
         Err(e) => return failure(StatusCode::NOT_FOUND, e),
     };
-    let state = (store, id, from.seq, from.transcript);
-    let stream = futures_util::stream::unfold(
-        state,
-        |(store, id, mut seq, mut lines)| async move {
-            loop {
-                let (job, after, seen) = (id.clone(), seq, lines);
-                let found = store
-                .call(move |s| {
-                    let events = s.events_after(&job, after)?;
-                    let mut transcript = Vec::new();
-                    for a in s.attempts(&job)? {
-                        for (at, direction, text) in s.transcript(&job, a.n)? {
-                            transcript.push(json!({"attempt": a.n, "at": at, "direction": direction, "text": text}));
-                        }
-                    }
-                    Ok((events, transcript.into_iter().skip(seen).collect::<Vec<_>>()))
-                })
-                .await;
-                if let Ok((events, transcript)) = found {
-                    if !events.is_empty() || !transcript.is_empty() {
-                        seq = events.last().map(|e| e.seq).unwrap_or(seq);
-                        lines += transcript.len();
-                        let mut out: Vec<Result<Event, Infallible>> = Vec::new();
-                        for e in &events {
-                            let data = serde_json::to_string(e).unwrap_or_default();
-                            out.push(Ok(Event::default().event("event").data(data)));
-                        }
-                        for t in &transcript {
-                            out.push(Ok(Event::default().event("transcript").data(t.to_string())));
-                        }
-                        return Some((futures_util::stream::iter(out), (store, id, seq, lines)));
-                    }
-                }
-                tokio::time::sleep(LIVE_TICK).await;
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(e, t)| Some((e.parse().ok()?, t.parse().ok()?)));
+    let (events, transcript) = resumed.unwrap_or((from.seq, from.transcript));
+    let cursor = live::Cursor {
+        events,
+        transcript: Some(transcript),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    // The message id carries both cursors; `follow_job` moves them in order.
+    let mut at = (events, transcript);
+    tokio::spawn(live::follow_job(
+        state.store.clone(),
+        state.hub.clone(),
+        id,
+        cursor,
+        tx,
+        move |item| match item {
+            live::Item::Event(e) => {
+                at.0 = e.seq;
+                let data = serde_json::to_string(e).unwrap_or_default();
+                live::sse(Some("event"), Some(&format!("{}.{}", at.0, at.1)), &data)
             }
+            live::Item::Transcript(t) => {
+                at.1 = t.seq;
+                let data = serde_json::to_string(t).unwrap_or_default();
+                live::sse(
+                    Some("transcript"),
+                    Some(&format!("{}.{}", at.0, at.1)),
+                    &data,
+                )
+            }
+            live::Item::End => live::sse(Some("end"), None, "{}"),
         },
-    );
-    use futures_util::StreamExt;
-    Sse::new(stream.flatten())
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    ));
+    sse_response(rx)
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ mod checkpoints;
 mod deliveries;
 mod events;
 mod jobs;
+mod listing;
+mod live;
 mod messages;
 pub mod private;
 mod records;
@@ -28,6 +30,8 @@ pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use events::{
     AdoptedEvent, BudgetEvent, EventBody, EventRecord, ExportEvent, TurnEvent, VerifyEvent,
 };
+pub use listing::{JobFilter, JobListing};
+pub use live::TranscriptRecord;
 pub use messages::{ControlRequests, ControlResult, MessageRecord, MessageStatus};
 pub use records::*;
 pub use stats::{Histogram, Stats};

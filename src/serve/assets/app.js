@@ -17,6 +17,11 @@ function live(url, handlers) {
   for (const [name, fn] of Object.entries(handlers)) {
     source.addEventListener(name, (e) => fn(JSON.parse(e.data)));
   }
+  // The server ends a job's stream when the job has ended: nothing more will come.
+  source.addEventListener("end", () => {
+    source.close();
+    if (mark) { mark.textContent = "ended"; mark.classList.remove("on"); }
+  });
   return source;
 }
 
@@ -39,34 +44,35 @@ function jobRow(row) {
   return tr;
 }
 
-function recount() {
-  const counts = {};
-  const rows = document.querySelectorAll("#jobs tbody tr");
-  document.getElementById("total-jobs").textContent = String(rows.length);
-  for (const tr of rows) {
-    counts[tr.dataset.activity] = (counts[tr.dataset.activity] || 0) + 1;
-  }
+function showTotals(t) {
+  document.getElementById("total-jobs").textContent = String(t.jobs);
+  document.getElementById("total-tokens").textContent = String(t.tokens);
+  document.getElementById("total-cost").textContent = String(t.cost);
   for (const box of document.querySelectorAll("#totals [data-activity]")) {
-    box.querySelector(".count").textContent = String(counts[box.dataset.activity] || 0);
+    box.querySelector(".count").textContent = String(t.counts[box.dataset.activity] || 0);
   }
 }
 
 function jobsPage() {
   const table = document.getElementById("jobs");
   const f = table.dataset;
-  live("/live/jobs", {
+  // The server sums the totals under the same filter as the page (every matching job, not only
+  // the rows shown).
+  const query = new URLSearchParams({ state: f.filterState || "", group: f.filterGroup || "",
+    name: f.filterName || "" });
+  live("/live/jobs?" + query.toString(), {
     job: (row) => {
       const keep = (!f.filterState || row.state === f.filterState)
         && (!f.filterGroup || row.group === f.filterGroup)
         && (!f.filterName || row.name.includes(f.filterName));
       const old = Array.from(table.tBodies[0].rows).find((tr) => tr.dataset.id === row.id);
-      if (!keep) { if (old) old.remove(); recount(); return; }
+      if (!keep) { if (old) old.remove(); return; }
       const fresh = jobRow(row);
       if (old) old.replaceWith(fresh); else table.tBodies[0].prepend(fresh);
       const none = document.getElementById("no-jobs");
       if (none) none.remove();
-      recount();
     },
+    totals: showTotals,
   });
 }
 
