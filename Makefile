@@ -5,7 +5,7 @@ CARGO   ?= cargo
 RUNNER  := target/release/runner
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all build images browsers demo test test-unit lint bench clean
+.PHONY: all build images browsers demo test lint bench clean
 
 all: build
 

@@ -14,7 +14,7 @@
       median and the maximum of each: start_p50 start_max prompt_p50 prompt_max end_p50 end_max
 
   first_prompt.py baseline IMAGE LABEL
-      `docker run --rm -i --network none IMAGE` starting Aider with the flags of AIDER.md in a
+      `docker run --rm -i --network none IMAGE` starting Aider with the flags of docs/aider.md in a
       throwaway repository made inside the container; seconds from just before `docker run` to the
       first prompt. Then closes stdin (Aider exits 0). The container carries LABEL (key=value) so
       that an interrupted bench can remove it. Prints: seconds

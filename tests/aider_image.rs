@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 const IMAGE: &str = "runner/aider:0.86.2";
 
-/// The flags the runner starts Aider with (AIDER.md), pointed at an endpoint that is never used.
+/// The flags the runner starts Aider with (docs/aider.md), pointed at an endpoint that is never used.
 const AIDER_FLAGS: &str = "--model openai/mock --openai-api-base http://127.0.0.1:9/v1 \
     --openai-api-key test --model-metadata-file /etc/runner/aider-models.json \
     --model-settings-file /etc/runner/aider-model-settings.yml --edit-format diff \

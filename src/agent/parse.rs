@@ -1,5 +1,5 @@
 //! Reading and writing Aider's stdio as text (Aider 0.86.2 started with `--no-fancy-input
-//! --no-pretty`, see AIDER.md): whether its current output line is a prompt or a yes/no question,
+//! --no-pretty`, see docs/aider.md): whether its current output line is a prompt or a yes/no question,
 //! the progress markers in complete lines, how a message is typed, and which answer a question
 //! gets. Pure functions; the I/O lives in `session`.
 

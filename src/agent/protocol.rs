@@ -1,4 +1,4 @@
-//! The manager protocol (DESIGN.md "Manager protocol"): what the manager LLM is told each turn and
+//! The manager protocol (docs/design.md, "Manager protocol"): what the manager LLM is told each turn and
 //! how its answer is read. Each turn carries only what is new since the last one, trimmed to a
 //! bounded head and tail, plus a short state line and a bounded history, so the cost of a turn
 //! does not grow with the length of the session.

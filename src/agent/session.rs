@@ -2,7 +2,7 @@
 //! chunk to the transcript; the [`Session`] waits for Aider's prompt (answering its yes/no
 //! questions by policy meanwhile), collects the progress markers of each turn, and types messages.
 //!
-//! Readiness (DESIGN.md, AIDER.md): the output ends in a prompt at the start of a line and nothing
+//! Readiness (docs/aider.md): the output ends in a prompt at the start of a line and nothing
 //! more arrives for the quiet period. A prompt or question only counts once Aider has ended a line
 //! after the runner last typed something: until then the line on screen is the prompt just
 //! answered, or the prompts Aider prints again for each continuation line of a multi-line message

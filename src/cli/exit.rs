@@ -1,4 +1,4 @@
-//! Exit codes (DESIGN.md "Command-line contract") and the error type that carries one.
+//! Exit codes (docs/design.md, "Command line") and the error type that carries one.
 
 /// Every job succeeded (or the command did what it was asked).
 pub const SUCCESS: i32 = 0;

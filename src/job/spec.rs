@@ -284,7 +284,7 @@ pub enum ManagerMode {
     None,
 }
 
-/// One manager answer (see DESIGN.md "Manager protocol").
+/// One manager answer (see docs/design.md, "Manager protocol").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManagerStep {
     /// What to do.
@@ -297,7 +297,7 @@ pub struct ManagerStep {
     pub thought: String,
 }
 
-/// What the manager tells the runner to do next (see DESIGN.md "Manager protocol").
+/// What the manager tells the runner to do next (see docs/design.md, "Manager protocol").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ManagerAction {
