@@ -281,7 +281,9 @@ async fn the_job_list_shows_every_job_with_its_state_and_new_jobs_appear_live() 
             cost_usd: 0.0123,
             unpriced_requests: 0,
         };
-        store.add_usage(&agent, 1, Role::Agent, &usage).unwrap();
+        store
+            .add_usage(&agent, 1, Role::Agent, "gpt-4o-mini", &usage)
+            .unwrap();
     });
     let browser = Browser::start().await;
     browser

@@ -151,6 +151,17 @@ print("key-in-env", os.environ["OPENAI_API_KEY"] == "upstream-key-4d2f9a")
     );
     assert_eq!(job["attempts"][0]["usage"]["agent"]["requests"], 1);
     assert_eq!(job["usage"]["manager"]["requests"], 0);
+    let by_model = &job["usage"]["by_model"];
+    assert_eq!(by_model.as_array().map(Vec::len), Some(1), "{by_model}");
+    assert_eq!(
+        (
+            &by_model[0]["role"],
+            &by_model[0]["model"],
+            &by_model[0]["requests"]
+        ),
+        (&"agent".into(), &"gpt-4o-mini".into(), &1.into()),
+        "the model the call named: {by_model}"
+    );
     assert_eq!(env.containers(), Vec::<String>::new(), "relays are removed");
     assert_eq!(env.networks(), Vec::<String>::new(), "no network is made");
 }

@@ -1,7 +1,8 @@
 //! `/metrics` against real processes: `runner serve` and `runner daemon --listen` on ephemeral
 //! loopback ports, plain jobs run by `runner run` and by the daemon in real containers, an LLM
 //! call through the real gateway to a scripted upstream. The answer is read with a Prometheus
-//! text-format parser; its counters must move with what the jobs did.
+//! text-format parser; its counters must move with what the jobs did, the LLM ones under the
+//! role and model of the call.
 
 mod common;
 mod upstream;
@@ -186,13 +187,27 @@ print("own", call(os.environ["OPENAI_API_KEY"]), "bogus", call("not-a-token"))
         number(&after, "runner_gateway_auth_refusals_total", &[]),
         1.0
     );
-    let agent = [("role", "agent")];
+    // The call is metered under its role and the model it named.
+    let agent = [("role", "agent"), ("model", "gpt-4o-mini")];
+    assert_eq!(
+        value(&before, "runner_llm_requests_total", &agent),
+        None,
+        "no model is metered before the call"
+    );
     assert_eq!(number(&after, "runner_llm_requests_total", &agent), 1.0);
+    assert_eq!(
+        number(
+            &after,
+            "runner_llm_requests_total",
+            &[("role", "manager"), ("model", "gpt-4o-mini")]
+        ),
+        0.0
+    );
     let tokens = |kind| {
         number(
             &after,
             "runner_llm_tokens_total",
-            &[("role", "agent"), ("kind", kind)],
+            &[("role", "agent"), ("model", "gpt-4o-mini"), ("kind", kind)],
         )
     };
     // The scripted upstream reports 30 prompt and 10 completion tokens.

@@ -1,7 +1,7 @@
 //! The JSON shape of jobs (stable: scripts and CI read it) and the human table.
 
 use crate::state::JobState;
-use crate::store::{JobRecord, RoleUsage, Store, StoreError};
+use crate::store::{JobRecord, ModelUsage, RoleUsage, Store, StoreError};
 use serde_json::{json, Value};
 
 /// Usage per role, as metered by the LLM gateway.
@@ -16,6 +16,24 @@ fn usage_json(usage: &RoleUsage) -> Value {
         })
     };
     json!({"manager": role(&usage.manager), "agent": role(&usage.agent)})
+}
+
+/// Usage per role and model over every attempt (model "" for usage metered before models
+/// were), for the job-level `usage.by_model`.
+fn by_model_json(rows: &[ModelUsage]) -> Value {
+    rows.iter()
+        .map(|m| {
+            json!({
+                "role": m.role,
+                "model": m.model,
+                "requests": m.usage.requests,
+                "prompt_tokens": m.usage.prompt_tokens,
+                "completion_tokens": m.usage.completion_tokens,
+                "cost_usd": (m.usage.cost_usd * 1e12).round() / 1e12,
+                "unpriced_requests": m.usage.unpriced_requests,
+            })
+        })
+        .collect()
 }
 
 /// The short form used by `ps --json` (no attempts, usage or artifacts).
@@ -64,7 +82,9 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
     let obj = value.as_object_mut().expect("summary is an object");
     obj.insert("source".into(), json!(job.source));
     obj.insert("attempts".into(), Value::Array(attempts));
-    obj.insert("usage".into(), usage_json(&store.job_usage(&job.id)?));
+    let mut usage = usage_json(&store.job_usage(&job.id)?);
+    usage["by_model"] = by_model_json(&store.job_usage_by_model(&job.id)?);
+    obj.insert("usage".into(), usage);
     obj.insert("artifacts".into(), Value::Array(artifacts));
     obj.insert(
         "messages".into(),

@@ -5,14 +5,16 @@
 //! are reported only by the process that runs the gateway. The metrics, their labels and their
 //! meaning are listed in docs/metrics.md.
 //!
-//! LLM usage is by role only: the store meters usage per attempt and role, not per model, so
-//! there is no `model` label.
+//! LLM usage carries `role` and `model` labels. Model names come from the calls (anything a
+//! sandbox sends), so their number is bounded: the first [`MODEL_LABELS_MAX`] models the store
+//! metered keep their name, later ones are summed under `model="other"`; usage metered before
+//! the store recorded models reads `model="unknown"`.
 
 use super::api::ApiError;
 use super::ServeState;
 use crate::state::JobState;
 use crate::state::Reason;
-use crate::store::{Histogram, Role, Stats, Store, StoreError, Usage};
+use crate::store::{Histogram, ModelUsage, Role, Stats, Store, StoreError, Usage};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +31,10 @@ pub const ATTEMPT_BUCKETS: &[f64] = &[
 ];
 /// Upper bounds (seconds) of the turn-duration buckets: one manager decision and Aider's answer.
 pub const TURN_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+
+/// How many models have their own `model` label in the LLM metrics (the first metered); the
+/// usage of later models is summed under `model="other"`.
+pub const MODEL_LABELS_MAX: usize = 50;
 
 /// Errors rendering the metrics.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +166,50 @@ fn for_role<T: Copy + Default>(rows: &[(Role, T)], role: Role) -> T {
         .map_or_else(T::default, |(_, v)| *v)
 }
 
+fn role_model(role: Role, model: &str) -> Labels {
+    vec![
+        ("role", role.as_str().to_string()),
+        ("model", model.to_string()),
+    ]
+}
+
+/// Usage by role and `model` label: the first [`MODEL_LABELS_MAX`] models in `usage` (the
+/// store's order, first metered first) keep their name (`unknown` for ''), the rest are summed
+/// as `other`. Every label has a series for each role, so a role's counter for a model is seen
+/// moving from 0.
+fn usage_by_model_label(usage: &[ModelUsage]) -> Vec<(Role, String, Usage)> {
+    let mut labels: Vec<String> = Vec::new();
+    let mut sums: std::collections::HashMap<(String, Role), Usage> = Default::default();
+    for row in usage {
+        let mut label = match row.model.as_str() {
+            "" => "unknown".to_string(),
+            model => model.to_string(),
+        };
+        if !labels.contains(&label) {
+            if labels.len() < MODEL_LABELS_MAX {
+                labels.push(label.clone());
+            } else {
+                label = "other".to_string();
+                if !labels.contains(&label) {
+                    labels.push(label.clone());
+                }
+            }
+        }
+        sums.entry((label, row.role)).or_default().add(&row.usage);
+    }
+    let mut out = Vec::new();
+    for label in labels {
+        for role in roles() {
+            let u = sums
+                .get(&(label.clone(), role))
+                .copied()
+                .unwrap_or_default();
+            out.push((role, label.clone(), u));
+        }
+    }
+    out
+}
+
 fn registry(stats: &Stats, auth_refusals: Option<u64>) -> Registry {
     let mut registry = Registry::default();
     let state_reason = |state: JobState, reason: Option<Reason>| -> Labels {
@@ -223,50 +273,46 @@ fn registry(stats: &Stats, auth_refusals: Option<u64>) -> Registry {
         "Wall-clock time of agents' manager turns, from the previous turn's end (or the attempt's start of running) to the turn's end, time paused included",
         Series::histogram(vec![(vec![], stats.turn_seconds.clone())]),
     );
-    let by_role = |f: fn(&Usage) -> u64| -> Vec<(Labels, u64)> {
-        roles()
-            .into_iter()
-            .map(|role| (role_label(role), f(&for_role(&stats.usage, role))))
+    let usage = usage_by_model_label(&stats.usage);
+    let by_model = |f: fn(&Usage) -> u64| -> Vec<(Labels, u64)> {
+        usage
+            .iter()
+            .map(|(role, model, u)| (role_model(*role, model), f(u)))
             .collect()
     };
     registry.register(
         "runner_llm_requests",
-        "LLM calls metered by the gateway, by role",
-        Series::counter(by_role(|u| u.requests)),
+        "LLM calls metered by the gateway, by role and model (the model the call named; unknown: metered before models were; other: every model after the first 50)",
+        Series::counter(by_model(|u| u.requests)),
     );
     registry.register(
         "runner_llm_unpriced_requests",
-        "LLM calls to models missing from the price table (counted at cost 0), by role",
-        Series::counter(by_role(|u| u.unpriced_requests)),
+        "LLM calls to models missing from the price table (counted at cost 0), by role and model",
+        Series::counter(by_model(|u| u.unpriced_requests)),
     );
     let mut tokens = Vec::new();
-    for role in roles() {
-        let u = for_role(&stats.usage, role);
+    for (role, model, u) in &usage {
         for (kind, n) in [
             ("prompt", u.prompt_tokens),
             ("completion", u.completion_tokens),
         ] {
-            tokens.push((
-                vec![
-                    ("role", role.as_str().to_string()),
-                    ("kind", kind.to_string()),
-                ],
-                n,
-            ));
+            let mut labels = role_model(*role, model);
+            labels.push(("kind", kind.to_string()));
+            tokens.push((labels, n));
         }
     }
     registry.register(
         "runner_llm_tokens",
-        "LLM tokens metered by the gateway, by role and kind (prompt or completion)",
+        "LLM tokens metered by the gateway, by role, model and kind (prompt or completion)",
         Series::counter(tokens),
     );
     registry.register(
         "runner_llm_cost_usd",
-        "Cost of LLM calls in US dollars by the gateway's price table, by role",
+        "Cost of LLM calls in US dollars by the gateway's price table, by role and model",
         Series::amount(
-            roles()
-                .into_iter()
-                .map(|role| (role_label(role), for_role(&stats.usage, role).cost_usd))
+            usage
+                .iter()
+                .map(|(role, model, u)| (role_model(*role, model), u.cost_usd))
                 .collect(),
         ),
     );

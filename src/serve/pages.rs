@@ -304,6 +304,8 @@ struct JobData {
     attempts: Vec<crate::store::AttemptRecord>,
     usage: crate::store::RoleUsage,
     attempt_usage: Vec<(u32, crate::store::RoleUsage)>,
+    /// Usage over every attempt by role and model.
+    usage_by_model: Vec<crate::store::ModelUsage>,
     artifacts: Vec<crate::store::ArtifactRecord>,
     events: Vec<EventRecord>,
     transcript: Vec<TranscriptRecord>,
@@ -321,6 +323,7 @@ fn job_data(store: &Store, query: &str) -> crate::store::Result<JobData> {
     Ok(JobData {
         paused: store.paused(&id)?,
         usage: store.job_usage(&id)?,
+        usage_by_model: store.job_usage_by_model(&id)?,
         artifacts: store.artifacts(&id)?,
         events: store.events(&id)?,
         attempts,
@@ -463,6 +466,22 @@ fn render_job(
                     @for (scope, u) in std::iter::once(("job".to_string(), &data.usage)).chain(data.attempt_usage.iter().map(|(n, u)| (format!("attempt {n}"), u))) {
                         @for (role, r) in [("manager", &u.manager), ("agent", &u.agent)] {
                             tr { td { (scope) } td { (role) } td.num { (r.requests) } td.num { (r.prompt_tokens) } td.num { (r.completion_tokens) } td.num { (format!("${:.4}", r.cost_usd)) } }
+                        }
+                    }
+                }
+            }
+            @if !data.usage_by_model.is_empty() {
+                h3 { "By model" }
+                table.usage.by-model {
+                    thead { tr { th { "role" } th { "model" } th.num { "requests" } th.num { "prompt" } th.num { "completion" } th.num { "cost" } } }
+                    tbody {
+                        @for m in &data.usage_by_model {
+                            tr {
+                                td { (m.role.as_str()) }
+                                td.model { @if m.model.is_empty() { em { "unknown" } } @else { code { (m.model) } } }
+                                td.num { (m.usage.requests) } td.num { (m.usage.prompt_tokens) } td.num { (m.usage.completion_tokens) }
+                                td.num { (format!("${:.4}", m.usage.cost_usd)) @if m.usage.unpriced_requests > 0 { " (" (m.usage.unpriced_requests) " unpriced)" } }
+                            }
                         }
                     }
                 }
@@ -720,6 +739,52 @@ mod tests {
         assert_eq!(human_duration(185), "3m 05s");
         assert_eq!(human_duration(7800), "2h 10m");
         assert_eq!(human_duration(3 * 86400 + 4 * 3600), "3d 4h");
+    }
+
+    #[test]
+    fn the_job_page_lists_usage_per_role_and_model_with_model_names_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = crate::store::tests_support::submit_one(&mut store, "priced");
+        let call = crate::store::Usage {
+            requests: 1,
+            prompt_tokens: 100,
+            completion_tokens: 10,
+            cost_usd: 0.5,
+            unpriced_requests: 0,
+        };
+        let hostile = "<img src=x onerror=alert(1)>";
+        for (role, model) in [
+            (crate::store::Role::Agent, "gpt-4o"),
+            (crate::store::Role::Agent, hostile),
+            (crate::store::Role::Manager, ""),
+        ] {
+            store.add_usage(&id, 1, role, model, &call).unwrap();
+        }
+        let data = job_data(&store, id.as_str()).unwrap();
+        let html = render_job(&data, &[], None).into_string();
+        let table = html
+            .split("<table class=\"usage by-model\">")
+            .nth(1)
+            .and_then(|t| t.split("</table>").next())
+            .unwrap_or_else(|| panic!("no by-model table in {html}"));
+        let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        // By role, then model name ('<' sorts before letters).
+        assert!(
+            rows[0].contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{table}"
+        );
+        assert!(
+            rows[1].contains("agent") && rows[1].contains("gpt-4o"),
+            "{table}"
+        );
+        assert!(!html.contains("<img"), "{html}");
+        assert!(
+            rows[2].contains("manager") && rows[2].contains("unknown"),
+            "{table}"
+        );
+        assert!(rows[2].contains("$0.5000"), "{table}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub use live::TranscriptRecord;
 pub use messages::{ControlRequests, ControlResult, MessageRecord, MessageStatus};
 pub use records::*;
 pub use stats::{Histogram, Stats};
-pub use usage::{JobTally, Role, RoleUsage, Usage};
+pub use usage::{JobTally, ModelUsage, Role, RoleUsage, Usage, MODEL_NAME_MAX};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};

@@ -154,4 +154,27 @@ CREATE TABLE agent_checkpoints (
 );
 ALTER TABLE attempts ADD COLUMN transcript_offset INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 10: usage per model too: the model a call named joins the key. SQLite cannot change a
+    // primary key, so the table is rebuilt; rows metered before this carry model '' (unknown).
+    r#"
+CREATE TABLE usage_by_model (
+    job_id            TEXT NOT NULL REFERENCES jobs(id),
+    attempt           INTEGER NOT NULL,
+    role              TEXT NOT NULL,         -- agent | manager
+    model             TEXT NOT NULL,         -- as the call named it, at most 200 characters; '' unknown
+    requests          INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd          REAL NOT NULL DEFAULT 0,
+    unpriced_requests INTEGER NOT NULL DEFAULT 0, -- calls to models missing from the price table
+    PRIMARY KEY (job_id, attempt, role, model)
+);
+INSERT INTO usage_by_model (job_id, attempt, role, model, requests, prompt_tokens,
+                            completion_tokens, cost_usd, unpriced_requests)
+    SELECT job_id, attempt, role, '', requests, prompt_tokens, completion_tokens, cost_usd,
+           unpriced_requests
+    FROM usage;
+DROP TABLE usage;
+ALTER TABLE usage_by_model RENAME TO usage;
+"#,
 ];

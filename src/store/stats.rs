@@ -4,7 +4,8 @@
 //! summed in milliseconds without reading its rows into the program.
 
 use super::jobs::{parse_col, parse_opt_col};
-use super::{Result, Role, Store, Usage};
+use super::usage::usage_at;
+use super::{ModelUsage, Result, Role, Store};
 use crate::state::{JobState, Reason};
 
 /// What the store holds, counted.
@@ -23,8 +24,11 @@ pub struct Stats {
     /// Wall-clock durations of agents' manager turns: from the previous turn's end (or the
     /// attempt's `running` event, for its first turn) to the turn's event, time paused included.
     pub turn_seconds: Histogram,
-    /// Metered LLM usage by role, summed over every attempt.
-    pub usage: Vec<(Role, Usage)>,
+    /// Metered LLM usage by role and model (every pair present in the store), summed over every
+    /// attempt. Models come in the order they were first metered (usage rows are never
+    /// deleted, so a model keeps its place), a model's roles in role order. Model '' is usage
+    /// metered before the store recorded models.
+    pub usage: Vec<ModelUsage>,
     /// `budget` events by role: attempts whose LLM calls the gateway refused because the job's
     /// budget was spent (one event per attempt, at its first refusal).
     pub budget_refusals: Vec<(Role, u64)>,
@@ -105,25 +109,27 @@ impl Store {
                 ..Histogram::default()
             });
         let mut stmt = self.conn.prepare(
-            "SELECT role, sum(requests), sum(prompt_tokens), sum(completion_tokens), total(cost_usd), sum(unpriced_requests)
-             FROM usage GROUP BY role ORDER BY role",
+            "SELECT role, model, sum(requests), sum(prompt_tokens), sum(completion_tokens), total(cost_usd), sum(unpriced_requests)
+             FROM usage GROUP BY role, model
+             ORDER BY min(min(rowid)) OVER (PARTITION BY model), role",
         )?;
         let usage = stmt
             .query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    Usage {
-                        requests: r.get::<_, i64>(1)? as u64,
-                        prompt_tokens: r.get::<_, i64>(2)? as u64,
-                        completion_tokens: r.get::<_, i64>(3)? as u64,
-                        cost_usd: r.get(4)?,
-                        unpriced_requests: r.get::<_, i64>(5)? as u64,
-                    },
+                    r.get::<_, String>(1)?,
+                    usage_at(r, 2)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
             .into_iter()
-            .filter_map(|(role, usage)| Some((parse_role(&role)?, usage)))
+            .filter_map(|(role, model, usage)| {
+                Some(ModelUsage {
+                    role: Role::parse(&role)?,
+                    model,
+                    usage,
+                })
+            })
             .collect();
         let mut stmt = self.conn.prepare(
             "SELECT json_extract(data, '$.role'), count(*) FROM events WHERE kind = 'budget' GROUP BY 1 ORDER BY 1",
@@ -134,7 +140,7 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?
             .into_iter()
-            .filter_map(|(role, n)| Some((parse_role(role.as_deref()?)?, n)))
+            .filter_map(|(role, n)| Some((Role::parse(role.as_deref()?)?, n)))
             .collect();
         Ok(Stats {
             jobs,
@@ -193,14 +199,6 @@ impl Store {
     }
 }
 
-fn parse_role(role: &str) -> Option<Role> {
-    match role {
-        "agent" => Some(Role::Agent),
-        "manager" => Some(Role::Manager),
-        _ => None,
-    }
-}
-
 /// Helpers for tests elsewhere that need a store with given times or many jobs.
 #[cfg(test)]
 pub(crate) mod tests_support {
@@ -253,8 +251,8 @@ pub(crate) mod tests_support {
                        SELECT id, 1, '2026-01-01T00:00:51.000Z', 'running', 'turn', '{turn}' FROM jobs WHERE id LIKE 'BULK%';
                      INSERT INTO events (job_id, attempt, at, state, kind)
                        SELECT id, 1, finished_at, 'succeeded', 'state' FROM jobs WHERE id LIKE 'BULK%';
-                     INSERT INTO usage (job_id, attempt, role, requests, prompt_tokens, completion_tokens, cost_usd)
-                       SELECT id, 1, 'agent', 2, 100, 10, 0.001 FROM jobs WHERE id LIKE 'BULK%';"
+                     INSERT INTO usage (job_id, attempt, role, model, requests, prompt_tokens, completion_tokens, cost_usd)
+                       SELECT id, 1, 'agent', 'gpt-4o-mini', 2, 100, 10, 0.001 FROM jobs WHERE id LIKE 'BULK%';"
                 ))?;
                 Ok(())
             })
@@ -268,7 +266,7 @@ mod tests {
     use super::*;
     use crate::state::Outcome;
     use crate::store::tests_support::submit_one;
-    use crate::store::{EventBody, TurnEvent};
+    use crate::store::{EventBody, TurnEvent, Usage};
 
     #[test]
     fn attempt_durations_fall_in_the_buckets_of_their_length() {
@@ -322,6 +320,44 @@ mod tests {
         let h = &stats.turn_seconds;
         assert_eq!(h.buckets, [(5.0, 1), (30.0, 1), (60.0, 2)], "{h:?}");
         assert_eq!((h.count, h.sum.round()), (2, 44.0));
+    }
+
+    #[test]
+    fn usage_is_counted_per_role_and_model_in_the_order_models_were_first_metered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let (a, b) = (submit_one(&mut store, "a"), submit_one(&mut store, "b"));
+        let call = |requests| Usage {
+            requests,
+            ..Usage::default()
+        };
+        store
+            .add_usage(&a, 1, Role::Manager, "zeta", &call(1))
+            .unwrap();
+        store
+            .add_usage(&a, 1, Role::Agent, "alpha", &call(2))
+            .unwrap();
+        store
+            .add_usage(&b, 1, Role::Agent, "zeta", &call(4))
+            .unwrap();
+        store
+            .add_usage(&b, 2, Role::Agent, "alpha", &call(8))
+            .unwrap();
+        let rows: Vec<(Role, String, u64)> = store
+            .stats(&[], &[])
+            .unwrap()
+            .usage
+            .into_iter()
+            .map(|m| (m.role, m.model, m.usage.requests))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Role::Agent, "zeta".into(), 4),
+                (Role::Manager, "zeta".into(), 1),
+                (Role::Agent, "alpha".into(), 10),
+            ]
+        );
     }
 
     #[test]

@@ -22,6 +22,49 @@ impl Role {
             Role::Manager => "manager",
         }
     }
+
+    /// The role a stored `role` column names.
+    pub(crate) fn parse(role: &str) -> Option<Role> {
+        match role {
+            "agent" => Some(Role::Agent),
+            "manager" => Some(Role::Manager),
+            _ => None,
+        }
+    }
+}
+
+/// The longest model name the store keeps, in characters: model names come from the requests
+/// of whatever runs in a sandbox, so a longer one is cut.
+pub const MODEL_NAME_MAX: usize = 200;
+
+/// `model` cut to [`MODEL_NAME_MAX`] characters.
+fn bounded_model(model: &str) -> &str {
+    match model.char_indices().nth(MODEL_NAME_MAX) {
+        Some((end, _)) => &model[..end],
+        None => model,
+    }
+}
+
+/// One role's metered usage with one model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelUsage {
+    pub role: Role,
+    /// The model the calls named (at most [`MODEL_NAME_MAX`] characters); empty for usage
+    /// metered before the store recorded models.
+    pub model: String,
+    pub usage: Usage,
+}
+
+/// The [`Usage`] in the five columns from `first` on (requests, prompt and completion tokens,
+/// cost, unpriced requests).
+pub(crate) fn usage_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Usage> {
+    Ok(Usage {
+        requests: r.get::<_, i64>(first)? as u64,
+        prompt_tokens: r.get::<_, i64>(first + 1)? as u64,
+        completion_tokens: r.get::<_, i64>(first + 2)? as u64,
+        cost_usd: r.get(first + 3)?,
+        unpriced_requests: r.get::<_, i64>(first + 4)? as u64,
+    })
 }
 
 /// One role's metered usage.
@@ -107,13 +150,23 @@ impl Store {
         })
     }
 
-    /// Adds one call's usage to attempt `n`'s total for `role`.
-    pub fn add_usage(&mut self, id: &JobId, n: u32, role: Role, usage: &Usage) -> Result<()> {
+    /// Adds one call's usage to attempt `n`'s total for `role` and `model`. The model is the
+    /// name the call gave (from the sandbox, so anything): kept as text, cut to
+    /// [`MODEL_NAME_MAX`] characters.
+    pub fn add_usage(
+        &mut self,
+        id: &JobId,
+        n: u32,
+        role: Role,
+        model: &str,
+        usage: &Usage,
+    ) -> Result<()> {
+        let model = bounded_model(model);
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO usage (job_id, attempt, role, requests, prompt_tokens, completion_tokens, cost_usd, unpriced_requests)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (job_id, attempt, role) DO UPDATE SET
+                "INSERT INTO usage (job_id, attempt, role, model, requests, prompt_tokens, completion_tokens, cost_usd, unpriced_requests)
+                 VALUES (?1, ?2, ?3, ?9, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (job_id, attempt, role, model) DO UPDATE SET
                    requests = requests + excluded.requests,
                    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = completion_tokens + excluded.completion_tokens,
@@ -127,7 +180,8 @@ impl Store {
                     usage.prompt_tokens as i64,
                     usage.completion_tokens as i64,
                     usage.cost_usd,
-                    usage.unpriced_requests as i64
+                    usage.unpriced_requests as i64,
+                    model
                 ],
             )?;
             Ok(())
@@ -144,24 +198,41 @@ impl Store {
         self.usage_where("job_id = ?1", params![id.as_str()])
     }
 
+    /// Usage of every attempt of a job by role and model, ordered by role then model (model
+    /// '' is usage metered before models were).
+    pub fn job_usage_by_model(&self, id: &JobId) -> Result<Vec<ModelUsage>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT role, model, sum(requests), sum(prompt_tokens), sum(completion_tokens), total(cost_usd), sum(unpriced_requests)
+             FROM usage WHERE job_id = ?1 GROUP BY role, model ORDER BY role, model",
+        )?;
+        let rows = stmt
+            .query_map([id.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    usage_at(r, 2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(role, model, usage)| {
+                Some(ModelUsage {
+                    role: Role::parse(&role)?,
+                    model,
+                    usage,
+                })
+            })
+            .collect())
+    }
+
     fn usage_where(&self, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<RoleUsage> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT role, sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), sum(unpriced_requests)
              FROM usage WHERE {filter} GROUP BY role"
         ))?;
         let mut out = RoleUsage::default();
-        let rows = stmt.query_map(p, |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                Usage {
-                    requests: r.get::<_, i64>(1)? as u64,
-                    prompt_tokens: r.get::<_, i64>(2)? as u64,
-                    completion_tokens: r.get::<_, i64>(3)? as u64,
-                    cost_usd: r.get(4)?,
-                    unpriced_requests: r.get::<_, i64>(5)? as u64,
-                },
-            ))
-        })?;
+        let rows = stmt.query_map(p, |r| Ok((r.get::<_, String>(0)?, usage_at(r, 1)?)))?;
         for row in rows {
             let (role, usage) = row?;
             if let Some(slot) = out.slot(&role) {
@@ -277,17 +348,146 @@ mod tests {
             cost_usd: 0.5,
             unpriced_requests: 0,
         };
-        store.add_usage(&id, 1, Role::Agent, &call).unwrap();
-        store.add_usage(&id, 1, Role::Agent, &call).unwrap();
-        store.add_usage(&id, 1, Role::Manager, &call).unwrap();
-        store.add_usage(&id, 2, Role::Agent, &call).unwrap();
+        store.add_usage(&id, 1, Role::Agent, "m1", &call).unwrap();
+        store.add_usage(&id, 1, Role::Agent, "m2", &call).unwrap();
+        store.add_usage(&id, 1, Role::Manager, "m1", &call).unwrap();
+        store.add_usage(&id, 2, Role::Agent, "m1", &call).unwrap();
         let first = store.attempt_usage(&id, 1).unwrap();
-        assert_eq!(first.agent.requests, 2);
+        assert_eq!(first.agent.requests, 2, "summed over models");
         assert_eq!(first.agent.tokens(), 30);
         assert_eq!(first.manager.requests, 1);
         let all = store.job_usage(&id).unwrap();
         assert_eq!(all.total().requests, 4);
         assert!((all.total().cost_usd - 2.0).abs() < 1e-9);
+        let tally = store.job_tallies().unwrap()[id.as_str()];
+        assert_eq!((tally.tokens, tally.cost_usd), (60, 2.0));
+    }
+
+    #[test]
+    fn usage_by_model_sums_attempts_per_role_and_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = crate::store::tests_support::submit_one(&mut store, "a");
+        let call = |cost_usd| Usage {
+            requests: 1,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            cost_usd,
+            unpriced_requests: 0,
+        };
+        store
+            .add_usage(&id, 1, Role::Agent, "gpt-4o", &call(0.5))
+            .unwrap();
+        store
+            .add_usage(&id, 2, Role::Agent, "gpt-4o", &call(0.5))
+            .unwrap();
+        store
+            .add_usage(&id, 1, Role::Agent, "claude", &call(0.25))
+            .unwrap();
+        store
+            .add_usage(&id, 1, Role::Manager, "gpt-4o", &call(0.0))
+            .unwrap();
+        let rows: Vec<(Role, String, u64, f64)> = store
+            .job_usage_by_model(&id)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.role, m.model, m.usage.requests, m.usage.cost_usd))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Role::Agent, "claude".into(), 1, 0.25),
+                (Role::Agent, "gpt-4o".into(), 2, 1.0),
+                (Role::Manager, "gpt-4o".into(), 1, 0.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_model_name_is_kept_cut_to_its_first_200_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = crate::store::tests_support::submit_one(&mut store, "a");
+        let long = "é".repeat(MODEL_NAME_MAX + 50);
+        let call = Usage {
+            requests: 1,
+            ..Usage::default()
+        };
+        store.add_usage(&id, 1, Role::Agent, &long, &call).unwrap();
+        store
+            .add_usage(
+                &id,
+                1,
+                Role::Agent,
+                &long[..2 * (MODEL_NAME_MAX + 1)],
+                &call,
+            )
+            .unwrap();
+        let rows = store.job_usage_by_model(&id).unwrap();
+        assert_eq!(
+            rows.len(),
+            1,
+            "both names cut to the same 200 characters: {rows:?}"
+        );
+        assert_eq!(rows[0].model, "é".repeat(MODEL_NAME_MAX));
+        assert_eq!(rows[0].usage.requests, 2);
+    }
+
+    #[test]
+    fn a_version_9_database_with_usage_upgrades_and_keeps_its_totals_under_an_unknown_model() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The schema and rows a runner before migration 10 left.
+            let conn = rusqlite::Connection::open(dir.path().join(crate::store::DB_FILE)).unwrap();
+            for sql in &crate::store::schema::MIGRATIONS[..9] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 9).unwrap();
+            conn.execute_batch(
+                "INSERT INTO jobs (id, name, spec, grp, state, submitted_at)
+                   VALUES ('OLD1', 'old', '{}', 'default', 'succeeded', '2026-01-01T00:00:00.000Z');
+                 INSERT INTO usage (job_id, attempt, role, requests, prompt_tokens, completion_tokens, cost_usd, unpriced_requests)
+                   VALUES ('OLD1', 1, 'agent', 3, 300, 30, 0.75, 1),
+                          ('OLD1', 1, 'manager', 2, 200, 20, 0.5, 0),
+                          ('OLD1', 2, 'agent', 1, 100, 10, 0.25, 0);",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(dir.path()).unwrap();
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, crate::store::schema::MIGRATIONS.len() as i64);
+        let id = JobId("OLD1".into());
+        let all = store.job_usage(&id).unwrap();
+        assert_eq!((all.agent.requests, all.agent.tokens()), (4, 440));
+        assert_eq!(
+            (all.manager.requests, all.manager.unpriced_requests),
+            (2, 0)
+        );
+        assert!((all.total().cost_usd - 1.5).abs() < 1e-9);
+        assert_eq!(store.attempt_usage(&id, 2).unwrap().agent.requests, 1);
+        let models: Vec<_> = store.job_usage_by_model(&id).unwrap();
+        assert!(models.iter().all(|m| m.model.is_empty()), "{models:?}");
+        // New calls add a model beside the unknown one.
+        let call = Usage {
+            requests: 1,
+            ..Usage::default()
+        };
+        store
+            .add_usage(&id, 2, Role::Agent, "gpt-4o", &call)
+            .unwrap();
+        store.add_usage(&id, 2, Role::Agent, "", &call).unwrap();
+        let agent: Vec<(String, u64)> = store
+            .job_usage_by_model(&id)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.role == Role::Agent)
+            .map(|m| (m.model, m.usage.requests))
+            .collect();
+        assert_eq!(agent, [("".into(), 5), ("gpt-4o".into(), 1)]);
+        assert_eq!(store.integrity_check().unwrap(), "ok");
     }
 
     #[test]

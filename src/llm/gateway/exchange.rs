@@ -96,7 +96,7 @@ async fn over_budget(inner: &Arc<Inner>, grant: &Grant, role: Role) -> Option<Re
     ))
 }
 
-/// Adds one call's usage to the attempt. Awaited before the answer completes, so the next call's
+/// Adds one call's usage to the attempt, under the model the request named. Awaited before the answer completes, so the next call's
 /// budget check sees it.
 pub(super) async fn record_usage(
     inner: &Arc<Inner>,
@@ -113,10 +113,10 @@ pub(super) async fn record_usage(
         cost_usd: cost.unwrap_or(0.0),
         unpriced_requests: u64::from(cost.is_none()),
     };
-    let (job, n) = (grant.job.clone(), grant.attempt);
+    let (job, n, model) = (grant.job.clone(), grant.attempt, model.to_string());
     if let Err(e) = inner
         .store
-        .call(move |s| s.add_usage(&job, n, role, &usage))
+        .call(move |s| s.add_usage(&job, n, role, &model, &usage))
         .await
     {
         tracing::error!("cannot record LLM usage: {e}");
@@ -324,7 +324,7 @@ mod tests {
             completion_tokens: 20,
             ..Usage::default()
         };
-        store.add_usage(&id, 1, Role::Agent, &used).unwrap();
+        store.add_usage(&id, 1, Role::Agent, "m", &used).unwrap();
         let store = SharedStore::new(store);
         let gateway = Gateway::start(store.clone(), dir.path().join("run"), Prices::default())
             .await

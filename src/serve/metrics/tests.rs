@@ -115,10 +115,16 @@ fn metrics_count_the_jobs_attempts_usage_and_refusals_a_real_store_holds() {
         Outcome::failed(Reason::Lost, None, "container gone"),
     );
     store
-        .add_usage(&done, 1, Role::Agent, &usage(2, 100, 20, 0.5, 0))
+        .add_usage(&done, 1, Role::Agent, "gpt-4o", &usage(2, 100, 20, 0.5, 0))
         .unwrap();
     store
-        .add_usage(&running, 1, Role::Manager, &usage(1, 50, 5, 0.25, 1))
+        .add_usage(
+            &running,
+            1,
+            Role::Manager,
+            "local-llama",
+            &usage(1, 50, 5, 0.25, 1),
+        )
         .unwrap();
     store
         .add_event(
@@ -151,23 +157,42 @@ fn metrics_count_the_jobs_attempts_usage_and_refusals_a_real_store_holds() {
     assert_eq!(number(&m, "runner_container_starts_total", &[]), 5.0);
     let failures = |reason| number(&m, "runner_container_failures_total", &[("reason", reason)]);
     assert_eq!((failures("infra"), failures("lost")), (1.0, 1.0));
-    let role = |name, role| number(&m, name, &[("role", role)]);
-    assert_eq!(role("runner_llm_requests_total", "agent"), 2.0);
-    assert_eq!(role("runner_llm_requests_total", "manager"), 1.0);
-    assert_eq!(role("runner_llm_unpriced_requests_total", "manager"), 1.0);
-    assert_eq!(role("runner_llm_cost_usd_total", "agent"), 0.5);
-    assert_eq!(role("runner_llm_cost_usd_total", "manager"), 0.25);
-    let tokens = |role, kind| {
+    let llm = |name, role, model| number(&m, name, &[("role", role), ("model", model)]);
+    assert_eq!(llm("runner_llm_requests_total", "agent", "gpt-4o"), 2.0);
+    assert_eq!(
+        llm("runner_llm_requests_total", "manager", "gpt-4o"),
+        0.0,
+        "every model seen has a series for each role"
+    );
+    assert_eq!(
+        llm("runner_llm_requests_total", "manager", "local-llama"),
+        1.0
+    );
+    assert_eq!(
+        llm(
+            "runner_llm_unpriced_requests_total",
+            "manager",
+            "local-llama"
+        ),
+        1.0
+    );
+    assert_eq!(llm("runner_llm_cost_usd_total", "agent", "gpt-4o"), 0.5);
+    assert_eq!(
+        llm("runner_llm_cost_usd_total", "manager", "local-llama"),
+        0.25
+    );
+    let tokens = |role, model, kind| {
         number(
             &m,
             "runner_llm_tokens_total",
-            &[("role", role), ("kind", kind)],
+            &[("role", role), ("model", model), ("kind", kind)],
         )
     };
-    assert_eq!(tokens("agent", "prompt"), 100.0);
-    assert_eq!(tokens("agent", "completion"), 20.0);
-    assert_eq!(tokens("manager", "prompt"), 50.0);
-    assert_eq!(tokens("manager", "completion"), 5.0);
+    assert_eq!(tokens("agent", "gpt-4o", "prompt"), 100.0);
+    assert_eq!(tokens("agent", "gpt-4o", "completion"), 20.0);
+    assert_eq!(tokens("manager", "local-llama", "prompt"), 50.0);
+    assert_eq!(tokens("manager", "local-llama", "completion"), 5.0);
+    let role = |name, role| number(&m, name, &[("role", role)]);
     assert_eq!(role("runner_gateway_budget_refusals_total", "agent"), 1.0);
     assert_eq!(role("runner_gateway_budget_refusals_total", "manager"), 0.0);
 
@@ -222,10 +247,21 @@ fn metrics_of_an_empty_store_have_every_counter_at_zero() {
     assert_eq!(number(&m, "runner_queue_length", &[]), 0.0);
     for role in ["agent", "manager"] {
         assert_eq!(
-            number(&m, "runner_llm_requests_total", &[("role", role)]),
+            number(
+                &m,
+                "runner_gateway_budget_refusals_total",
+                &[("role", role)]
+            ),
             0.0
         );
     }
+    assert!(
+        !m.samples
+            .iter()
+            .any(|s| s.metric.starts_with("runner_llm_")),
+        "no model metered, so no LLM series yet: {:#?}",
+        m.samples
+    );
     let turns = buckets(&m, "runner_turn_duration_seconds", &[]);
     assert_eq!(turns.len(), TURN_BUCKETS.len() + 1, "{turns:?}");
     assert!(turns.iter().all(|(_, n)| *n == 0.0), "{turns:?}");
@@ -251,8 +287,94 @@ fn metrics_of_ten_thousand_jobs_render_quickly() {
         20_000.0
     );
     assert_eq!(
-        number(&m, "runner_llm_requests_total", &[("role", "agent")]),
+        number(
+            &m,
+            "runner_llm_requests_total",
+            &[("role", "agent"), ("model", "gpt-4o-mini")]
+        ),
         20_000.0
     );
     eprintln!("rendered the metrics of 10,000 jobs in {took:?}");
+}
+
+#[test]
+fn a_call_moves_the_counters_of_its_role_and_model_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = claimed(&mut store, "agent");
+    store
+        .add_usage(&id, 1, Role::Agent, "gpt-4o", &usage(1, 10, 2, 0.1, 0))
+        .unwrap();
+    store
+        .add_usage(&id, 1, Role::Manager, "claude", &usage(1, 10, 2, 0.1, 0))
+        .unwrap();
+    let requests = |m: &Scrape, role, model| {
+        number(
+            m,
+            "runner_llm_requests_total",
+            &[("role", role), ("model", model)],
+        )
+    };
+    let before = scrape(&store);
+    store
+        .add_usage(&id, 1, Role::Agent, "claude", &usage(1, 30, 4, 0.2, 0))
+        .unwrap();
+    let after = scrape(&store);
+    assert_eq!(requests(&before, "agent", "claude"), 0.0);
+    assert_eq!(requests(&after, "agent", "claude"), 1.0);
+    for (role, model) in [("agent", "gpt-4o"), ("manager", "claude")] {
+        assert_eq!(
+            requests(&before, role, model),
+            requests(&after, role, model)
+        );
+    }
+    let prompt = |m: &Scrape| {
+        number(
+            m,
+            "runner_llm_tokens_total",
+            &[("role", "agent"), ("model", "claude"), ("kind", "prompt")],
+        )
+    };
+    assert_eq!((prompt(&before), prompt(&after)), (0.0, 30.0));
+}
+
+#[test]
+fn usage_before_models_were_metered_reads_unknown_and_models_past_the_fiftieth_read_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let id = claimed(&mut store, "agent");
+    store
+        .add_usage(&id, 1, Role::Agent, "", &usage(1, 1, 1, 0.0, 0))
+        .unwrap();
+    for i in 1..=60 {
+        store
+            .add_usage(
+                &id,
+                1,
+                Role::Agent,
+                &format!("model-{i:02}"),
+                &usage(i, 1, 1, 0.0, 0),
+            )
+            .unwrap();
+    }
+    let m = scrape(&store);
+    let requests = |model| {
+        number(
+            &m,
+            "runner_llm_requests_total",
+            &[("role", "agent"), ("model", model)],
+        )
+    };
+    assert_eq!(requests("unknown"), 1.0);
+    assert_eq!(requests("model-49"), 49.0, "the 50th model metered");
+    // model-50 to model-60 are past the first 50 (unknown is one of them).
+    assert_eq!(requests("other"), (50..=60).sum::<u64>() as f64);
+    let models: std::collections::HashSet<_> = m
+        .samples
+        .iter()
+        .filter(|s| s.metric == "runner_llm_requests_total")
+        .map(|s| s.labels.get("model").unwrap().to_string())
+        .collect();
+    assert_eq!(models.len(), MODEL_LABELS_MAX + 1, "{models:?}");
+    assert!(!models.contains("model-50"));
 }
