@@ -365,4 +365,56 @@ mod tests {
             (Role::Manager, 60, Some(50), None)
         );
     }
+
+    #[tokio::test]
+    async fn a_call_is_metered_under_the_model_it_named_cut_to_200_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "models");
+        let store = SharedStore::new(store);
+        let gateway = Gateway::start(store.clone(), dir.path().join("run"), Prices::default())
+            .await
+            .unwrap();
+        let answer = |n| crate::llm::cassette::Exchange {
+            role: Role::Manager,
+            request: crate::llm::cassette::RequestSummary {
+                model: "recorded".into(),
+                stream: false,
+                messages: 1,
+            },
+            status: 200,
+            content_type: "application/json".into(),
+            body: serde_json::json!({"choices": [{"message": {"content": format!("a{n}")}}]})
+                .to_string(),
+            prompt_tokens: 10,
+            completion_tokens: 2,
+        };
+        let cassette = dir.path().join("cassette.jsonl");
+        let lines: Vec<String> = (0..3)
+            .map(|n| serde_json::to_string(&answer(n)).unwrap())
+            .collect();
+        std::fs::write(&cassette, lines.join("\n") + "\n").unwrap();
+        let mut job = spec("models");
+        job.llm.replay = Some(cassette);
+        let hostile = format!("<b>{}", "x".repeat(300));
+        for model in ["gpt-4o-mini", hostile.as_str(), "gpt-4o-mini"] {
+            let request = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+            gateway.manager_call(&id, 1, &job, request).await.unwrap();
+        }
+        let rows = store
+            .call(move |s| s.job_usage_by_model(&id))
+            .await
+            .unwrap();
+        let rows: Vec<(Role, String, u64, u64)> = rows
+            .into_iter()
+            .map(|m| (m.role, m.model, m.usage.requests, m.usage.prompt_tokens))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Role::Manager, hostile[..200].to_string(), 1, 10),
+                (Role::Manager, "gpt-4o-mini".into(), 2, 20),
+            ]
+        );
+    }
 }
