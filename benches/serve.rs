@@ -229,7 +229,9 @@ fn fill(store: &mut Store, n: usize) {
             store.cancel(id).unwrap();
         }
         if i % 5 == 0 {
-            store.add_usage(id, 1, Role::Agent, &usage).unwrap();
+            store
+                .add_usage(id, 1, Role::Agent, "gpt-4o-mini", &usage)
+                .unwrap();
             store.add_turn_event(id, 1, &TurnEvent::default()).unwrap();
         }
     }

@@ -153,8 +153,12 @@ mod tests {
             cost_usd: 0.5,
             unpriced_requests: 0,
         };
-        store.add_usage(&ids[0], 1, Role::Agent, &usage).unwrap();
-        store.add_usage(&other, 1, Role::Agent, &usage).unwrap();
+        store
+            .add_usage(&ids[0], 1, Role::Agent, "m", &usage)
+            .unwrap();
+        store
+            .add_usage(&other, 1, Role::Agent, "m", &usage)
+            .unwrap();
 
         let all = store.job_listing(&JobFilter::default(), 3).unwrap();
         assert_eq!(all.jobs.len(), 3);
