@@ -309,10 +309,14 @@ async fn the_job_list_shows_every_job_with_its_state_and_new_jobs_appear_live() 
     let late = plain_job(&mut served.store(), "arrived-later", "docs");
     let table = browser.wait_text("#jobs tbody", "arrived-later").await;
     assert!(table.contains(late.as_str()), "{table}");
+    // The totals are the server's sums over every matching job, sent at most once a second.
     assert_eq!(
-        browser.text("#totals [data-activity=waiting] .count").await,
+        browser
+            .wait_text("#totals [data-activity=waiting] .count", "2")
+            .await,
         "2"
     );
+    assert_eq!(browser.text("#total-jobs").await, "5");
     browser.screenshot("jobs.png").await;
     browser.client.close().await.unwrap();
 }
