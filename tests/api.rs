@@ -842,3 +842,40 @@ fn an_address_other_than_loopback_is_served_only_when_named_and_with_a_warning()
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("IP:PORT"), "{}", stderr(&bad));
 }
+
+#[test]
+fn artifacts_of_a_run_with_a_relative_state_dir_are_served_from_another_directory() {
+    let env = Env::new();
+    let job = env.job(
+        "hello.yaml",
+        "name: hello\nimage: runner/base:bookworm\ncommand: [echo, relative-hello]\n",
+    );
+    // `runner --state-dir state run` from the env's dir: the state dir is relative.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .current_dir(env.dir.path())
+        .env_remove("RUNNER_STATE_DIR")
+        .args(["--state-dir", "state", "run"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The server runs from the test's own directory, on the absolute state dir.
+    let server = Server::serve(&env, &[]);
+    let artifacts = server.get("/api/v1/jobs/hello").json()["artifacts"].clone();
+    let log = artifacts
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|a| a["kind"] == "log")
+        .expect("a log artifact");
+    let path = artifacts[log]["path"].as_str().unwrap();
+    assert!(std::path::Path::new(path).is_absolute(), "{path}");
+    let download = server.get(&format!("/api/v1/jobs/hello/artifacts/{log}"));
+    assert_eq!(
+        download.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&download.body)
+    );
+    assert!(String::from_utf8_lossy(&download.body).contains("relative-hello"));
+}

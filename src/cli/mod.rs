@@ -304,7 +304,9 @@ fn load_prices(state_dir: &Path) -> Result<crate::llm::Prices, Failure> {
 
 /// Runs the parsed command line; returns the process exit code.
 pub async fn main(cli: Cli) -> i32 {
-    let state_dir = cli.state_dir.clone();
+    // Absolute, so that the paths stored for artifacts still name them for a process started in
+    // another directory (`runner serve` serving an artifact of `runner run --state-dir .runner`).
+    let state_dir = std::path::absolute(&cli.state_dir).unwrap_or_else(|_| cli.state_dir.clone());
     if cli.command.uses_state_dir() {
         // Before anything opens the state dir: what it holds is for this user only.
         crate::store::private::restrict_umask();
