@@ -469,6 +469,116 @@ async fn a_job_submitted_from_the_new_page_is_queued_and_cancelled_from_its_page
     browser.client.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_short_form_writes_a_job_file_with_every_value_quoted_and_submitting_it_queues_the_job()
+{
+    let served = Served::start(|_| {});
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("{}/new?token={}", served.base, served.token))
+        .await
+        .unwrap();
+    let field = |id: &'static str| async move {
+        c.wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(id))
+            .await
+            .unwrap()
+    };
+    // Values YAML would read as something else unquoted: a colon, a comment, a flow mapping,
+    // a list item, quotes, markup, a number, a YAML word.
+    let typed_task = "Fix \"this\": the #1 bug\n- {not: a list}\n<b>no</b> & 'yes'";
+    let verify = "python3 -c 'print(\"ok: #1\")' && true";
+    for (id, value) in [
+        ("#f-name", "form-agent"),
+        ("#f-repo", "https://example.com/org/app.git"),
+        ("#f-task", typed_task),
+        ("#f-model", "openai/gpt-4o-mini"),
+        ("#f-manager", "no"),
+        ("#f-tokens", "5000"),
+        ("#f-usd", "0.5"),
+        ("#f-verify", verify),
+    ] {
+        field(id).await.send_keys(value).await.unwrap();
+    }
+    // Characters YAML reads as line breaks, which a person cannot type on a keyboard, set as
+    // pasted text would be.
+    let tail = " next\u{2028}line\u{85}end";
+    c.execute(
+        "const t = document.getElementById('f-task'); t.value += arguments[0];\
+         t.dispatchEvent(new Event('input', {bubbles: true}));",
+        vec![serde_json::json!(tail)],
+    )
+    .await
+    .unwrap();
+    let yaml = c
+        .execute("return document.getElementById('new-text').value;", vec![])
+        .await
+        .unwrap();
+    let yaml = yaml.as_str().unwrap().to_string();
+    assert!(yaml.contains("name: \"form-agent\"\n"), "{yaml}");
+    assert!(yaml.contains("manager: { model: \"no\" }"), "{yaml}");
+    assert!(
+        yaml.contains("budget: { tokens: 5000, usd: 0.5 }"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("\\u2028") && yaml.contains("\\u0085"),
+        "{yaml}"
+    );
+    browser.screenshot("new.png").await;
+
+    c.find(Locator::Css("#new-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text("main h1", "form-agent").await;
+    browser.wait_text("#job-state", "queued").await;
+    let jobs = served.store().list(true).unwrap();
+    assert_eq!(jobs.len(), 1);
+    let spec = &jobs[0].spec;
+    assert_eq!(
+        spec.kind,
+        runner::job::JobKind::Task {
+            task: format!("{typed_task}{tail}")
+        }
+    );
+    assert_eq!(
+        spec.repo,
+        Some(runner::job::RepoSource::Url(
+            "https://example.com/org/app.git".into()
+        ))
+    );
+    assert_eq!(spec.agent.model, "openai/gpt-4o-mini");
+    assert_eq!(spec.manager.model, "no");
+    assert_eq!(spec.budget.tokens, Some(5000));
+    assert_eq!(spec.budget.usd, Some(0.5));
+    assert_eq!(
+        spec.verify
+            .as_ref()
+            .and_then(|v| v.last())
+            .map(String::as_str),
+        Some(verify)
+    );
+
+    // A value the server refuses is shown located in the written file, which stays editable.
+    c.goto(&format!("{}/new", served.base)).await.unwrap();
+    field("#f-name").await.send_keys("Bad Name").await.unwrap();
+    field("#f-task").await.send_keys("anything").await.unwrap();
+    c.find(Locator::Css("#new-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let errors = browser.wait_text("#new-errors", "not a valid name").await;
+    assert!(errors.contains("2:"), "the error names no line: {errors}");
+    assert_eq!(served.store().list(true).unwrap().len(), 1);
+    browser.client.close().await.unwrap();
+}
+
 /// `runner daemon --listen 127.0.0.1:0` on `env`'s state dir: the process, its base URL and
 /// the token.
 fn daemon_with_listen(

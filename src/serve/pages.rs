@@ -5,7 +5,8 @@
 //! - `/` lists jobs (filters `state`, `group`, `name` as query parameters);
 //! - `/jobs/{id}` shows one job: spec, attempts, turn timeline, events, transcript, verify
 //!   output, result patch as a diff, artifacts, usage; controls post to the API;
-//! - `/new` takes a job file and posts it to `POST /api/v1/jobs`, showing the located errors.
+//! - `/new` takes a job file, pasted, uploaded or written by its short form (an agent job, every
+//!   value quoted by the script), and posts it to `POST /api/v1/jobs`, showing the located errors.
 //!
 //! Live updates come from two server-sent event streams the pages open with `EventSource`:
 //! `/live/jobs` (a `job` event with a job's list row whenever one of its events is stored) and
@@ -389,13 +390,11 @@ fn render_job(
         .started_at
         .as_deref()
         .and_then(|s| seconds_between(s, job.finished_at.as_deref()));
-    let turns: Vec<(u32, &crate::store::TurnEvent, &str)> = data
+    // The timeline: the manager's turns and the messages people sent, in the order stored.
+    let timeline: Vec<&EventRecord> = data
         .events
         .iter()
-        .filter_map(|e| match (&e.body, e.attempt) {
-            (EventBody::Turn(t), Some(n)) => Some((n, t, e.at.as_str())),
-            _ => None,
-        })
+        .filter(|e| e.attempt.is_some() && on_timeline(&e.body))
         .collect();
     let last_seq = data.events.last().map(|e| e.seq).unwrap_or(0);
     let body = html! {
@@ -426,9 +425,9 @@ fn render_job(
         section {
             h2 { "Turns" }
             ol.timeline #timeline {
-                @for (n, t, at) in &turns { (turn_item(*n, t, at)) }
+                @for e in &timeline { (timeline_item(e)) }
             }
-            @if turns.is_empty() { p.empty #no-turns { "No turns yet." } }
+            @if timeline.is_empty() { p.empty #no-turns { "No turns yet." } }
         }
         section {
             h2 { "Events" }
@@ -531,6 +530,38 @@ fn diff_class(line: &str) -> &'static str {
     }
 }
 
+/// Whether an event is an item of the job page's timeline.
+fn on_timeline(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::Turn(_) | EventBody::Message { .. } | EventBody::MessageDropped { .. }
+    )
+}
+
+/// One item of the timeline: a turn, or a message a person sent (typed into Aider, or dropped
+/// because its attempt ended first).
+fn timeline_item(e: &EventRecord) -> Markup {
+    let n = e.attempt.unwrap_or(0);
+    match &e.body {
+        EventBody::Turn(t) => turn_item(n, t, &e.at),
+        EventBody::Message { text } => message_item(n, text, &e.at, false),
+        EventBody::MessageDropped { text } => message_item(n, text, &e.at, true),
+        _ => html! {},
+    }
+}
+
+fn message_item(n: u32, text: &str, at: &str, dropped: bool) -> Markup {
+    html! {
+        li.message data-dropped=(dropped) {
+            div.turnhead {
+                span.num { @if dropped { "message dropped" } @else { "message" } }
+                span.at { "attempt " (n) " · " (at) }
+            }
+            p.said { (text) }
+        }
+    }
+}
+
 fn turn_item(n: u32, t: &crate::store::TurnEvent, at: &str) -> Markup {
     html! {
         li.turn data-action=(t.action) {
@@ -555,13 +586,36 @@ fn turn_item(n: u32, t: &crate::store::TurnEvent, at: &str) -> Markup {
 async fn new_page() -> Html<String> {
     let body = html! {
         h1 { "New job" }
-        p { "Paste or upload a job file (YAML, as for " code { "runner submit" } "). The server validates it like "
-            code { "runner validate" } " and queues it." }
-        form #new-form {
-            input #new-file type="file" accept=".yaml,.yml,text/yaml";
-            textarea #new-text name="job" rows="18" spellcheck="false" placeholder="name: hello\nimage: runner/base\ncommand: [echo, hello]" {}
-            ul.errors #new-errors {}
-            button type="submit" { "Submit" }
+        div.newjob {
+            section.shortform {
+                h2 { "Short form" }
+                p.hint { "An agent job. What you type here writes the job file on the right; edit it there if you like." }
+                form #short-form autocomplete="off" {
+                    label { span { "Name" } input #f-name type="text" name="name" placeholder="add-greeting" pattern="[a-z0-9]([a-z0-9]|-){0,62}" title="1–63 lowercase letters, digits and dashes"; }
+                    label { span { "Repository" } input #f-repo type="text" name="repo" placeholder="https://github.com/org/app.git or a path"; }
+                    label { span { "Task" } textarea #f-task name="task" rows="5" placeholder="Add a function greet(name) to greet.py and a test for it." {} }
+                    div.pair {
+                        label { span { "Agent model" } input #f-model type="text" name="model" placeholder="openai/gpt-4o-mini"; }
+                        label { span { "Manager model" } input #f-manager type="text" name="manager" placeholder="gpt-4o-mini"; }
+                    }
+                    div.pair {
+                        label { span { "Budget (tokens)" } input #f-tokens type="number" name="tokens" min="1" step="1" placeholder="unlimited"; }
+                        label { span { "Budget (USD)" } input #f-usd type="number" name="usd" min="0" step="0.01" placeholder="unlimited"; }
+                    }
+                    label { span { "Verify command" } input #f-verify type="text" name="verify" placeholder="python3 -m pytest -q"; }
+                }
+            }
+            section.jobfile {
+                h2 { "Job file" }
+                p.hint { "Paste or upload a job file (YAML, as for " code { "runner submit" } "), or fill the short form. The server validates it like "
+                    code { "runner validate" } " and queues it." }
+                form #new-form {
+                    input #new-file type="file" accept=".yaml,.yml,text/yaml";
+                    textarea #new-text name="job" rows="18" spellcheck="false" placeholder="name: hello\nimage: runner/base\ncommand: [echo, hello]" {}
+                    ul.errors #new-errors {}
+                    button.primary type="submit" { "Submit" }
+                }
+            }
         }
     };
     Html(layout("New job", "new", body).0)
@@ -785,6 +839,35 @@ mod tests {
             "{table}"
         );
         assert!(rows[2].contains("$0.5000"), "{table}");
+    }
+
+    #[test]
+    fn a_message_on_the_timeline_is_escaped_text_and_says_whether_it_was_dropped() {
+        let event = |body| EventRecord {
+            seq: 1,
+            job_id: JobId::new(),
+            attempt: Some(1),
+            at: "now".into(),
+            body,
+        };
+        let sent = timeline_item(&event(EventBody::Message {
+            text: "<b onmouseover=x>take over</b>".into(),
+        }))
+        .into_string();
+        assert!(!sent.contains("<b"), "{sent}");
+        assert!(
+            sent.contains("&lt;b onmouseover=x&gt;take over&lt;/b&gt;"),
+            "{sent}"
+        );
+        assert!(sent.contains("data-dropped=\"false\""), "{sent}");
+        let dropped = timeline_item(&event(EventBody::MessageDropped {
+            text: "too late".into(),
+        }))
+        .into_string();
+        assert!(dropped.contains("message dropped"), "{dropped}");
+        assert!(on_timeline(&EventBody::Message {
+            text: String::new()
+        }));
     }
 
     #[test]

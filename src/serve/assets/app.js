@@ -97,6 +97,24 @@ function turnItem(ev) {
   return li;
 }
 
+// A message a person sent, on the timeline (typed into Aider, or dropped: its attempt ended).
+function messageItem(ev) {
+  const li = el("li", "message");
+  const dropped = ev.type === "message_dropped";
+  li.dataset.dropped = String(dropped);
+  const head = el("div", "turnhead");
+  head.append(el("span", "num", dropped ? "message dropped" : "message"),
+    el("span", "at", "attempt " + ev.attempt + " · " + ev.at));
+  li.append(head, el("p", "said", ev.text));
+  return li;
+}
+
+function timelineAdd(item) {
+  const none = document.getElementById("no-turns");
+  if (none) none.remove();
+  document.getElementById("timeline").append(item);
+}
+
 const ACTIVITY = { queued: "waiting", starting: "waiting", running: "working",
   succeeded: "done", failed: "failed", cancelled: "cancelled" };
 
@@ -118,11 +136,10 @@ function jobPage() {
   live(url, {
     event: (ev) => {
       if (ev.type === "turn") {
-        const none = document.getElementById("no-turns");
-        if (none) none.remove();
-        document.getElementById("timeline").append(turnItem(ev));
+        timelineAdd(turnItem(ev));
         return;
       }
+      if (ev.type === "message" || ev.type === "message_dropped") timelineAdd(messageItem(ev));
       if (ev.type === "state" && ACTIVITY[ev.state] !== undefined) {
         const holder = document.getElementById("job-state");
         const badge = el("span", "badge " + ACTIVITY[ev.state], ev.state);
@@ -208,9 +225,51 @@ function selectLine(area, n) {
   area.setSelectionRange(start, end);
 }
 
+// A YAML double-quoted scalar holding exactly `value`: a JSON string is one, once the
+// characters YAML reads as line breaks (NEL, U+2028, U+2029) or refuses unescaped (DEL, C1
+// controls, BOM, U+FFFE/U+FFFF) are escaped too. Whatever a person types stays a string.
+function yamlString(value) {
+  return JSON.stringify(String(value)).replace(/[\u007f-\u009f\u2028\u2029\ufeff\ufffe\uffff]/g,
+    (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
+}
+
+// A number as typed, bare when it is one (the server checks its range), else quoted so the
+// server's located error names the field.
+function yamlNumber(value) {
+  return /^[0-9]+(\.[0-9]+)?$/.test(value) ? value : yamlString(value);
+}
+
+// The job file the short form describes: an agent job, every value quoted.
+function shortFormYaml(form) {
+  const v = (name) => form.elements[name].value.trim();
+  const lines = ["# Written by the short form: edit it here, or change the form to rewrite it.",
+    "name: " + yamlString(v("name")),
+    "task: " + yamlString(form.elements.task.value.replace(/\s+$/, ""))];
+  if (v("repo")) lines.push("repo: " + yamlString(v("repo")));
+  if (v("model")) lines.push("agent: { model: " + yamlString(v("model")) + " }");
+  if (v("manager")) lines.push("manager: { model: " + yamlString(v("manager")) + " }");
+  const budget = [];
+  if (v("tokens")) budget.push("tokens: " + yamlNumber(v("tokens")));
+  if (v("usd")) budget.push("usd: " + yamlNumber(v("usd")));
+  if (budget.length) lines.push("budget: { " + budget.join(", ") + " }");
+  if (v("verify")) lines.push("verify: " + yamlString(v("verify")));
+  return lines.join("\n") + "\n";
+}
+
 function newPage() {
   const text = document.getElementById("new-text");
   const errors = document.getElementById("new-errors");
+  const short = document.getElementById("short-form");
+  short.addEventListener("input", () => {
+    text.value = shortFormYaml(short);
+    errors.replaceChildren();
+  });
+  // Enter in a field submits the job file the form wrote.
+  short.addEventListener("submit", (e) => {
+    e.preventDefault();
+    text.value = shortFormYaml(short);
+    document.getElementById("new-form").requestSubmit();
+  });
   document.getElementById("new-file").addEventListener("change", async (e) => {
     const file = e.target.files[0];
     if (file) text.value = await file.text();
