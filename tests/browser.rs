@@ -774,6 +774,15 @@ fn an_agent_submitted_from_the_page_shows_its_turns_live_and_takes_a_message_sen
         let status = browser.wait_text("#control-status", "stored").await;
         assert!(!status.is_empty());
         wait_long(&browser, "#timeline", "turn 1/5", Duration::from_secs(60)).await;
+        // The message arrives live on the timeline (between the turns), in the events and in
+        // the transcript.
+        wait_long(
+            &browser,
+            "#timeline li.message",
+            message,
+            Duration::from_secs(60),
+        )
+        .await;
         wait_long(&browser, "#events", message, Duration::from_secs(60)).await;
         wait_long(&browser, "#transcript", message, Duration::from_secs(60)).await;
         wait_long(
@@ -785,6 +794,10 @@ fn an_agent_submitted_from_the_page_shows_its_turns_live_and_takes_a_message_sen
         .await;
         let timeline = browser.text("#timeline").await;
         assert!(timeline.contains("finish"), "{timeline}");
+        // The page as the server renders it shows the message on the timeline too.
+        c.refresh().await.unwrap();
+        let timeline = browser.wait_text("#timeline li.message", message).await;
+        assert!(timeline.contains("message"), "{timeline}");
         assert!(
             c.find_all(Locator::Css("main b")).await.unwrap().is_empty(),
             "the message's markup became an element"
