@@ -5,7 +5,7 @@ CARGO   ?= cargo
 RUNNER  := target/release/runner
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all build images browsers demo test lint bench clean
+.PHONY: all build images browsers pytools demo test lint bench clean
 
 all: build
 
@@ -21,10 +21,14 @@ images: build
 browsers:
 	bash scripts/browsers.sh
 
+# Python packages the tests read runner's output with (junitparser; pip).
+pytools:
+	bash scripts/python-tools.sh
+
 demo: images
 	$(RUNNER) --state-dir .runner run jobs/
 
-test: images browsers
+test: images browsers pytools
 	$(CARGO) build --locked --all-targets
 	$(CARGO) test --locked --no-fail-fast -- --test-threads 4
 

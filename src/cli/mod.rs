@@ -6,6 +6,7 @@ pub(crate) mod events;
 pub mod exit;
 mod follow;
 mod gc;
+mod github;
 mod images;
 mod logs;
 pub mod output;

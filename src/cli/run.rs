@@ -85,6 +85,7 @@ pub async fn run(
                 ))
             })?;
     }
+    super::github::report(state_dir, &store, &ids, json).await?;
     let failed = records
         .iter()
         .filter(|j| j.state != JobState::Succeeded)

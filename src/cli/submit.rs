@@ -36,6 +36,7 @@ pub async fn run(state_dir: &Path, paths: &[PathBuf], wait: bool, json: bool) ->
     }
     let shared = SharedStore::new(store);
     let done = super::follow::until_done(&shared, &ids, before).await?;
+    super::github::report(state_dir, &shared, &ids, json).await?;
     if json {
         let list = shared
             .call(move |s| {
