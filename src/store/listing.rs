@@ -3,10 +3,19 @@
 //! ten thousand jobs is answered without reading (and decoding the specs of) all of them.
 
 use super::jobs::{job_from_row, JOB_COLUMNS};
-use super::{JobTally, Result, Store};
+use super::{Result, Store};
 use crate::state::{JobId, JobState};
 use rusqlite::params;
 use std::collections::HashMap;
+
+/// What the dashboard's job list shows of a job beside its record: turns recorded and LLM
+/// usage over all its attempts.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct JobTally {
+    pub turns: u64,
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
 
 /// Which jobs the list shows (empty: any).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

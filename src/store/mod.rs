@@ -30,12 +30,12 @@ pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use events::{
     AdoptedEvent, BudgetEvent, EventBody, EventRecord, ExportEvent, TurnEvent, VerifyEvent,
 };
-pub use listing::{JobFilter, JobListing};
+pub use listing::{JobFilter, JobListing, JobTally};
 pub use live::TranscriptRecord;
 pub use messages::{ControlRequests, ControlResult, MessageRecord, MessageStatus};
 pub use records::*;
 pub use stats::{Histogram, Stats};
-pub use usage::{JobTally, ModelUsage, Role, RoleUsage, Usage, MODEL_NAME_MAX};
+pub use usage::{ModelUsage, Role, RoleUsage, Usage, MODEL_NAME_MAX};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};

@@ -359,7 +359,7 @@ mod tests {
         let all = store.job_usage(&id).unwrap();
         assert_eq!(all.total().requests, 4);
         assert!((all.total().cost_usd - 2.0).abs() < 1e-9);
-        let tally = store.job_tallies().unwrap()[id.as_str()];
+        let tally = store.job_tally(&id).unwrap();
         assert_eq!((tally.tokens, tally.cost_usd), (60, 2.0));
     }
 
@@ -499,45 +499,5 @@ mod tests {
         assert_eq!(store.token_owner("h1").unwrap(), Some((id.clone(), 1)));
         store.revoke_tokens(&id, 1).unwrap();
         assert_eq!(store.token_owner("h1").unwrap(), None);
-    }
-}
-
-/// What the dashboard's job list shows of a job beside its record: turns recorded and LLM
-/// usage over all its attempts.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct JobTally {
-    pub turns: u64,
-    pub tokens: u64,
-    pub cost_usd: f64,
-}
-
-impl Store {
-    /// Every job's turns, tokens and cost, by job id, in two grouped queries (the job list
-    /// would otherwise ask per job).
-    pub fn job_tallies(&self) -> Result<std::collections::HashMap<String, JobTally>> {
-        let mut out: std::collections::HashMap<String, JobTally> = Default::default();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT job_id, count(*) FROM events WHERE kind = 'turn' GROUP BY job_id")?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (id, turns) = row?;
-            out.entry(id).or_default().turns = turns as u64;
-        }
-        let mut stmt = self.conn.prepare(
-            "SELECT job_id, sum(prompt_tokens + completion_tokens), sum(cost_usd) FROM usage GROUP BY job_id",
-        )?;
-        for row in stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, f64>(2)?,
-            ))
-        })? {
-            let (id, tokens, cost) = row?;
-            let tally = out.entry(id).or_default();
-            tally.tokens = tokens as u64;
-            tally.cost_usd = cost;
-        }
-        Ok(out)
     }
 }
