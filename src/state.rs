@@ -110,6 +110,9 @@ pub enum Reason {
     Stuck,
     MaxTurns,
     ManagerError,
+    /// The LLM provider refused a call in a way that waiting cannot cure (a bad key, an unknown
+    /// model, a prompt longer than the model's context, a spent quota).
+    ProviderError,
     /// The engine or the runner failed (not the job's fault); retried per `retries`.
     Infra,
     /// The container vanished while the job was active.
@@ -117,7 +120,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::ExitCode,
         Reason::Oom,
         Reason::Timeout,
@@ -126,6 +129,7 @@ impl Reason {
         Reason::Stuck,
         Reason::MaxTurns,
         Reason::ManagerError,
+        Reason::ProviderError,
         Reason::Infra,
         Reason::Lost,
     ];
@@ -140,6 +144,7 @@ impl Reason {
             Reason::Stuck => "stuck",
             Reason::MaxTurns => "max_turns",
             Reason::ManagerError => "manager_error",
+            Reason::ProviderError => "provider_error",
             Reason::Infra => "infra",
             Reason::Lost => "lost",
         }

@@ -517,3 +517,83 @@ print("after", call()[0], flush=True)
     env.wait_no_containers(Duration::from_secs(10));
     env.signal_daemon(daemon, "TERM");
 }
+
+/// The events of `job` of one `type`, as `runner events --json` prints them.
+fn events_of(env: &Env, job: &str, kind: &str) -> Vec<serde_json::Value> {
+    stdout(&env.run(&["events", "--json", job]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["type"] == kind)
+        .collect()
+}
+
+#[test]
+fn a_rate_limited_call_waits_for_the_provider_and_the_job_succeeds_with_the_wait_in_its_events() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    let script = r#"
+start = time.time()
+print("answer", *call(model="throttled"))
+print("took %.1f" % (time.time() - start))
+"#;
+    let job = env.job("slow.yaml", &llm_job("slow", script, ""));
+    let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = log_of(&env, "slow");
+    assert!(log.contains("answer 200 answer-2"), "sent again: {log}");
+    let seen = upstream.seen.lock().unwrap();
+    assert_eq!(seen.calls, 2);
+    let gap = seen.arrivals[1] - seen.arrivals[0];
+    assert!(
+        gap >= Duration::from_secs(2) && gap < Duration::from_secs(4),
+        "Retry-After: 2 honoured: {gap:?}"
+    );
+    drop(seen);
+    let waits = events_of(&env, "slow", "waiting");
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert_eq!(
+        (&waits[0]["status"], &waits[0]["role"], &waits[0]["retry"]),
+        (
+            &serde_json::json!(429),
+            &serde_json::json!("agent"),
+            &serde_json::json!(1)
+        )
+    );
+    let line = stdout(&env.run(&["events", "slow"]));
+    assert!(line.contains("waiting for the provider until 20"), "{line}");
+    assert_eq!(
+        env.show("slow")["usage"]["agent"]["requests"],
+        1,
+        "the 429 is not a request"
+    );
+}
+
+#[test]
+fn llm_concurrency_queues_calls_to_an_upstream_instead_of_sending_them_at_once() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    let script = r#"
+import threading
+results = []
+def one():
+    results.append(call(stream=True)[0])
+threads = [threading.Thread(target=one) for _ in range(3)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("statuses", sorted(results))
+"#;
+    let job = env.job("queued.yaml", &llm_job("queued", script, ""));
+    let out = runner_with_upstream(
+        &env,
+        &upstream,
+        &["run", "--llm-concurrency", "1", path_str(&job)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        log_of(&env, "queued").contains("statuses [200, 200, 200]"),
+        "{}",
+        log_of(&env, "queued")
+    );
+    let seen = upstream.seen.lock().unwrap();
+    assert_eq!((seen.calls, seen.most_in_flight), (3, 1));
+}

@@ -140,6 +140,9 @@ impl<S: Sandbox> Drive<'_, S> {
                 Err(ManagerError::Budget(why)) => {
                     return DriveEnd::done(Outcome::failed(Reason::Budget, None, why))
                 }
+                Err(ManagerError::Provider(why)) => {
+                    return DriveEnd::done(Outcome::failed(Reason::ProviderError, None, why))
+                }
                 Err(ManagerError::Failed(why)) => {
                     return DriveEnd::done(Outcome::failed(Reason::ManagerError, None, why))
                 }

@@ -1,5 +1,5 @@
 //! Supervising a running attempt: one `select!` over its work, the container's exit, the
-//! deadline, cancellation and the LLM budget; and how an engine exit status becomes an outcome.
+//! deadline, cancellation, the LLM budget and the provider's lasting refusals; and how an engine exit status becomes an outcome.
 
 use super::{Attempt, Ending};
 use crate::job::JobSpec;
@@ -32,16 +32,23 @@ impl<S: Sandbox> Attempt<S> {
             Timeout,
             Cancelled,
             Budget,
+            Provider,
         }
         let budget = self
             .llm
             .as_ref()
             .map(|l| l.gateway.budget_signal(&self.job.id))
             .unwrap_or_default();
+        let provider = self
+            .llm
+            .as_ref()
+            .map(|l| l.gateway.provider_stop(&self.job.id))
+            .unwrap_or_default();
         let why = tokio::select! {
             biased;
             _ = self.control.cancelled() => Why::Cancelled,
             _ = budget.cancelled() => Why::Budget,
+            _ = provider.fired() => Why::Provider,
             _ = tokio::time::sleep_until(deadline) => Why::Timeout,
             end = work => match end {
                 Some(ending) => Why::Done(ending),
@@ -51,7 +58,7 @@ impl<S: Sandbox> Attempt<S> {
         };
         let status = match why {
             Why::Exited(status) => status,
-            Why::Done(_) | Why::Timeout | Why::Cancelled | Why::Budget => {
+            Why::Done(_) | Why::Timeout | Why::Cancelled | Why::Budget | Why::Provider => {
                 if let Err(e) = self.sandbox.stop(name, self.config.stop_grace).await {
                     tracing::warn!(container = %name, "stop failed: {e}");
                 }
@@ -61,6 +68,7 @@ impl<S: Sandbox> Attempt<S> {
                     Why::Done(ending) => return ending,
                     Why::Cancelled => Outcome::Cancelled,
                     Why::Budget => budget_outcome(spec),
+                    Why::Provider => provider_outcome(&provider),
                     _ => Outcome::failed(
                         Reason::Timeout,
                         None,
@@ -76,6 +84,9 @@ impl<S: Sandbox> Attempt<S> {
         // A job that ended on its own after the gateway refused it for budget failed for budget.
         if budget.is_cancelled() {
             return Ending::Done(budget_outcome(spec));
+        }
+        if provider.why().is_some() {
+            return Ending::Done(provider_outcome(&provider));
         }
         Ending::Done(match status {
             // Aider leaving before the manager finished is a failure, whatever its exit code.
@@ -100,6 +111,15 @@ impl<S: Sandbox> Attempt<S> {
             ),
         })
     }
+}
+
+fn provider_outcome(stop: &crate::llm::gateway::ProviderStop) -> Outcome {
+    Outcome::failed(
+        Reason::ProviderError,
+        None,
+        stop.why()
+            .unwrap_or_else(|| "the LLM provider refused a call".into()),
+    )
 }
 
 fn budget_outcome(spec: &JobSpec) -> Outcome {

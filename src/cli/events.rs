@@ -119,6 +119,16 @@ pub(crate) fn describe(body: &EventBody) -> String {
                 b.used_usd
             )
         }
+        EventBody::Waiting(w) => format!(
+            "waiting for the provider until {} (HTTP {} to {} call; it is sent again then, retry {})",
+            one_line(&w.until),
+            w.status,
+            match w.role {
+                crate::store::Role::Manager => "a manager",
+                crate::store::Role::Agent => "an agent",
+            },
+            w.retry
+        ),
         EventBody::Adopted(a) => format!(
             "adopted: a restarted scheduler took over container {}, resuming at turn {}",
             one_line(&a.container),

@@ -222,6 +222,10 @@ pub struct LimitArgs {
     /// Memory budget shared by running jobs, e.g. 16g (default: the engine's memory).
     #[arg(long, value_parser = parse_size_arg)]
     pub host_memory: Option<u64>,
+    /// Most LLM calls in flight to each upstream (base URL), the agents' and the managers'
+    /// together; more wait for a free slot instead of provoking rate limits (default: no limit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub llm_concurrency: Option<u32>,
     /// Time between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub stop_grace: Duration,
@@ -284,6 +288,7 @@ impl LimitArgs {
         config.group_limits = self.group_limits.iter().cloned().collect();
         config.host_cpus = self.host_cpus;
         config.host_memory = self.host_memory;
+        config.llm_concurrency = self.llm_concurrency.map(|n| n as usize);
         config.attempt.stop_grace = self.stop_grace;
         config.attempt.log_cap = self.log_cap;
         config.attempt.policy = policy::Policy::new(

@@ -1,5 +1,6 @@
 //! Numbers, sizes and durations of a job file that check their range while being deserialized
-//! (`resources`, `timeout`, `retries`, `manager.max_turns`, `budget`).
+//! (`resources`, `timeout`, `retries`, `manager.max_turns`, `manager.max_tokens`,
+//! `manager.call_timeout`, `budget`).
 //!
 //! The checks run inside `Visitor` methods on purpose: serde_yaml attaches the value's line and
 //! column (and its dotted path, e.g. `resources.pids`) only to errors raised there. Negative
@@ -68,6 +69,9 @@ bounded_int!(
 bounded_int!(
     /// `manager.max_turns`.
     MaxTurns, u32, 1u32, 1000u32, "a whole number from 1 to 1000, like `30`");
+bounded_int!(
+    /// `manager.max_tokens`: the most output one manager answer may have.
+    ManagerTokens, u32, 16u32, 100_000u32, "a whole number of tokens from 16 to 100000, like `1000`");
 bounded_int!(
     /// `budget.tokens`.
     Tokens, u64, 1u64, u64::MAX, "a whole number of tokens above 0, like `400000`");
@@ -196,6 +200,47 @@ impl<'de> Deserialize<'de> for Timeout {
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timeout, E> {
                 Err(E::custom(format!(
                     "{v} is negative: use a duration from 1s to 7d, like `30m`"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `manager.call_timeout`: from 1s to 1h; a bare integer is seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CallTimeout(pub Duration);
+
+impl<'de> Deserialize<'de> for CallTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl V {
+            fn check<E: de::Error>(d: Duration) -> Result<CallTimeout, E> {
+                if (MIN_TIMEOUT..=MAX_CALL_TIMEOUT).contains(&d) {
+                    return Ok(CallTimeout(d));
+                }
+                Err(E::custom(format!(
+                    "{} is out of range: use a duration from 1s to 1h, like `2m`",
+                    format_duration(d)
+                )))
+            }
+        }
+        impl Visitor<'_> for V {
+            type Value = CallTimeout;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration from 1s to 1h, like `2m`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CallTimeout, E> {
+                V::check(parse_duration(v).map_err(E::custom)?)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CallTimeout, E> {
+                V::check(Duration::from_secs(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<CallTimeout, E> {
+                Err(E::custom(format!(
+                    "{v} is negative: use a duration from 1s to 1h, like `2m`"
                 )))
             }
         }

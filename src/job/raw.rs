@@ -5,7 +5,10 @@
 //! `numbers`, `argv` and `vars`); rules that involve several fields or the filesystem live in `validate`.
 
 use super::argv::Argv;
-use super::numbers::{CpuRequest, Cpus, MaxTurns, Memory, Pids, Retries, Timeout, Tokens, Usd};
+use super::numbers::{
+    CallTimeout, CpuRequest, Cpus, ManagerTokens, MaxTurns, Memory, Pids, Retries, Timeout, Tokens,
+    Usd,
+};
 use super::spec::{ManagerAction, NetworkMode, OutputMode};
 use super::text::{EnvName, GitRef, HttpUrl, ImageRef, Name, NonEmptyText, Text};
 use super::vars::{Env, Secrets};
@@ -66,7 +69,7 @@ pub(crate) struct RawAgent {
     pub edit_format: Option<NonEmptyText>,
 }
 
-/// `manager: { mode, model, max_turns, steps }`.
+/// `manager: { mode, model, max_turns, max_tokens, call_timeout, steps }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -76,6 +79,8 @@ pub(crate) struct RawManager {
     pub mode: Option<RawManagerMode>,
     pub model: Option<NonEmptyText>,
     pub max_turns: Option<MaxTurns>,
+    pub max_tokens: Option<ManagerTokens>,
+    pub call_timeout: Option<CallTimeout>,
     pub steps: Option<Vec<RawStep>>,
 }
 

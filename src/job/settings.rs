@@ -51,6 +51,8 @@ pub(crate) fn manager_settings(p: &mut Problems, raw: Option<&RawManager>) -> Ma
         mode,
         model: raw.model.clone().map_or(defaults.model, |m| m.0),
         max_turns: raw.max_turns.map_or(defaults.max_turns, |m| m.0),
+        max_tokens: raw.max_tokens.map_or(defaults.max_tokens, |m| m.0),
+        call_timeout: raw.call_timeout.map_or(defaults.call_timeout, |t| t.0),
     }
 }
 
@@ -163,6 +165,42 @@ mod tests {
         let spec = ok(&format!("{AGENT}manager: {{ mode: none, model: big }}\n"));
         assert_eq!(spec.manager.mode, ManagerMode::None);
         assert_eq!(spec.manager.model, "big");
+    }
+
+    #[test]
+    fn manager_calls_are_bounded_by_default_and_as_set() {
+        let spec = ok(AGENT);
+        assert_eq!(
+            (spec.manager.max_tokens, spec.manager.call_timeout),
+            (1000, std::time::Duration::from_secs(120))
+        );
+        let spec = ok(&format!(
+            "{AGENT}manager: {{ max_tokens: 300, call_timeout: 1m30s }}\n"
+        ));
+        assert_eq!(
+            (spec.manager.max_tokens, spec.manager.call_timeout),
+            (300, std::time::Duration::from_secs(90))
+        );
+    }
+
+    #[test]
+    fn manager_bounds_out_of_range_are_located() {
+        let (at, msg) = one_error(&format!("{AGENT}manager:\n  max_tokens: 5\n"));
+        assert_eq!(at, Some((4, 15)));
+        assert!(
+            msg.starts_with(
+                "manager.max_tokens: 5 is out of range: use a whole number of tokens from 16"
+            ),
+            "{msg}"
+        );
+        let (at, msg) = one_error(&format!("{AGENT}manager:\n  call_timeout: 2h\n"));
+        assert_eq!(at, Some((4, 17)));
+        assert!(
+            msg.starts_with(
+                "manager.call_timeout: 2h is out of range: use a duration from 1s to 1h"
+            ),
+            "{msg}"
+        );
     }
 
     #[test]

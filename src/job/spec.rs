@@ -260,6 +260,22 @@ pub struct ManagerSettings {
     pub model: String,
     /// Turn limit (default 30); then the job fails with reason `max_turns`.
     pub max_turns: u32,
+    /// The most output tokens one manager answer may have (default 1000): sent as the call's
+    /// `max_tokens`; an answer cut there is a bad answer.
+    #[serde(default = "default_manager_max_tokens")]
+    pub max_tokens: u32,
+    /// How long one manager call may take, from sending it to the answer's end (default 2m;
+    /// waits for the provider's rate limits are not counted); past it the answer is a bad one.
+    #[serde(default = "default_manager_call_timeout", with = "humane_duration")]
+    pub call_timeout: Duration,
+}
+
+fn default_manager_max_tokens() -> u32 {
+    1000
+}
+
+fn default_manager_call_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 
 impl Default for ManagerSettings {
@@ -268,6 +284,8 @@ impl Default for ManagerSettings {
             mode: ManagerMode::Llm,
             model: "gpt-4o-mini".into(),
             max_turns: 30,
+            max_tokens: default_manager_max_tokens(),
+            call_timeout: default_manager_call_timeout(),
         }
     }
 }

@@ -54,6 +54,9 @@ pub struct SchedulerConfig {
     pub jobs_dir_interval: Duration,
     /// Model prices for metering LLM calls.
     pub prices: crate::llm::Prices,
+    /// Most LLM calls in flight to each upstream (base URL); more wait for a free slot. `None`
+    /// is no limit.
+    pub llm_concurrency: Option<usize>,
 }
 
 impl SchedulerConfig {
@@ -72,6 +75,7 @@ impl SchedulerConfig {
             jobs_dir: None,
             jobs_dir_interval: Duration::from_secs(2),
             prices: crate::llm::Prices::default(),
+            llm_concurrency: None,
         }
     }
 }

@@ -110,6 +110,9 @@ impl<S: Sandbox> Dispatcher<S> {
         )
         .await
         .map_err(|e| e.to_string())?;
+        if let Some(calls) = self.config.llm_concurrency {
+            gateway.limit_concurrency(calls);
+        }
         let access = LlmAccess { gateway };
         self.llm = Some(access.clone());
         Ok(access)

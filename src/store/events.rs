@@ -60,6 +60,9 @@ pub enum EventBody {
     Budget(BudgetEvent),
     /// A scheduler that started again took over the attempt's running container.
     Adopted(AdoptedEvent),
+    /// The LLM provider limited the rate (429, or 503 with `Retry-After`): the gateway waits
+    /// until `until`, then sends the call again.
+    Waiting(WaitingEvent),
 }
 
 impl EventBody {
@@ -76,6 +79,7 @@ impl EventBody {
             EventBody::Export(_) => "export",
             EventBody::Budget(_) => "budget",
             EventBody::Adopted(_) => "adopted",
+            EventBody::Waiting(_) => "waiting",
         }
     }
 }
@@ -159,6 +163,19 @@ pub struct BudgetEvent {
     /// The job's `budget`, as set.
     pub limit_tokens: Option<u64>,
     pub limit_usd: Option<f64>,
+}
+
+/// The gateway waits for the provider before sending a call again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingEvent {
+    /// Whose call waits (`agent` or `manager`).
+    pub role: super::Role,
+    /// The provider's answer: 429, or 503 with `Retry-After`.
+    pub status: u16,
+    /// When the call is sent again (RFC 3339, UTC).
+    pub until: String,
+    /// Which sending this wait precedes: 1 for the first time the call is sent again.
+    pub retry: u32,
 }
 
 /// A scheduler adopted the attempt's running container after a restart.
@@ -411,6 +428,25 @@ mod tests {
                 &serde_json::json!("budget"),
                 &serde_json::json!("agent"),
                 &serde_json::Value::Null
+            )
+        );
+    }
+
+    #[test]
+    fn a_waiting_event_reads_back_with_its_status_and_time() {
+        let event = round_trip(EventBody::Waiting(WaitingEvent {
+            role: super::super::Role::Manager,
+            status: 429,
+            until: "2026-12-01T12:00:02.000Z".into(),
+            retry: 1,
+        }));
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (&json["type"], &json["status"], &json["attempt"]),
+            (
+                &serde_json::json!("waiting"),
+                &serde_json::json!(429),
+                &serde_json::json!(1)
             )
         );
     }

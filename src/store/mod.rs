@@ -29,6 +29,7 @@ pub use checkpoints::{Checkpoint, Input};
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use events::{
     AdoptedEvent, BudgetEvent, EventBody, EventRecord, ExportEvent, TurnEvent, VerifyEvent,
+    WaitingEvent,
 };
 pub use listing::{JobFilter, JobListing, JobTally};
 pub use live::TranscriptRecord;

@@ -156,24 +156,10 @@ async fn forward(
         );
     };
     let url = format!("{}/chat/completions", base.trim_end_matches('/'));
-    let mut call = inner
-        .client
-        .post(&url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body);
-    if let Ok(key) = std::env::var(&grant.spec.llm.api_key_env) {
-        call = call.bearer_auth(key);
-    }
-    let upstream = match call.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            // reqwest errors name the URL, never the key.
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_unreachable",
-                format!("runner gateway: upstream {url}: {e}"),
-            );
-        }
+    // Rate limits are waited out there; what comes back is a success or the client's answer.
+    let (upstream, slot) = match super::upstream::send(inner, grant, role, &url, body).await {
+        Ok(sent) => (sent.response, sent.slot),
+        Err(answer) => return answer,
     };
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -184,7 +170,7 @@ async fn forward(
         .unwrap_or("application/json")
         .to_string();
     if content_type.starts_with("text/event-stream") {
-        return stream_through(
+        let streamed = stream_through(
             inner.clone(),
             grant,
             role,
@@ -194,17 +180,13 @@ async fn forward(
             content_type,
             upstream,
         );
+        return super::upstream::holding(streamed, slot);
     }
     let bytes = match upstream.bytes().await {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_error",
-                format!("runner gateway: upstream {url}: {e}"),
-            )
-        }
+        Err(e) => return super::upstream::failed(&url, &e),
     };
+    drop(slot);
     if status.is_success() {
         let tokens = meter::from_body(&request, &bytes);
         record_usage(inner, grant, role, &summary.model, tokens).await;

@@ -7,13 +7,16 @@
 //!
 //! This module holds the gateway itself (start, grants, the manager's calls); `handlers` serves
 //! the HTTP routes and checks tokens, `exchange` meters, budgets and forwards one call, and
-//! `replay` answers from a cassette or records one.
+//! `replay` answers from a cassette or records one, `upstream` sends a call to the provider
+//! (waiting out rate limits, limiting calls in flight, stopping a job the provider refuses).
 
 mod exchange;
 mod handlers;
 mod replay;
+mod upstream;
 
 pub use exchange::upstream_base;
+pub use upstream::ProviderStop;
 
 use super::cassette::{Cassette, Recorder};
 use super::prices::Prices;
@@ -90,6 +93,12 @@ pub enum ManagerCallError {
     Status(u16, String),
     #[error("{0}")]
     Transport(String),
+    /// The call ran past `manager.call_timeout`.
+    #[error("the call ran past its {} deadline (manager.call_timeout)", crate::job::units::format_duration(*.0))]
+    Deadline(std::time::Duration),
+    /// The provider refused the call in a way waiting cannot cure: what happened and the fix.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// An attempt allowed to call the gateway.
@@ -114,6 +123,8 @@ struct Inner {
     recorders: Mutex<HashMap<PathBuf, Arc<Recorder>>>,
     /// Streamed agent calls in flight per attempt, from the request until the answer is through.
     agent_calls: Mutex<HashMap<(JobId, u32), Arc<CallCounter>>>,
+    /// Concurrency limits per upstream, and the jobs a provider refused for good.
+    upstreams: upstream::Upstreams,
 }
 
 /// A count of calls in flight that others can watch.
@@ -209,6 +220,7 @@ impl Gateway {
             cassettes: Mutex::new(HashMap::new()),
             recorders: Mutex::new(HashMap::new()),
             agent_calls: Mutex::new(HashMap::new()),
+            upstreams: upstream::Upstreams::default(),
         });
         Ok(Gateway {
             inner,
@@ -313,6 +325,7 @@ impl Gateway {
         // Nothing of a job outlives its attempt in a long-lived daemon (a retry starts afresh;
         // a spent budget is found spent again from the store).
         lock(&self.inner.budget_spent).remove(job);
+        self.inner.upstreams.forget(job);
         for file in &files {
             lock(&self.inner.recorders).remove(file);
             lock(&self.inner.cassettes).remove(file);
@@ -340,6 +353,18 @@ impl Gateway {
             .clone()
     }
 
+    /// Limits the calls in flight to each upstream (base URL) to `calls`; more wait for a free
+    /// slot (`--llm-concurrency`).
+    pub fn limit_concurrency(&self, calls: usize) {
+        self.inner.upstreams.set_limit(calls);
+    }
+
+    /// A signal fired when the provider refused one of the job's agent calls in a way waiting
+    /// cannot cure (a bad key, an unknown model, a prompt too long for the model); it says why.
+    pub fn provider_stop(&self, job: &JobId) -> ProviderStop {
+        self.inner.upstreams.stop(job)
+    }
+
     /// A manager call for attempt `n`: through the same meter, budget and cassette as the
     /// agent's calls, as role `manager`. Returns the answer's JSON body.
     pub async fn manager_call(
@@ -355,11 +380,25 @@ impl Gateway {
             spec: spec.clone(),
         };
         let body = Bytes::from(serde_json::to_vec(&request).expect("JSON serializes"));
+        // Each sending of the call carries the deadline (waits for rate limits are not
+        // counted); an answer streamed anyway is read under it too.
+        let deadline = spec.manager.call_timeout;
         let response = exchange(&self.inner, &grant, Role::Manager, request, body).await;
         let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 32 << 20)
-            .await
-            .map_err(|e| ManagerCallError::Transport(e.to_string()))?;
+        let started = std::time::Instant::now();
+        let bytes = match tokio::time::timeout(
+            deadline,
+            axum::body::to_bytes(response.into_body(), 32 << 20),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) | Err(_) if started.elapsed() >= deadline.mul_f64(0.9) => {
+                return Err(ManagerCallError::Deadline(deadline))
+            }
+            Ok(Err(e)) => return Err(ManagerCallError::Transport(e.to_string())),
+            Err(_) => return Err(ManagerCallError::Deadline(deadline)),
+        };
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ManagerCallError::Transport(format!("the answer is not JSON: {e}")))?;
         let message = || {
@@ -370,6 +409,11 @@ impl Gateway {
         };
         if status == StatusCode::PAYMENT_REQUIRED {
             return Err(ManagerCallError::Budget(message()));
+        }
+        match value["error"]["code"].as_str() {
+            Some("upstream_timeout") => return Err(ManagerCallError::Deadline(deadline)),
+            Some("provider_refused") => return Err(ManagerCallError::Refused(message())),
+            _ => {}
         }
         if !status.is_success() {
             return Err(ManagerCallError::Status(status.as_u16(), message()));

@@ -124,6 +124,7 @@ function describe(ev) {
     case "message": return "message: " + ev.text;
     case "message_dropped": return "message dropped: " + ev.text;
     case "verify": return "verify " + (ev.passed ? "passed" : "failed") + " (exit " + ev.exit_code + ")";
+    case "waiting": return "waiting for the provider until " + ev.until + " (HTTP " + ev.status + " to " + ev.role + " call, retry " + ev.retry + ")";
     default: return JSON.stringify(ev);
   }
 }
