@@ -1,6 +1,7 @@
 //! The command line: clap definitions, one file per subcommand, exit codes in [`exit`].
 
 mod cancel;
+mod completions;
 mod daemon;
 pub(crate) mod events;
 pub mod exit;
@@ -176,13 +177,31 @@ pub enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// Print a shell completion script (see the README for where to put it).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page runner(1); with --dir, write it and one page per subcommand there.
+    Man {
+        /// Write runner.1, runner-run.1, ... into this directory instead (e.g.
+        /// ~/.local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 impl Command {
-    /// Whether the command reads or writes the state dir (all but `validate` and `images`, which
-    /// leave files the user's umask should govern).
+    /// Whether the command reads or writes the state dir (all but `validate`, `images`,
+    /// `completions` and `man`, which leave files the user's umask should govern).
     fn uses_state_dir(&self) -> bool {
-        !matches!(self, Command::Validate { .. } | Command::Images { .. })
+        !matches!(
+            self,
+            Command::Validate { .. }
+                | Command::Images { .. }
+                | Command::Completions { .. }
+                | Command::Man { .. }
+        )
     }
 }
 
@@ -347,6 +366,8 @@ pub async fn main(cli: Cli) -> i32 {
             dry_run,
             older_than,
         } => gc::run(&state_dir, dry_run, older_than).await,
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { dir } => completions::man(dir.as_deref()),
         Command::Images { command } => match command {
             ImagesCommand::Build {
                 name,
