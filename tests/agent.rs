@@ -1218,3 +1218,128 @@ fn an_agent_job_survives_a_daemon_sigkill_between_turns_and_mid_turn_in_the_same
     env.signal_daemon(daemon, "TERM");
     env.wait_no_containers(Duration::from_secs(30));
 }
+
+/// The events of `job` of one `type`, as `runner events --json` prints them.
+fn events_of(env: &Env, job: &str, kind: &str) -> Vec<serde_json::Value> {
+    stdout(&env.run(&["events", "--json", job]))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["type"] == kind)
+        .collect()
+}
+
+/// The provider limits the rate of the manager's first call and of Aider's first edit call
+/// (429, `Retry-After: 2`): the gateway waits each out and sends it again, neither the manager
+/// nor Aider sees a failure, the job succeeds and its events show both waits.
+#[test]
+fn rate_limits_on_manager_and_agent_calls_are_waited_out_and_the_job_succeeds() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(
+        vec![
+            answer("instruct", "Create greet.py with greet(name)."),
+            answer("finish", "greet added"),
+        ],
+        vec![create_file("greet.py", GREET)],
+    );
+    {
+        let mut s = llm.script.lock().unwrap();
+        s.throttle_manager = 1;
+        s.throttle_edits = 1;
+    }
+    let job = agent_job(
+        &env,
+        "limited",
+        "{ mode: llm, model: manager-mock }",
+        VERIFY,
+    );
+    let out = llm.run(&env, &job);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        log_of(&env, "limited")
+    );
+    let waits: Vec<_> = events_of(&env, "limited", "waiting")
+        .into_iter()
+        .map(|w| {
+            (
+                w["role"].as_str().unwrap().to_string(),
+                w["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        waits,
+        [("manager".to_string(), 429), ("agent".to_string(), 429)],
+        "{}",
+        stdout(&env.run(&["events", "limited"]))
+    );
+    let lines = stdout(&env.run(&["events", "limited"]));
+    assert!(lines.contains("waiting for the provider until "), "{lines}");
+    let s = llm.script.lock().unwrap();
+    assert_eq!((s.throttled, s.manager_calls, s.edit_calls), (2, 2, 1));
+    assert!(
+        stderr(&out).contains("waiting for the provider until"),
+        "run's progress shows the wait: {}",
+        stderr(&out)
+    );
+}
+
+/// A manager model that never answers cannot hold the job until its timeout: each call ends at
+/// `manager.call_timeout`, is asked once more, and the job ends `manager_error` saying so.
+#[test]
+fn a_manager_that_never_answers_ends_manager_error_within_its_deadline() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![]);
+    llm.script.lock().unwrap().manager_silent = true;
+    let job = agent_job(
+        &env,
+        "silent",
+        "{ mode: llm, model: manager-mock, call_timeout: 3s }",
+        "",
+    );
+    let started = Instant::now();
+    let out = llm.run(&env, &job);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let show = env.show("silent");
+    assert_eq!(show["reason"], "manager_error", "{show}");
+    assert!(
+        show["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ran past its 3s deadline (manager.call_timeout)"),
+        "{show}"
+    );
+    assert_eq!(llm.script.lock().unwrap().manager_calls, 2, "one retry");
+    // Aider's start, two 3 s calls and the clean-up, far from the job's 5 m timeout.
+    assert!(took < Duration::from_secs(90), "{took:?}");
+}
+
+/// A key the provider refuses: Aider's call gets the 401, the gateway stops the attempt, and
+/// the job ends `provider_error` with a detail naming the variable to set.
+#[test]
+fn a_refused_key_ends_the_job_with_a_detail_naming_the_fix() {
+    let env = Env::new();
+    let llm = ScriptedLlm::start(vec![], vec![create_file("greet.py", GREET)]);
+    llm.script.lock().unwrap().refuse_all = true;
+    let job = agent_job(&env, "refused", "{ mode: none }", "");
+    let started = Instant::now();
+    let out = llm.run(&env, &job);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let show = env.show("refused");
+    assert_eq!(
+        show["reason"],
+        "provider_error",
+        "{show}\n{}",
+        log_of(&env, "refused")
+    );
+    let detail = show["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("HTTP 401: Incorrect API key provided")
+            && detail.contains("set OPENAI_API_KEY where the runner runs to a valid key for"),
+        "{detail}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}

@@ -1,7 +1,9 @@
 //! A scripted OpenAI-compatible server for agent tests, on an ephemeral loopback port. Manager
 //! calls (`response_format: json_object`) get the next scripted manager answer; Aider's edit
 //! calls (streamed) get the next scripted edit; Aider's commit-message calls get a fixed message.
-//! Running out of answers is a 500 naming what ran out.
+//! Running out of answers is a 500 naming what ran out. A script may also limit the rate of the
+//! first calls (429 with `Retry-After: 2`), leave manager calls unanswered, or refuse every call
+//! with a 401.
 
 #![allow(dead_code)]
 
@@ -33,6 +35,18 @@ pub struct Script {
     pub manager_turns: Vec<u32>,
     /// An edit asked again (the same request, made again after a restart) gets the same edit.
     pub edits_by_prompt: Option<std::collections::HashMap<String, String>>,
+    /// The next this many manager calls, and streamed edit calls, get a 429 with
+    /// `Retry-After: 2` (not counted as answered calls).
+    pub throttle_manager: usize,
+    pub throttle_edits: usize,
+    /// The 429s sent.
+    pub throttled: usize,
+    /// Manager calls are never answered (counted in `manager_calls`).
+    pub manager_silent: bool,
+    /// Every call gets a 401 for its key.
+    pub refuse_all: bool,
+    /// The 401s sent.
+    pub refused: usize,
 }
 
 pub struct ScriptedLlm {
@@ -121,6 +135,16 @@ fn json_reply(content: &str, usage: (u64, u64)) -> axum::response::Response {
         .unwrap()
 }
 
+fn status_reply(status: u16, headers: &[(&str, &str)], body: Value) -> axum::response::Response {
+    let mut reply = axum::response::Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        reply = reply.header(*name, *value);
+    }
+    reply.body(Body::from(body.to_string())).unwrap()
+}
+
 fn error_reply(message: &str) -> axum::response::Response {
     axum::response::Response::builder()
         .status(500)
@@ -154,6 +178,42 @@ fn reply(
 ) -> (axum::response::Response, Option<std::time::Duration>) {
     let request: Value = serde_json::from_slice(body).unwrap_or_default();
     let mut s = state.lock().unwrap();
+    let manager = request.get("response_format").is_some();
+    let edit = !manager && request["stream"] == true;
+    if s.refuse_all {
+        s.refused += 1;
+        return (
+            status_reply(
+                401,
+                &[],
+                json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+            ),
+            None,
+        );
+    }
+    if (manager && s.throttle_manager > 0) || (edit && s.throttle_edits > 0) {
+        if manager {
+            s.throttle_manager -= 1;
+        } else {
+            s.throttle_edits -= 1;
+        }
+        s.throttled += 1;
+        return (
+            status_reply(
+                429,
+                &[("retry-after", "2")],
+                json!({"error": {"message": "Rate limit reached, try again in 2s", "type": "requests", "code": "rate_limit_exceeded"}}),
+            ),
+            None,
+        );
+    }
+    if manager && s.manager_silent {
+        s.manager_calls += 1;
+        return (
+            json_reply(&answer("finish", "never sent"), (200, 20)),
+            Some(std::time::Duration::from_secs(3600)),
+        );
+    }
     if request.get("response_format").is_some() && s.manager_by_turn {
         s.manager_calls += 1;
         let prompt = last_user_message(&request);
