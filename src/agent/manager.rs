@@ -221,6 +221,15 @@ mod tests {
         url: &str,
         call_timeout: Duration,
     ) -> (Manager, SharedStore, JobId, tempfile::TempDir) {
+        manager_of(url, call_timeout, Duration::from_secs(60)).await
+    }
+
+    /// A manager as [`manager`] makes, of a job with `timeout`.
+    async fn manager_of(
+        url: &str,
+        call_timeout: Duration,
+        timeout: Duration,
+    ) -> (Manager, SharedStore, JobId, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let id = submit_one(&mut store, "m");
@@ -233,6 +242,7 @@ mod tests {
         job.llm.base_url = Some(url.to_string());
         job.llm.api_key_env = "RUNNER_TEST_NO_SUCH_KEY".into();
         job.manager.call_timeout = call_timeout;
+        job.timeout = timeout;
         let manager = Manager::Llm {
             gateway,
             job: id.clone(),
@@ -374,6 +384,41 @@ mod tests {
                 (crate::store::Role::Manager, 429, 1),
                 (crate::store::Role::Manager, 503, 2)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_longer_than_the_job_has_left_is_not_waited_for() {
+        let llm = upstream(Arc::new(|_| {
+            Some(json(
+                429,
+                json!({"error": {"message": "slow down"}}),
+                &[("retry-after", "10")],
+            ))
+        }))
+        .await;
+        let (mut manager, store, id, _dir) =
+            manager_of(&llm.url, Duration::from_secs(5), Duration::from_secs(3)).await;
+        let started = Instant::now();
+        let decided = manager.decide(&context()).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let Err(ManagerError::Failed(why)) = decided else {
+            panic!("{decided:?}")
+        };
+        assert!(
+            why.contains("HTTP 429: runner gateway: the provider still limits the rate after 0s of waiting (it asks for 10s"),
+            "{why}"
+        );
+        assert!(
+            why.contains("a call waits at most 2s") || why.contains("a call waits at most 3s"),
+            "{why}"
+        );
+        let events = store.call(move |s| s.events(&id)).await.unwrap();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e.body, EventBody::Waiting(_))),
+            "{events:?}"
         );
     }
 

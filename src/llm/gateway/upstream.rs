@@ -25,7 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// The longest one call waits for the provider's rate limits, all its waits together (and never
-/// longer than the job's timeout).
+/// past the job's timeout).
 pub(super) const MAX_WAIT: Duration = Duration::from_secs(300);
 /// The wait after the first rate limit that names no time; doubled at each one after it.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -117,7 +117,8 @@ pub(super) async fn send(
     url: &str,
     body: Bytes,
 ) -> Result<Sent, Response> {
-    let most = MAX_WAIT.min(grant.spec.timeout);
+    // Known at the first rate limit: the most this call may wait in all.
+    let mut most: Option<Duration> = None;
     let mut waited = Duration::ZERO;
     let mut retry = 0u32;
     loop {
@@ -173,6 +174,10 @@ pub(super) async fn send(
         let Some(wait) = rate_limit_wait(status, &headers, retry) else {
             return Err(answer());
         };
+        let most = match most {
+            Some(most) => most,
+            None => *most.insert(longest_wait(inner, grant).await),
+        };
         if waited + wait > most {
             return Err(error(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
@@ -206,6 +211,23 @@ pub(super) async fn send(
         }
         tokio::time::sleep(wait).await;
     }
+}
+
+/// The most a call of `grant`'s attempt may wait in all: [`MAX_WAIT`], or less when the job's
+/// timeout comes sooner (counted from the attempt's recorded start, as `supervise` counts it).
+async fn longest_wait(inner: &Arc<Inner>, grant: &Grant) -> Duration {
+    let (job, n) = (grant.job.clone(), grant.attempt);
+    let started = inner
+        .store
+        .call(move |s| s.attempt(&job, n))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|a| crate::state::parse_rfc3339(&a.started_at));
+    let elapsed = started
+        .and_then(|t| (time::OffsetDateTime::now_utc() - t).try_into().ok())
+        .unwrap_or(Duration::ZERO);
+    MAX_WAIT.min(grant.spec.timeout.saturating_sub(elapsed))
 }
 
 /// The response for a call that got no (whole) answer: 504 when it ran past its deadline, 502
