@@ -155,7 +155,11 @@ pub(super) async fn send(
             )
                 .into_response()
         };
-        if let Some(fix) = lasting(status, &text, grant, role, url) {
+        let model = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["model"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if let Some(fix) = lasting(status, &text, grant, role, url, &model) {
             let detail = format!(
                 "the LLM provider refused a {} call (HTTP {status}: {}): {fix}",
                 role.as_str(),
@@ -290,8 +294,17 @@ fn message_of(text: &str) -> String {
     line
 }
 
-/// What to fix when an answer is one that waiting cannot cure; `None` for the others.
-fn lasting(status: u16, text: &str, grant: &Grant, role: Role, url: &str) -> Option<String> {
+/// What to fix when an answer is one that waiting cannot cure; `None` for the others. A 404 for
+/// a model other than the job's own (Aider's weak model, which writes commit messages) is
+/// passed on: Aider does without it.
+fn lasting(
+    status: u16,
+    text: &str,
+    grant: &Grant,
+    role: Role,
+    url: &str,
+    model: &str,
+) -> Option<String> {
     let lower = text.to_lowercase();
     let model_field = match role {
         Role::Manager => "manager.model",
@@ -309,10 +322,15 @@ fn lasting(status: u16, text: &str, grant: &Grant, role: Role, url: &str) -> Opt
              another key or `{model_field}`",
             grant.spec.llm.api_key_env
         )),
-        404 => Some(format!(
-            "check `{model_field}` against the models {base} serves, and `llm.base_url` (it \
-             should end where `/chat/completions` is appended, often in `/v1`)"
-        )),
+        404 if role == Role::Manager
+            || grant.spec.agent.model.rsplit('/').next() == Some(model) =>
+        {
+            Some(format!(
+                "check `{model_field}` (`{model}`) against the models {base} serves, and \
+                 `llm.base_url` (it should end where `/chat/completions` is appended, often in \
+                 `/v1`)"
+            ))
+        }
         400 if [
             "context_length",
             "context length",
@@ -519,13 +537,23 @@ mod tests {
             spec: crate::store::tests_support::spec("p"),
         };
         let url = "http://llm.example/v1/chat/completions";
-        let fix = |status, text: &str, role| lasting(status, text, &grant, role, url);
+        let fix =
+            |status, text: &str, role| lasting(status, text, &grant, role, url, "gpt-4o-mini");
         assert!(fix(401, "{}", Role::Agent).unwrap().starts_with(
             "set OPENAI_API_KEY where the runner runs to a valid key for http://llm.example/v1"
         ));
         assert!(fix(404, "{}", Role::Manager)
             .unwrap()
-            .contains("`manager.model`"));
+            .contains("`manager.model` (`gpt-4o-mini`)"));
+        assert!(
+            fix(404, "{}", Role::Agent).is_some(),
+            "the agent's own model"
+        );
+        assert_eq!(
+            lasting(404, "{}", &grant, Role::Agent, url, "weak-model"),
+            None,
+            "another model Aider asks for"
+        );
         let long = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#;
         assert!(fix(400, long, Role::Agent)
             .unwrap()
