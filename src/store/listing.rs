@@ -108,13 +108,37 @@ impl Store {
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
 
-        for job in &out.jobs {
-            out.tallies
-                .insert(job.id.to_string(), self.job_tally(&job.id)?);
-            if job.state == JobState::Running && self.paused(&job.id)? {
-                out.paused.push(job.id.to_string());
-            }
+        // Tallies and pauses of the page's jobs: three grouped queries, not three per row.
+        let page = format!("SELECT id FROM jobs WHERE {MATCHES} ORDER BY rowid DESC LIMIT {limit}");
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT job_id, count(*) FROM events WHERE kind = 'turn' AND job_id IN ({page}) GROUP BY job_id"
+        ))?;
+        for row in stmt.query_map(p, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, turns) = row?;
+            out.tallies.entry(id).or_default().turns = turns as u64;
         }
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT job_id, sum(prompt_tokens + completion_tokens), sum(cost_usd) FROM usage \
+             WHERE job_id IN ({page}) GROUP BY job_id"
+        ))?;
+        for row in stmt.query_map(p, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })? {
+            let (id, tokens, cost) = row?;
+            let tally = out.tallies.entry(id).or_default();
+            tally.tokens = tokens as u64;
+            tally.cost_usd = cost;
+        }
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT id FROM jobs WHERE state = 'running' AND paused != 0 AND id IN ({page})"
+        ))?;
+        out.paused = stmt
+            .query_map(p, |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         Ok(out)
     }
 
