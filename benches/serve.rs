@@ -223,6 +223,7 @@ fn fill(store: &mut Store, n: usize) {
         completion_tokens: 300,
         cost_usd: 0.012,
         unpriced_requests: 0,
+        estimated_requests: 0,
     };
     for (i, id) in ids.iter().enumerate() {
         if i % 3 == 0 {

@@ -280,6 +280,7 @@ async fn the_job_list_shows_every_job_with_its_state_and_new_jobs_appear_live() 
             completion_tokens: 800,
             cost_usd: 0.0123,
             unpriced_requests: 0,
+            estimated_requests: 0,
         };
         store
             .add_usage(&agent, 1, Role::Agent, "gpt-4o-mini", &usage)

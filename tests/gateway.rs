@@ -6,7 +6,7 @@ mod upstream;
 
 use common::*;
 use std::time::{Duration, Instant};
-use upstream::Upstream;
+use upstream::{token_stream, Upstream};
 
 const UPSTREAM_KEY: &str = "upstream-key-4d2f9a";
 
@@ -14,9 +14,9 @@ const UPSTREAM_KEY: &str = "upstream-key-4d2f9a";
 const CLIENT: &str = r#"
 import json, os, socket, sys, time, urllib.error, urllib.request
 BASE = os.environ["OPENAI_BASE_URL"]
-def call(stream=False, key=None, model="gpt-4o-mini", content="say something"):
-    body = json.dumps({"model": model, "stream": stream,
-                       "messages": [{"role": "user", "content": content}]}).encode()
+def call(stream=False, key=None, model="gpt-4o-mini", content="say something", extra=None):
+    body = {"model": model, "stream": stream, "messages": [{"role": "user", "content": content}]}
+    body = json.dumps(dict(body, **(extra or {}))).encode()
     req = urllib.request.Request(BASE + "/chat/completions", data=body, headers={
         "Authorization": "Bearer " + (key or os.environ["OPENAI_API_KEY"]),
         "Content-Type": "application/json"})
@@ -28,8 +28,14 @@ def call(stream=False, key=None, model="gpt-4o-mini", content="say something"):
             for line in r:
                 line = line.decode().strip()
                 if line.startswith("data: ") and line != "data: [DONE]":
-                    parts.append(json.loads(line[6:])["choices"][0]["delta"]["content"])
-                    print("chunk-at %.2f" % (time.time() - start), flush=True)
+                    event = json.loads(line[6:])
+                    if not event["choices"]:
+                        parts.append("[usage]")
+                        continue
+                    text = event["choices"][0]["delta"].get("content")
+                    if text:
+                        parts.append(text)
+                        print("chunk-at %.2f" % (time.time() - start), flush=True)
             return r.status, "".join(parts)
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -297,7 +303,7 @@ fn container_never_holds_the_upstream_key() {
 }
 
 #[test]
-fn tight_budget_ends_the_job_with_reason_budget_after_at_most_one_more_call() {
+fn tight_budget_ends_the_job_with_reason_budget_without_recording_more_than_it() {
     let env = Env::new();
     let upstream = Upstream::start();
     let script = "for i in range(6):\n    print('call', i, call()[0], flush=True)\n";
@@ -309,12 +315,18 @@ fn tight_budget_ends_the_job_with_reason_budget_after_at_most_one_more_call() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let job = env.show("budget");
     assert_eq!(job["reason"], "budget", "{job}");
-    // 40 tokens a call: the first stays under 50, the second crosses it, the third is refused.
-    assert_eq!(upstream.calls(), 2);
-    assert_eq!(job["usage"]["agent"]["requests"], 2);
-    // The third call is refused (402) unless the container was stopped before it returned.
+    // The first call reserves its prompt (about 13 tokens) and the 37 the budget leaves for its
+    // answer, and is asked for no more; it uses 40. The second cannot fit 16 tokens of answer
+    // in the 10 left: refused before it reaches the upstream.
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(
+        upstream.seen.lock().unwrap().requests[0]["max_tokens"],
+        37,
+        "the answer is capped to what the budget allows"
+    );
+    assert_eq!(job["usage"]["agent"]["requests"], 1);
     let log = log_of(&env, "budget");
-    assert!(!log.contains("call 2 200"), "{log}");
+    assert!(!log.contains("call 1 200"), "{log}");
     // The refusal is one event, however many calls were refused.
     let events = stdout(&env.run(&["events", "--json", "budget"]));
     let budget: Vec<serde_json::Value> = events
@@ -327,16 +339,17 @@ fn tight_budget_ends_the_job_with_reason_budget_after_at_most_one_more_call() {
         (
             &budget[0]["role"],
             &budget[0]["limit_tokens"],
-            &budget[0]["attempt"]
+            &budget[0]["attempt"],
+            &budget[0]["used_tokens"]
         ),
         (
             &serde_json::json!("agent"),
             &serde_json::json!(50),
-            &serde_json::json!(1)
+            &serde_json::json!(1),
+            &serde_json::json!(40)
         ),
         "{events}"
     );
-    assert!(budget[0]["used_tokens"].as_u64().unwrap() >= 50, "{events}");
 }
 
 #[test]
@@ -439,11 +452,261 @@ fn streamed_answer_arrives_incrementally() {
     );
     assert!(log.contains("got 200 part0-1 part1-1 part2-1"), "{log}");
     let usage = &env.show("stream")["usage"]["agent"];
-    assert_eq!(usage["requests"], 1);
-    assert!(
-        usage["completion_tokens"].as_u64().unwrap() > 0,
-        "estimated from the stream: {usage}"
+    assert_eq!(
+        (
+            &usage["requests"],
+            &usage["prompt_tokens"],
+            &usage["completion_tokens"],
+            &usage["estimated_requests"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(30),
+            &serde_json::json!(10),
+            &serde_json::json!(0)
+        ),
+        "the upstream's own counts: {usage}"
     );
+}
+
+#[test]
+fn a_streamed_call_is_metered_from_the_upstreams_usage_and_the_client_gets_its_stream_unchanged() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    let script = r#"
+def raw(options=None):
+    body = {"model": "gpt-4o-mini", "stream": True,
+            "messages": [{"role": "user", "content": "tokens=25;"}]}
+    if options:
+        body["stream_options"] = options
+    req = urllib.request.Request(BASE + "/chat/completions", data=json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"],
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read().decode()
+print("plain", json.dumps(raw()))
+print("asked", json.dumps(raw({"include_usage": True})))
+"#;
+    let job = env.job("exact.yaml", &llm_job("exact", script, ""));
+    let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
+    let log = log_of(&env, "exact");
+    assert_eq!(out.status.code(), Some(0), "{}{log}", stderr(&out));
+    let got = |prefix: &str| -> String {
+        let line = log
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}: {log}"));
+        serde_json::from_str(line).unwrap()
+    };
+    // What the upstream sends a client that does not ask for usage, byte for byte.
+    assert_eq!(got("plain "), token_stream(1, 3, 25, false).concat());
+    // A client that asks for usage gets it as the upstream sent it.
+    assert_eq!(got("asked "), token_stream(2, 3, 25, true).concat());
+    assert_eq!(
+        upstream.seen.lock().unwrap().include_usage(),
+        [true, true],
+        "the gateway asked for usage"
+    );
+    let usage = &env.show("exact")["usage"]["agent"];
+    assert_eq!(
+        (
+            &usage["requests"],
+            &usage["prompt_tokens"],
+            &usage["completion_tokens"],
+            &usage["estimated_requests"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(6),
+            &serde_json::json!(50),
+            &serde_json::json!(0)
+        ),
+        "{usage}"
+    );
+}
+
+#[test]
+fn a_streamed_call_cut_short_by_a_cancel_is_metered() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    let job = env.job(
+        "forever.yaml",
+        &llm_job("forever", "print(call(stream=True, content='forever'))", ""),
+    );
+    let mut child = env
+        .cmd()
+        .args(["run", path_str(&job)])
+        .env("OPENAI_BASE_URL", &upstream.url)
+        .env("OPENAI_API_KEY", UPSTREAM_KEY)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while upstream.calls() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A second of words (one every 100 ms) on the way, then the job is cancelled.
+    std::thread::sleep(Duration::from_secs(1));
+    let cancel = env.run(&["cancel", "forever"]);
+    assert!(cancel.status.success(), "{}", stderr(&cancel));
+    child.wait().unwrap();
+    let job = env.show("forever");
+    assert_eq!(job["state"], "cancelled", "{job}");
+    let usage = &job["usage"]["agent"];
+    assert_eq!(usage["requests"], 1, "{usage}");
+    assert_eq!(usage["estimated_requests"], 1, "{usage}");
+    assert_eq!(usage["prompt_tokens"], 2, "'forever', estimated: {usage}");
+    assert!(
+        usage["completion_tokens"].as_u64().unwrap() >= 5,
+        "the words received before the cancel: {usage}"
+    );
+}
+
+/// Whether a call with `content` fits what remains of a budget of `tokens` and `usd` after
+/// `used` (tokens, USD) at gpt-4o-mini's prices: its prompt guessed high (a token for three
+/// characters, 8 for the message) and an answer of at least 16 tokens.
+fn fits(content: &str, tokens: u64, usd: f64, used: (u64, f64)) -> bool {
+    let prompt = (content.len() as u64).div_ceil(3) + 8;
+    let by_tokens = tokens.saturating_sub(used.0).saturating_sub(prompt);
+    let for_output = usd - used.1 - prompt as f64 * 0.15e-6;
+    let by_usd = if for_output <= 0.0 {
+        0
+    } else {
+        (for_output / 0.60e-6).floor() as u64
+    };
+    by_tokens.min(by_usd) >= 16
+}
+
+#[test]
+fn over_fifty_calls_of_random_sizes_the_recorded_usage_stays_inside_the_budget_and_the_refused_call_is_the_one_that_could_not_fit(
+) {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    let script = r#"
+import random
+random.seed(7)
+for i in range(50):
+    content = "tokens=%d;%s" % (random.randint(5, 150), "x" * random.randint(0, 400))
+    print("try", content, flush=True)
+    status = call(stream=(i % 2 == 1), content=content)[0]
+    print("status", status, flush=True)
+    if status != 200:
+        break
+"#;
+    let (tokens, usd) = (3000, 0.0015);
+    let job = env.job(
+        "fifty.yaml",
+        &llm_job(
+            "fifty",
+            script,
+            &format!("budget: {{ tokens: {tokens}, usd: {usd} }}"),
+        ),
+    );
+    let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = log_of(&env, "fifty");
+    // The container may be stopped before it prints the refused call's status: the call
+    // after the last that succeeded is the refused one.
+    let tried: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("try ")).collect();
+    let passed = log.lines().filter(|l| *l == "status 200").count();
+    assert!(tried.len() < 50, "a call is refused before 50: {log}");
+    assert_eq!(tried.len(), passed + 1, "{log}");
+    let reported = upstream.seen.lock().unwrap().reported.clone();
+    assert_eq!(
+        reported.len(),
+        passed,
+        "the refused call never reached the upstream"
+    );
+    let mut used = (0u64, 0f64);
+    for (content, (prompt, completion)) in tried.iter().zip(&reported) {
+        assert!(fits(content, tokens, usd, used), "a call that fit");
+        used.0 += prompt + completion;
+        used.1 += *prompt as f64 * 0.15e-6 + *completion as f64 * 0.60e-6;
+        assert!(used.0 <= tokens && used.1 <= usd + 1e-12, "{used:?}");
+    }
+    let refused = tried[passed];
+    assert!(
+        !fits(refused, tokens, usd, used),
+        "the refused call could not fit: {used:?} used, {refused:?}"
+    );
+    let job = env.show("fifty");
+    assert_eq!(job["reason"], "budget", "{job}");
+    let agent = &job["usage"]["agent"];
+    let recorded =
+        agent["prompt_tokens"].as_u64().unwrap() + agent["completion_tokens"].as_u64().unwrap();
+    assert_eq!(recorded, used.0, "the upstream's counts: {agent}");
+    assert!(recorded <= tokens, "{agent}");
+    assert!(agent["cost_usd"].as_f64().unwrap() <= usd, "{agent}");
+    assert_eq!(agent["estimated_requests"], 0, "{agent}");
+}
+
+#[test]
+fn thirty_parallel_calls_under_a_small_budget_stay_inside_it_and_end_the_job_with_budget() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    // Every call asks for up to 100 tokens and gets 80 after half a second: all thirty are in
+    // flight together.
+    let script = r#"
+import threading
+statuses = []
+def one():
+    statuses.append(call(content="tokens=80;slow;", extra={"max_tokens": 100})[0])
+threads = [threading.Thread(target=one) for _ in range(30)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("statuses", sorted(statuses), flush=True)
+time.sleep(30)
+"#;
+    let job = env.job(
+        "thirty.yaml",
+        &llm_job("thirty", script, "budget: { tokens: 1000 }"),
+    );
+    let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let job = env.show("thirty");
+    assert_eq!(job["reason"], "budget", "{job}");
+    let agent = &job["usage"]["agent"];
+    let recorded =
+        agent["prompt_tokens"].as_u64().unwrap() + agent["completion_tokens"].as_u64().unwrap();
+    assert!(recorded <= 1000, "{agent}");
+    // Each call reserves about 113 tokens: 9 fit in 1000 (the ninth with a lower cap).
+    let calls = upstream.calls();
+    assert!(
+        (1..=9).contains(&calls),
+        "{calls} calls reached the upstream"
+    );
+    assert_eq!(agent["requests"], calls as u64, "{agent}");
+}
+
+#[test]
+fn a_usd_budget_refuses_calls_to_a_model_without_a_price_naming_the_price_table() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    let script = "status, text = call(model='mock')\nprint('unpriced', status, json.loads(text)['error']['message'])\n";
+    let job = env.job(
+        "unpriced.yaml",
+        &llm_job("unpriced", script, "budget: { usd: 1 }"),
+    );
+    let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(upstream.calls(), 0);
+    let job = env.show("unpriced");
+    assert_eq!(job["reason"], "budget", "{job}");
+    // The container may be stopped before it prints the refusal; if it printed it, it names
+    // the fix.
+    let log = log_of(&env, "unpriced");
+    if log.contains("unpriced") {
+        assert!(
+            log.contains("unpriced 402") && log.contains("RUNNER_PRICES"),
+            "{log}"
+        );
+    }
 }
 
 #[test]

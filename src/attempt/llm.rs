@@ -38,6 +38,9 @@ impl<S: Sandbox> Attempt<S> {
                 "no LLM upstream: set llm.base_url in the job, or OPENAI_BASE_URL where the runner runs (or replay a cassette with llm.replay)",
             ));
         }
+        if let Err(why) = llm.gateway.check_budget_prices(spec) {
+            return Err(Ending::permanent(Reason::Budget, why));
+        }
         let token = match llm.gateway.grant(&self.job.id, self.attempt.n, spec).await {
             Ok(token) => token,
             Err(e) => return Err(gateway_failure("cannot grant a gateway token", &e)),

@@ -54,6 +54,9 @@ fn used_between(start: &Usage, end: &Usage) -> Usage {
         unpriced_requests: end
             .unpriced_requests
             .saturating_sub(start.unpriced_requests),
+        estimated_requests: end
+            .estimated_requests
+            .saturating_sub(start.estimated_requests),
     }
 }
 
@@ -149,6 +152,7 @@ mod tests {
             completion_tokens: 50,
             cost_usd: 0.1,
             unpriced_requests: 0,
+            estimated_requests: 0,
         };
         let end = Usage {
             requests: 4,
@@ -156,6 +160,7 @@ mod tests {
             completion_tokens: 80,
             cost_usd: 0.3,
             unpriced_requests: 1,
+            estimated_requests: 0,
         };
         let used = used_between(&start, &end);
         assert_eq!(

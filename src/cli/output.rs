@@ -13,6 +13,7 @@ fn usage_json(usage: &RoleUsage) -> Value {
             "completion_tokens": u.completion_tokens,
             "cost_usd": (u.cost_usd * 1e12).round() / 1e12,
             "unpriced_requests": u.unpriced_requests,
+            "estimated_requests": u.estimated_requests,
         })
     };
     json!({"manager": role(&usage.manager), "agent": role(&usage.agent)})
@@ -31,6 +32,7 @@ fn by_model_json(rows: &[ModelUsage]) -> Value {
                 "completion_tokens": m.usage.completion_tokens,
                 "cost_usd": (m.usage.cost_usd * 1e12).round() / 1e12,
                 "unpriced_requests": m.usage.unpriced_requests,
+                "estimated_requests": m.usage.estimated_requests,
             })
         })
         .collect()

@@ -152,6 +152,9 @@ fn usage_line(role: &str, u: &crate::store::Usage) -> String {
     if u.unpriced_requests > 0 {
         line.push_str(&format!(" ({} unpriced)", u.unpriced_requests));
     }
+    if u.estimated_requests > 0 {
+        line.push_str(&format!(" ({} estimated)", u.estimated_requests));
+    }
     line
 }
 
@@ -183,6 +186,7 @@ mod tests {
             completion_tokens: 30,
             cost_usd: 0.00012,
             unpriced_requests: 1,
+            estimated_requests: 0,
         };
         assert_eq!(
             usage_line("agent", &u),

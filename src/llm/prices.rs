@@ -1,7 +1,8 @@
 //! Model prices, per million tokens. A built-in table covers common models; a JSON file named by
 //! `RUNNER_PRICES` (or `<state dir>/prices.json`) adds to or overrides it:
 //! `{"gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.60}}`.
-//! A model not in the table costs 0, and the call is counted as unpriced.
+//! A model not in the table costs 0, and the call is counted as unpriced; a job with a
+//! `budget.usd` cannot call it (the budget could not limit it).
 
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -88,6 +89,11 @@ impl Prices {
             (prompt as f64 * price.input_per_mtok + completion as f64 * price.output_per_mtok)
                 / 1e6,
         )
+    }
+
+    /// The price of `model` (tried as [`Prices::cost`] does), if it has one.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        self.find(model).copied()
     }
 
     fn find(&self, model: &str) -> Option<&Price> {

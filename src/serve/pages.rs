@@ -806,6 +806,7 @@ mod tests {
             completion_tokens: 10,
             cost_usd: 0.5,
             unpriced_requests: 0,
+            estimated_requests: 0,
         };
         let hostile = "<img src=x onerror=alert(1)>";
         for (role, model) in [

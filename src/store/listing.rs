@@ -185,6 +185,7 @@ mod tests {
             completion_tokens: 5,
             cost_usd: 0.5,
             unpriced_requests: 0,
+            estimated_requests: 0,
         };
         store
             .add_usage(&ids[0], 1, Role::Agent, "m", &usage)

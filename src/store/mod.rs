@@ -181,6 +181,16 @@ impl SharedStore {
         .expect("store task panicked")
     }
 
+    /// Runs `f` with the store on this thread, for the paths that cannot await: the usage of an
+    /// LLM call whose task is dropped (cut short) is written as it is dropped.
+    pub fn call_now<T>(&self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
     /// The state dir id (cheap; no SQL).
     pub fn state_id(&self) -> String {
         self.0

@@ -177,4 +177,9 @@ INSERT INTO usage_by_model (job_id, attempt, role, model, requests, prompt_token
 DROP TABLE usage;
 ALTER TABLE usage_by_model RENAME TO usage;
 "#,
+    // 11: calls whose tokens are estimated (the upstream reported no usage, or the call was
+    // cut short before it did).
+    r#"
+ALTER TABLE usage ADD COLUMN estimated_requests INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

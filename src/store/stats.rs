@@ -109,7 +109,7 @@ impl Store {
                 ..Histogram::default()
             });
         let mut stmt = self.conn.prepare(
-            "SELECT role, model, sum(requests), sum(prompt_tokens), sum(completion_tokens), total(cost_usd), sum(unpriced_requests)
+            "SELECT role, model, sum(requests), sum(prompt_tokens), sum(completion_tokens), total(cost_usd), sum(unpriced_requests), sum(estimated_requests)
              FROM usage GROUP BY role, model
              ORDER BY min(min(rowid)) OVER (PARTITION BY model), role",
         )?;

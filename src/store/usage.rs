@@ -55,8 +55,8 @@ pub struct ModelUsage {
     pub usage: Usage,
 }
 
-/// The [`Usage`] in the five columns from `first` on (requests, prompt and completion tokens,
-/// cost, unpriced requests).
+/// The [`Usage`] in the six columns from `first` on (requests, prompt and completion tokens,
+/// cost, unpriced and estimated requests).
 pub(crate) fn usage_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Usage> {
     Ok(Usage {
         requests: r.get::<_, i64>(first)? as u64,
@@ -64,6 +64,7 @@ pub(crate) fn usage_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<
         completion_tokens: r.get::<_, i64>(first + 2)? as u64,
         cost_usd: r.get(first + 3)?,
         unpriced_requests: r.get::<_, i64>(first + 4)? as u64,
+        estimated_requests: r.get::<_, i64>(first + 5)? as u64,
     })
 }
 
@@ -76,6 +77,9 @@ pub struct Usage {
     pub cost_usd: f64,
     /// Calls whose model has no price (counted as cost 0).
     pub unpriced_requests: u64,
+    /// Calls whose tokens are estimated (about four characters a token): the upstream reported
+    /// no usage, or the call was cut short before it did.
+    pub estimated_requests: u64,
 }
 
 impl Usage {
@@ -89,6 +93,7 @@ impl Usage {
         self.completion_tokens += other.completion_tokens;
         self.cost_usd += other.cost_usd;
         self.unpriced_requests += other.unpriced_requests;
+        self.estimated_requests += other.estimated_requests;
     }
 }
 
@@ -164,14 +169,15 @@ impl Store {
         let model = bounded_model(model);
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO usage (job_id, attempt, role, model, requests, prompt_tokens, completion_tokens, cost_usd, unpriced_requests)
-                 VALUES (?1, ?2, ?3, ?9, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO usage (job_id, attempt, role, model, requests, prompt_tokens, completion_tokens, cost_usd, unpriced_requests, estimated_requests)
+                 VALUES (?1, ?2, ?3, ?9, ?4, ?5, ?6, ?7, ?8, ?10)
                  ON CONFLICT (job_id, attempt, role, model) DO UPDATE SET
                    requests = requests + excluded.requests,
                    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
                    completion_tokens = completion_tokens + excluded.completion_tokens,
                    cost_usd = cost_usd + excluded.cost_usd,
-                   unpriced_requests = unpriced_requests + excluded.unpriced_requests",
+                   unpriced_requests = unpriced_requests + excluded.unpriced_requests,
+                   estimated_requests = estimated_requests + excluded.estimated_requests",
                 params![
                     id.as_str(),
                     n,
@@ -181,7 +187,8 @@ impl Store {
                     usage.completion_tokens as i64,
                     usage.cost_usd,
                     usage.unpriced_requests as i64,
-                    model
+                    model,
+                    usage.estimated_requests as i64
                 ],
             )?;
             Ok(())
@@ -202,7 +209,7 @@ impl Store {
     /// '' is usage metered before models were).
     pub fn job_usage_by_model(&self, id: &JobId) -> Result<Vec<ModelUsage>> {
         let mut stmt = self.conn.prepare(
-            "SELECT role, model, sum(requests), sum(prompt_tokens), sum(completion_tokens), total(cost_usd), sum(unpriced_requests)
+            "SELECT role, model, sum(requests), sum(prompt_tokens), sum(completion_tokens), total(cost_usd), sum(unpriced_requests), sum(estimated_requests)
              FROM usage WHERE job_id = ?1 GROUP BY role, model ORDER BY role, model",
         )?;
         let rows = stmt
@@ -228,7 +235,7 @@ impl Store {
 
     fn usage_where(&self, filter: &str, p: &[&dyn rusqlite::ToSql]) -> Result<RoleUsage> {
         let mut stmt = self.conn.prepare(&format!(
-            "SELECT role, sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), sum(unpriced_requests)
+            "SELECT role, sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(cost_usd), sum(unpriced_requests), sum(estimated_requests)
              FROM usage WHERE {filter} GROUP BY role"
         ))?;
         let mut out = RoleUsage::default();
@@ -347,6 +354,7 @@ mod tests {
             completion_tokens: 5,
             cost_usd: 0.5,
             unpriced_requests: 0,
+            estimated_requests: 0,
         };
         store.add_usage(&id, 1, Role::Agent, "m1", &call).unwrap();
         store.add_usage(&id, 1, Role::Agent, "m2", &call).unwrap();
@@ -374,6 +382,7 @@ mod tests {
             completion_tokens: 5,
             cost_usd,
             unpriced_requests: 0,
+            estimated_requests: 0,
         };
         store
             .add_usage(&id, 1, Role::Agent, "gpt-4o", &call(0.5))

@@ -1,17 +1,20 @@
-//! One metered, budgeted call: the budget check, usage recording, and forwarding to the job's
-//! upstream (whole answers and streamed ones).
+//! One metered, budgeted call: the budget reservation, forwarding to the job's upstream (whole
+//! answers and streamed ones), and metering that happens exactly once per call, whether the
+//! answer went through or the call was cut short.
 
+use super::ledger::{Refusal, Reservation};
 use super::replay::{record_exchange, replay};
 use super::{error, lock, Grant, Inner};
 use crate::job::JobSpec;
 use crate::llm::cassette::{Exchange, RequestSummary};
 use crate::llm::meter::{self, StreamMeter, Tokens};
+use crate::state::JobId;
 use crate::store::{BudgetEvent, EventBody, Role, Usage};
 use axum::body::{Body, Bytes};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// One metered, budgeted exchange for `role`.
@@ -19,52 +22,127 @@ pub(super) async fn exchange(
     inner: &Arc<Inner>,
     grant: &Grant,
     role: Role,
-    request: Value,
-    body: Bytes,
+    mut request: Value,
+    mut body: Bytes,
 ) -> Response {
-    if let Some(refusal) = over_budget(inner, grant, role).await {
-        return refusal;
+    let reservation = match reserve(inner, grant, role, &request).await {
+        Ok(r) => r,
+        Err(refusal) => return refusal,
+    };
+    if let Some(r) = &reservation {
+        if cap_output(&mut request, r.output) {
+            body = Bytes::from(serde_json::to_vec(&request).expect("JSON serializes"));
+        }
     }
     let summary = RequestSummary {
         model: request["model"].as_str().unwrap_or_default().to_string(),
         stream: request["stream"].as_bool().unwrap_or(false),
         messages: request["messages"].as_array().map_or(0, Vec::len),
     };
+    let metered = Metered::new(inner, grant, role, &summary.model, &request, reservation);
     if let Some(path) = grant.spec.llm.replay.clone() {
-        return replay(inner, grant, role, &summary, path).await;
+        return replay(inner, grant, role, path, metered).await;
     }
-    forward(inner, grant, role, request, summary, body).await
+    forward(inner, grant, request, summary, body, metered).await
 }
 
-/// Refuses the call when the job's budget is already spent (so a job overshoots by at most the
-/// call that crossed it) and signals the job to stop. The first refusal of an attempt is
-/// recorded as a `budget` event (later ones would only repeat it).
-async fn over_budget(inner: &Arc<Inner>, grant: &Grant, role: Role) -> Option<Response> {
+/// The output cap a request names (`max_completion_tokens`, else `max_tokens`).
+fn requested_output(request: &Value) -> Option<u64> {
+    request["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| request["max_tokens"].as_u64())
+}
+
+/// Lowers the request's output cap to `output` (the reservation's) when it asks for more or
+/// names none and the budget allows less than the default. A request naming no cap gets
+/// `max_tokens`, or `max_completion_tokens` for the reasoning models that refuse the former.
+/// Returns whether the request changed.
+fn cap_output(request: &mut Value, output: u64) -> bool {
+    let asked = requested_output(request);
+    let lower = match asked {
+        Some(asked) => output < asked,
+        None => output < super::ledger::DEFAULT_OUTPUT_TOKENS,
+    };
+    if !lower {
+        return false;
+    }
+    let named: Vec<&str> = ["max_completion_tokens", "max_tokens"]
+        .into_iter()
+        .filter(|k| request.get(*k).is_some())
+        .collect();
+    let fields = if named.is_empty() {
+        let model = request["model"].as_str().unwrap_or_default();
+        let bare = model.rsplit('/').next().unwrap_or(model);
+        let reasoning = bare.starts_with("gpt-5")
+            || (bare.starts_with('o') && bare[1..].starts_with(|c: char| c.is_ascii_digit()));
+        vec![if reasoning {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        }]
+    } else {
+        named
+    };
+    for field in fields {
+        request[field] = json!(output);
+    }
+    true
+}
+
+/// Reserves the call's worst case against the job's budget (nothing to reserve without one).
+/// A call that cannot fit is refused (402) and the job is told to stop.
+async fn reserve(
+    inner: &Arc<Inner>,
+    grant: &Grant,
+    role: Role,
+    request: &Value,
+) -> Result<Option<Reservation>, Response> {
     let budget = grant.spec.budget;
     if budget.tokens.is_none() && budget.usd.is_none() {
-        return None;
+        return Ok(None);
     }
-    let job = grant.job.clone();
-    let used = match inner.store.call(move |s| s.job_usage(&job)).await {
-        Ok(u) => u.total(),
-        Err(e) => {
-            return Some(error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "runner_error",
-                e.to_string(),
-            ))
+    let model = request["model"].as_str().unwrap_or_default();
+    let price = inner.prices.price(model);
+    if !inner.ledger.knows(&grant.job) {
+        let job = grant.job.clone();
+        match inner.store.call(move |s| s.job_usage(&job)).await {
+            Ok(used) => inner.ledger.load(&grant.job, &used.total()),
+            Err(e) => {
+                return Err(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "runner_error",
+                    e.to_string(),
+                ))
+            }
         }
-    };
-    let why = match (budget.tokens, budget.usd) {
-        (Some(t), _) if used.tokens() >= t => {
-            format!("its budget of {t} tokens is spent ({} used)", used.tokens())
-        }
-        (_, Some(u)) if used.cost_usd >= u => format!(
-            "its budget of ${u:.4} is spent (${:.4} used)",
-            used.cost_usd
-        ),
-        _ => return None,
-    };
+    }
+    if let (Some(_), None) = (budget.usd, price) {
+        let why = super::unpriced_budget(model);
+        return Err(refuse(
+            inner,
+            grant,
+            role,
+            Refusal {
+                why,
+                used: (0, 0.0),
+            },
+        )
+        .await);
+    }
+    let prompt = meter::prompt_reserve(request);
+    match inner
+        .ledger
+        .reserve(&grant.job, budget, price, prompt, requested_output(request))
+    {
+        Ok(r) => Ok(Some(r)),
+        Err(refusal) => Err(refuse(inner, grant, role, refusal).await),
+    }
+}
+
+/// Refuses a call for the job's budget and signals the job to stop. The first refusal of an
+/// attempt is recorded as a `budget` event (later ones would only repeat it).
+async fn refuse(inner: &Arc<Inner>, grant: &Grant, role: Role, refusal: Refusal) -> Response {
+    let budget = grant.spec.budget;
     let first = {
         let mut spent = lock(&inner.budget_spent);
         let signal = spent.entry(grant.job.clone()).or_default();
@@ -75,8 +153,8 @@ async fn over_budget(inner: &Arc<Inner>, grant: &Grant, role: Role) -> Option<Re
     if first {
         let event = EventBody::Budget(BudgetEvent {
             role,
-            used_tokens: used.tokens(),
-            used_usd: used.cost_usd,
+            used_tokens: refusal.used.0,
+            used_usd: refusal.used.1,
             limit_tokens: budget.tokens,
             limit_usd: budget.usd,
         });
@@ -89,37 +167,134 @@ async fn over_budget(inner: &Arc<Inner>, grant: &Grant, role: Role) -> Option<Re
             tracing::warn!(job = %grant.job, "cannot record the budget refusal: {e}");
         }
     }
-    Some(error(
+    error(
         StatusCode::PAYMENT_REQUIRED,
         "budget_exceeded",
-        format!("runner gateway: job {} is stopped: {why}", grant.job),
-    ))
+        format!(
+            "runner gateway: job {} is stopped: {}",
+            grant.job, refusal.why
+        ),
+    )
 }
 
-/// Adds one call's usage to the attempt, under the model the request named. Awaited before the answer completes, so the next call's
-/// budget check sees it.
-pub(super) async fn record_usage(
-    inner: &Arc<Inner>,
-    grant: &Grant,
+/// One call's metering: settles its reservation and records its usage exactly once, when the
+/// answer is through or, for a call cut short (the client hung up, the job was stopped or
+/// cancelled, the runner shut down), when it is dropped: then with its prompt and the
+/// completion received so far, estimated where the upstream reported nothing.
+pub(super) struct Metered {
+    inner: Arc<Inner>,
+    job: JobId,
+    attempt: u32,
     role: Role,
-    model: &str,
-    tokens: Tokens,
-) {
-    let cost = inner.prices.cost(model, tokens.prompt, tokens.completion);
-    let usage = Usage {
-        requests: 1,
-        prompt_tokens: tokens.prompt,
-        completion_tokens: tokens.completion,
-        cost_usd: cost.unwrap_or(0.0),
-        unpriced_requests: u64::from(cost.is_none()),
-    };
-    let (job, n, model) = (grant.job.clone(), grant.attempt, model.to_string());
-    if let Err(e) = inner
-        .store
-        .call(move |s| s.add_usage(&job, n, role, &model, &usage))
-        .await
-    {
-        tracing::error!("cannot record LLM usage: {e}");
+    model: String,
+    /// Estimated prompt tokens, for a call that ends without the upstream's usage.
+    prompt_estimate: u64,
+    reservation: Option<Reservation>,
+    /// What a streamed answer sent so far.
+    pub stream: StreamMeter,
+    /// Recorded (or discarded): nothing is left to do on drop.
+    done: bool,
+}
+
+impl Metered {
+    fn new(
+        inner: &Arc<Inner>,
+        grant: &Grant,
+        role: Role,
+        model: &str,
+        request: &Value,
+        reservation: Option<Reservation>,
+    ) -> Metered {
+        Metered {
+            inner: inner.clone(),
+            job: grant.job.clone(),
+            attempt: grant.attempt,
+            role,
+            model: model.to_string(),
+            prompt_estimate: meter::prompt_estimate(request),
+            reservation,
+            stream: StreamMeter::default(),
+            done: false,
+        }
+    }
+
+    /// The most output tokens this call may produce, when the job has a budget.
+    fn output_limit(&self) -> Option<u64> {
+        self.reservation.as_ref().map(|r| r.output)
+    }
+
+    /// The tokens of the streamed answer so far.
+    fn stream_tokens(&mut self) -> Tokens {
+        self.stream.tokens(self.prompt_estimate)
+    }
+
+    /// The usage row of `tokens`, settled against the reservation (at most what it holds).
+    fn settle(&mut self, tokens: Tokens) -> Usage {
+        self.done = true;
+        let tokens = match self.reservation.as_mut() {
+            Some(r) => r.settle(tokens),
+            None => tokens,
+        };
+        self.reservation = None;
+        let cost = self
+            .inner
+            .prices
+            .cost(&self.model, tokens.prompt, tokens.completion);
+        Usage {
+            requests: 1,
+            prompt_tokens: tokens.prompt,
+            completion_tokens: tokens.completion,
+            cost_usd: cost.unwrap_or(0.0),
+            unpriced_requests: u64::from(cost.is_none()),
+            estimated_requests: u64::from(!tokens.reported),
+        }
+    }
+
+    /// Records the call's usage. Awaited before the answer completes, so the next call sees it
+    /// (its reservation sees it at once, in the ledger).
+    pub async fn record(&mut self, tokens: Tokens) {
+        if self.done {
+            return;
+        }
+        let usage = self.settle(tokens);
+        let (job, n, role, model) = (
+            self.job.clone(),
+            self.attempt,
+            self.role,
+            self.model.clone(),
+        );
+        if let Err(e) = self
+            .inner
+            .store
+            .call(move |s| s.add_usage(&job, n, role, &model, &usage))
+            .await
+        {
+            tracing::error!("cannot record LLM usage: {e}");
+        }
+    }
+
+    /// Nothing to record: the upstream refused the call or was never reached.
+    pub fn discard(&mut self) {
+        self.done = true;
+        self.reservation = None;
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Cut short: what was received so far, written now (the task may not run again).
+        let tokens = self.stream_tokens();
+        let usage = self.settle(tokens);
+        let result = self
+            .inner
+            .store
+            .call_now(|s| s.add_usage(&self.job, self.attempt, self.role, &self.model, &usage));
+        if let Err(e) = result {
+            tracing::error!("cannot record the usage of an interrupted LLM call: {e}");
+        }
     }
 }
 
@@ -143,26 +318,49 @@ pub fn upstream_base(spec: &JobSpec) -> Option<String> {
 async fn forward(
     inner: &Arc<Inner>,
     grant: &Grant,
-    role: Role,
-    request: Value,
+    mut request: Value,
     summary: RequestSummary,
-    body: Bytes,
+    mut body: Bytes,
+    mut metered: Metered,
 ) -> Response {
     let Some(base) = upstream_base(&grant.spec) else {
+        metered.discard();
         return error(
             StatusCode::BAD_GATEWAY,
             "no_upstream",
             "runner gateway: no upstream: set llm.base_url in the job or OPENAI_BASE_URL where the runner runs",
         );
     };
+    // A streamed call is metered from the upstream's own counts: asked for when the client did
+    // not, and then removed from the stream the client gets.
+    if summary.stream && request["stream_options"]["include_usage"] != true {
+        if !request["stream_options"].is_object() {
+            request["stream_options"] = json!({});
+        }
+        request["stream_options"]["include_usage"] = json!(true);
+        body = Bytes::from(serde_json::to_vec(&request).expect("JSON serializes"));
+        metered.stream = StreamMeter::stripping_usage();
+    }
     let url = format!("{}/chat/completions", base.trim_end_matches('/'));
     // Rate limits are waited out there; what comes back is a success or the client's answer.
-    let (upstream, slot) = match super::upstream::send(inner, grant, role, &url, body).await {
+    let (upstream, slot) = match super::upstream::send(inner, grant, metered.role, &url, body).await
+    {
         Ok(sent) => (sent.response, sent.slot),
-        Err(answer) => return answer,
+        Err(answer) => {
+            // A call that ran past its deadline may have been charged: metered (on drop) with
+            // its prompt. A refused or unreachable one was not.
+            if answer.status() != StatusCode::GATEWAY_TIMEOUT {
+                metered.discard();
+            }
+            return answer;
+        }
     };
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    if !status.is_success() {
+        // Refused by the upstream (its typed error body is passed on): not charged.
+        metered.discard();
+    }
     let content_type = upstream
         .headers()
         .get(header::CONTENT_TYPE)
@@ -173,12 +371,11 @@ async fn forward(
         let streamed = stream_through(
             inner.clone(),
             grant,
-            role,
-            request,
             summary,
             status,
             content_type,
             upstream,
+            metered,
         );
         return super::upstream::holding(streamed, slot);
     }
@@ -189,12 +386,12 @@ async fn forward(
     drop(slot);
     if status.is_success() {
         let tokens = meter::from_body(&request, &bytes);
-        record_usage(inner, grant, role, &summary.model, tokens).await;
+        metered.record(tokens).await;
         record_exchange(
             inner,
             grant,
             Exchange {
-                role,
+                role: metered.role,
                 request: summary,
                 status: status.as_u16(),
                 content_type: content_type.clone(),
@@ -207,18 +404,22 @@ async fn forward(
     (status, [(header::CONTENT_TYPE, content_type)], bytes).into_response()
 }
 
-/// Passes a streamed answer through chunk by chunk, metering it on the way; usage is recorded
-/// when the stream ends (or the client goes away).
+/// The end a stream cut at its output limit gets: a last event saying why (as an upstream that
+/// reached `max_tokens` would) and `[DONE]`.
+const CUT_ENDING: &str = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n";
+
+/// Passes a streamed answer through chunk by chunk, metering it on the way. Usage is recorded
+/// when `[DONE]` goes by (before the client sees it), or when the stream ends, the client goes
+/// away, or the answer runs past its output limit (then the stream is cut there).
 #[allow(clippy::too_many_arguments)]
 fn stream_through(
     inner: Arc<Inner>,
     grant: &Grant,
-    role: Role,
-    request: Value,
     summary: RequestSummary,
     status: StatusCode,
     content_type: String,
     upstream: reqwest::Response,
+    mut metered: Metered,
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let grant = Grant {
@@ -227,45 +428,63 @@ fn stream_through(
         spec: grant.spec.clone(),
     };
     let ct = content_type.clone();
+    // The upstream's answer may run a little past the cap it was given (token counts here are
+    // estimated from text): it is cut a quarter beyond, and recorded at most at the cap.
+    let cut_at = metered.output_limit().map(|l| l + l / 4);
     tokio::spawn(async move {
-        let mut meter = StreamMeter::default();
         let mut recorded = String::new();
-        let mut metered = false;
         let mut chunks = upstream.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    meter.feed(&bytes);
-                    if grant.spec.llm.record.is_some() {
-                        recorded.push_str(&String::from_utf8_lossy(&bytes));
-                    }
-                    // Record usage before the client sees the end of the answer, so its next
-                    // call's budget check counts this one.
-                    if !metered && status.is_success() && bytes.windows(6).any(|w| w == b"[DONE]") {
-                        metered = true;
-                        let tokens = meter.tokens(&request);
-                        record_usage(&inner, &grant, role, &summary.model, tokens).await;
-                    }
-                    if tx.send(Ok(bytes)).await.is_err() {
-                        break; // the client went away
-                    }
-                }
+        loop {
+            let next = tokio::select! {
+                next = chunks.next() => next,
+                () = tx.closed() => break, // the client went away
+            };
+            let Some(chunk) = next else { break };
+            let bytes = match chunk {
+                Ok(bytes) => bytes,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                     break;
                 }
+            };
+            let pass = metered.stream.feed(&bytes);
+            // The cassette keeps what the client got.
+            if grant.spec.llm.record.is_some() {
+                recorded.push_str(&String::from_utf8_lossy(&pass));
+            }
+            // Record usage before the client sees the end of the answer, so its next call
+            // counts this one.
+            if status.is_success() && metered.stream.done() {
+                let tokens = metered.stream_tokens();
+                metered.record(tokens).await;
+            }
+            if !pass.is_empty() && tx.send(Ok(Bytes::from(pass))).await.is_err() {
+                break;
+            }
+            let over = cut_at.is_some_and(|c| metered.stream.completion_so_far() > c);
+            if over && !metered.stream.done() {
+                tracing::warn!(job = %grant.job, "an LLM answer ran past its output limit: cut");
+                let tokens = metered.stream_tokens();
+                metered.record(tokens).await;
+                recorded.push_str(CUT_ENDING);
+                let _ = tx.send(Ok(Bytes::from_static(CUT_ENDING.as_bytes()))).await;
+                break;
             }
         }
-        let tokens = meter.tokens(&request);
+        let rest = metered.stream.rest();
+        if !rest.is_empty() {
+            recorded.push_str(&String::from_utf8_lossy(&rest));
+            let _ = tx.send(Ok(Bytes::from(rest))).await;
+        }
+        drop(tx);
+        let tokens = metered.stream_tokens();
         if status.is_success() {
-            if !metered {
-                record_usage(&inner, &grant, role, &summary.model, tokens).await;
-            }
+            metered.record(tokens).await;
             record_exchange(
                 &inner,
                 &grant,
                 Exchange {
-                    role,
+                    role: metered.role,
                     request: summary,
                     status: status.as_u16(),
                     content_type: ct,
@@ -275,7 +494,6 @@ fn stream_through(
                 },
             );
         }
-        drop(tx);
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -398,5 +616,36 @@ mod tests {
                 (Role::Manager, "gpt-4o-mini".into(), 2, 20),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_usd_budget_refuses_a_model_without_a_price_and_names_the_price_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "unpriced");
+        let store = SharedStore::new(store);
+        let gateway = Gateway::start(store, dir.path().join("run"), Prices::default())
+            .await
+            .unwrap();
+        let mut job = spec("unpriced");
+        job.budget.usd = Some(1.0);
+        let refused = gateway
+            .manager_call(
+                &id,
+                1,
+                &job,
+                serde_json::json!({"model": "mock", "messages": []}),
+            )
+            .await;
+        let Err(ManagerCallError::Budget(message)) = refused else {
+            panic!("{refused:?}")
+        };
+        assert!(
+            message.contains("model \"mock\": the model has no price")
+                && message.contains("RUNNER_PRICES")
+                && message.contains("prices.json"),
+            "{message}"
+        );
+        assert!(gateway.check_budget_prices(&job).is_ok(), "a command job");
     }
 }

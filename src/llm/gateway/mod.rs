@@ -6,14 +6,18 @@
 //! the job's budget is spent, and records or replays cassettes.
 //!
 //! This module holds the gateway itself (start, grants, the manager's calls); `handlers` serves
-//! the HTTP routes and checks tokens, `exchange` meters, budgets and forwards one call, and
-//! `replay` answers from a cassette or records one, `upstream` sends a call to the provider
-//! (waiting out rate limits, limiting calls in flight, stopping a job the provider refuses).
+//! the HTTP routes and checks tokens, `exchange` meters and forwards one call, `ledger` holds
+//! the budget reservations of calls in flight, `replay` answers from a cassette or records one,
+//! and `upstream` sends a call to the provider (waiting out rate limits, limiting calls in
+//! flight, stopping a job the provider refuses).
 
 mod exchange;
 mod handlers;
+mod ledger;
 mod replay;
 mod upstream;
+
+pub use ledger::{DEFAULT_OUTPUT_TOKENS, MIN_ANSWER_TOKENS};
 
 pub use exchange::upstream_base;
 pub use upstream::ProviderStop;
@@ -115,6 +119,8 @@ struct Inner {
     prices: Prices,
     /// Token hash → grant (a cache of the tokens table).
     grants: Mutex<HashMap<String, Arc<Grant>>>,
+    /// Every job's recorded usage and the reservations of its calls in flight.
+    ledger: Arc<ledger::Ledger>,
     /// Fired when a job's budget is spent, so its attempt stops.
     budget_spent: Mutex<HashMap<JobId, CancellationToken>>,
     /// Next replay position per attempt and role.
@@ -215,6 +221,7 @@ impl Gateway {
                 .expect("http client builds"),
             prices,
             grants: Mutex::new(HashMap::new()),
+            ledger: Arc::default(),
             budget_spent: Mutex::new(HashMap::new()),
             replay_pos: Mutex::new(HashMap::new()),
             cassettes: Mutex::new(HashMap::new()),
@@ -326,6 +333,7 @@ impl Gateway {
         // a spent budget is found spent again from the store).
         lock(&self.inner.budget_spent).remove(job);
         self.inner.upstreams.forget(job);
+        self.inner.ledger.forget(job);
         for file in &files {
             lock(&self.inner.recorders).remove(file);
             lock(&self.inner.cassettes).remove(file);
@@ -421,10 +429,37 @@ impl Gateway {
         Ok(value)
     }
 
+    /// Refuses to start a job whose `budget.usd` cannot limit it (see [`check_budget_prices`]).
+    pub fn check_budget_prices(&self, spec: &JobSpec) -> Result<(), String> {
+        check_budget_prices(spec, &self.inner.prices)
+    }
+
     /// Stops serving.
     pub fn shutdown(&self) {
         self.stop.cancel();
     }
+}
+
+/// Why a `budget.usd` cannot limit calls to `model`: it has no price.
+fn unpriced_budget(model: &str) -> String {
+    format!(
+        "its budget.usd cannot limit calls to model {model:?}: the model has no price; add it to the price table (a JSON file named by RUNNER_PRICES, or <state dir>/prices.json: {{\"{model}\": {{\"input_per_mtok\": 0.15, \"output_per_mtok\": 0.6}}}}) or limit the job with budget.tokens"
+    )
+}
+
+/// Refuses to start a job whose `budget.usd` could not limit its calls: an agent job whose
+/// agent or manager model has no price. (A command job's models are known only when it calls;
+/// such a call is refused then.)
+pub fn check_budget_prices(spec: &JobSpec, prices: &Prices) -> Result<(), String> {
+    if spec.budget.usd.is_none() || !spec.is_agent() {
+        return Ok(());
+    }
+    for model in [&spec.agent.model, &spec.manager.model] {
+        if prices.price(model).is_none() {
+            return Err(unpriced_budget(model));
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` readable by this user alone (the relay runs as this user).

@@ -1,9 +1,9 @@
 //! Cassettes: appending a recorded exchange to the job's `llm.record` file, and answering from
 //! its `llm.replay` file in order, per attempt and role.
 
-use super::exchange::record_usage;
+use super::exchange::Metered;
 use super::{error, lock, Grant, Inner};
-use crate::llm::cassette::{Cassette, Exchange, Recorder, RequestSummary};
+use crate::llm::cassette::{Cassette, Exchange, Recorder};
 use crate::llm::meter::Tokens;
 use crate::store::Role;
 use axum::body::{Body, Bytes};
@@ -42,8 +42,8 @@ pub(super) async fn replay(
     inner: &Arc<Inner>,
     grant: &Grant,
     role: Role,
-    summary: &RequestSummary,
     path: PathBuf,
+    mut metered: Metered,
 ) -> Response {
     let cassette = {
         let cached = lock(&inner.cassettes).get(&path).cloned();
@@ -56,11 +56,12 @@ pub(super) async fn replay(
                     c
                 }
                 Err(e) => {
+                    metered.discard();
                     return error(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "replay_error",
                         format!("runner gateway: {e}"),
-                    )
+                    );
                 }
             },
         }
@@ -74,6 +75,7 @@ pub(super) async fn replay(
         *slot - 1
     };
     let Some(found) = cassette.get(role, n) else {
+        metered.discard();
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "replay_exhausted",
@@ -86,18 +88,13 @@ pub(super) async fn replay(
             ),
         );
     };
-    record_usage(
-        inner,
-        grant,
-        role,
-        &summary.model,
-        Tokens {
+    metered
+        .record(Tokens {
             prompt: found.prompt_tokens,
             completion: found.completion_tokens,
             reported: true,
-        },
-    )
-    .await;
+        })
+        .await;
     let status = StatusCode::from_u16(found.status).unwrap_or(StatusCode::OK);
     let content_type = found.content_type.clone();
     if content_type.starts_with("text/event-stream") {

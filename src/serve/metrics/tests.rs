@@ -65,6 +65,7 @@ fn usage(requests: u64, prompt: u64, completion: u64, cost: f64, unpriced: u64) 
         completion_tokens: completion,
         cost_usd: cost,
         unpriced_requests: unpriced,
+        estimated_requests: 0,
     }
 }
 
