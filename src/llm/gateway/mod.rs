@@ -391,9 +391,12 @@ impl Gateway {
         // Each sending of the call carries the deadline (waits for rate limits are not
         // counted); an answer streamed anyway is read under it too.
         let deadline = spec.manager.call_timeout;
+        // From before the sending, so that a stream cut by the sending's own timeout counts as
+        // late even when its headers were slow (after a rate-limit wait, a transport error may
+        // count as late too: it is then asked once more, which is harmless).
+        let started = std::time::Instant::now();
         let response = exchange(&self.inner, &grant, Role::Manager, request, body).await;
         let status = response.status();
-        let started = std::time::Instant::now();
         let bytes = match tokio::time::timeout(
             deadline,
             axum::body::to_bytes(response.into_body(), 32 << 20),
