@@ -21,7 +21,7 @@ images: build
 browsers:
 	bash scripts/browsers.sh
 
-# Python packages the tests read runner's output with (junitparser; pip).
+# Python packages the tests read runner's output with (junitparser, jsonschema, PyYAML; pip).
 pytools:
 	bash scripts/python-tools.sh
 

@@ -15,6 +15,7 @@ mod pause;
 mod progress;
 mod ps;
 mod run;
+mod schema;
 pub(crate) mod send;
 mod serve;
 mod show;
@@ -177,6 +178,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// Print the JSON Schema of job files (for editors: `# yaml-language-server: $schema=FILE`).
+    Schema,
     /// Print a shell completion script (see the README for where to put it).
     Completions {
         #[arg(value_enum)]
@@ -193,12 +196,13 @@ pub enum Command {
 
 impl Command {
     /// Whether the command reads or writes the state dir (all but `validate`, `images`,
-    /// `completions` and `man`, which leave files the user's umask should govern).
+    /// `schema`, `completions` and `man`, which leave files the user's umask should govern).
     fn uses_state_dir(&self) -> bool {
         !matches!(
             self,
             Command::Validate { .. }
                 | Command::Images { .. }
+                | Command::Schema
                 | Command::Completions { .. }
                 | Command::Man { .. }
         )
@@ -366,6 +370,7 @@ pub async fn main(cli: Cli) -> i32 {
             dry_run,
             older_than,
         } => gc::run(&state_dir, dry_run, older_than).await,
+        Command::Schema => schema::run(),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { dir } => completions::man(dir.as_deref()),
         Command::Images { command } => match command {

@@ -83,6 +83,30 @@ impl Visitor<'_> for ArgSeed {
     }
 }
 
+/// `runner schema`: one string (run by `sh -c`), or a list whose first element is not empty.
+/// YAML scalars in the list are read as their text (`[sleep, 1]`).
+impl schemars::JsonSchema for Argv {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Argv".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "prefixItems": [{"anyOf": [{"type": "string", "minLength": 1}, {"type": ["number", "boolean"]}]}],
+                    "items": {"type": ["string", "number", "boolean"]}
+                }
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::spec::JobKind;

@@ -12,6 +12,7 @@ mod numbers;
 mod output;
 mod paths;
 mod raw;
+mod schema;
 mod settings;
 pub mod spec;
 #[cfg(test)]
@@ -25,6 +26,7 @@ mod yaml_error;
 pub use load::{
     job_files_in, load_file, load_paths, parse_str, parse_untrusted, UNTRUSTED_JOB_NAME,
 };
+pub use schema::job_schema;
 pub use spec::*;
 
 use std::fmt;

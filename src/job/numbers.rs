@@ -57,6 +57,18 @@ macro_rules! bounded_int {
                 d.deserialize_any(V)
             }
         }
+
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "integer", "minimum": $min, "maximum": $max})
+            }
+        }
     };
 }
 
@@ -112,6 +124,22 @@ macro_rules! positive_float {
                     }
                 }
                 d.deserialize_any(V)
+            }
+        }
+
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let mut schema = schemars::json_schema!({"type": "number", "exclusiveMinimum": 0});
+                if $max < f64::MAX {
+                    schema.insert("maximum".into(), $max.into());
+                }
+                schema
             }
         }
     };
@@ -247,6 +275,52 @@ impl<'de> Deserialize<'de> for CallTimeout {
         d.deserialize_any(V)
     }
 }
+
+/// A duration as the job file writes it: whole seconds, or numbers with units from largest to
+/// smallest (`90s`, `1h30m`, `1s500ms`; units in any case).
+const DURATION_PATTERN: &str = "^\\s*([0-9]+|([0-9]+([dD]|[hH]|[mM][sS]|[mM]|[sS]))+)\\s*$";
+/// A size as the job file writes it: bytes, or a number with a binary unit (`512m`, `1.5g`).
+const SIZE_PATTERN: &str = "^\\s*[0-9]+(\\.[0-9]+)?\\s*([kKmMgGtT]([iI]?[bB])?|[bB])?\\s*$";
+
+/// The schema of a size or duration field: a string in its syntax, or a bare integer in range.
+fn unit_schema(pattern: &str, min: u64, max: u64) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["string", "integer"],
+        "pattern": pattern,
+        "minimum": min,
+        "maximum": max,
+    })
+}
+
+macro_rules! unit_schema {
+    ($name:ident, $pattern:expr, $min:expr, $max:expr) => {
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                unit_schema($pattern, $min, $max)
+            }
+        }
+    };
+}
+
+unit_schema!(Memory, SIZE_PATTERN, MIN_MEMORY, MAX_MEMORY);
+unit_schema!(
+    Timeout,
+    DURATION_PATTERN,
+    MIN_TIMEOUT.as_secs(),
+    MAX_TIMEOUT.as_secs()
+);
+unit_schema!(
+    CallTimeout,
+    DURATION_PATTERN,
+    MIN_TIMEOUT.as_secs(),
+    MAX_CALL_TIMEOUT.as_secs()
+);
 
 #[cfg(test)]
 mod tests {

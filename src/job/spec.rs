@@ -203,7 +203,7 @@ pub mod humane_duration {
 }
 
 /// Container networking.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Loopback only (default for plain jobs).
@@ -215,7 +215,7 @@ pub enum NetworkMode {
 }
 
 /// Container runtimes a job may ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     /// The engine's standard runtime.
@@ -316,7 +316,7 @@ pub struct ManagerStep {
 }
 
 /// What the manager tells the runner to do next (see docs/design.md, "Manager protocol").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ManagerAction {
     Instruct,
@@ -418,7 +418,9 @@ impl Default for OutputSettings {
 }
 
 /// The form of the result: a patch file, a pushed branch, or a pull request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputMode {
     #[default]

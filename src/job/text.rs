@@ -113,7 +113,7 @@ pub(crate) fn check_image(s: &str) -> Result<(), String> {
 
 /// Declares a string newtype whose `Deserialize` runs `$check` on the value.
 macro_rules! checked_string {
-    ($(#[$doc:meta])* $name:ident, $expecting:literal, $check:path) => {
+    ($(#[$doc:meta])* $name:ident, $expecting:literal, $check:path, $schema:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub(crate) struct $name(pub String);
@@ -134,30 +134,54 @@ macro_rules! checked_string {
                 d.deserialize_str(V)
             }
         }
+
+        impl schemars::JsonSchema for $name {
+            fn inline_schema() -> bool {
+                true
+            }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                $schema
+            }
+        }
     };
 }
 
+// The JSON Schema of each (`runner schema`) says what an editor can check: the type and, where
+// a regular expression can say it, the rule; the check above stays the authority.
 checked_string!(
     /// Any text without NUL characters.
-    Text, "a string", check_text);
+    Text, "a string", check_text,
+    schemars::json_schema!({"type": "string"}));
 checked_string!(
     /// Text with at least one non-space character.
-    NonEmptyText, "a non-empty string", check_non_empty);
+    NonEmptyText, "a non-empty string", check_non_empty,
+    schemars::json_schema!({"type": "string", "pattern": "\\S"}));
 checked_string!(
     /// A Docker image reference.
-    ImageRef, "an image like `runner/base:bookworm`", check_image);
+    ImageRef, "an image like `runner/base:bookworm`", check_image,
+    schemars::json_schema!({"type": "string", "pattern": "^[^-\\s]\\S*$"}));
 checked_string!(
     /// A job name or group: `[a-z0-9][a-z0-9-]{0,62}`.
-    Name, "a name like `add-greeting`", check_name);
+    Name, "a name like `add-greeting`", check_name,
+    schemars::json_schema!({"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,62}$"}));
 checked_string!(
     /// An environment variable or secret name.
-    EnvName, "a variable name like `RUST_LOG`", check_env_name);
+    EnvName, "a variable name like `RUST_LOG`", check_env_name,
+    schemars::json_schema!({"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,254}$"}));
 checked_string!(
     /// An `http://` or `https://` URL.
-    HttpUrl, "a URL like `https://api.example.com/v1`", check_http_url);
+    HttpUrl, "a URL like `https://api.example.com/v1`", check_http_url,
+    schemars::json_schema!({"type": "string", "pattern": "^https?://\\S+$"}));
 checked_string!(
-    /// A branch, tag or commit name.
-    GitRef, "a git ref like `main`", check_git_ref);
+/// A branch, tag or commit name.
+GitRef, "a git ref like `main`", check_git_ref,
+schemars::json_schema!({
+    "type": "string",
+    "pattern": "^(?!-|/)(?!.*(\\.\\.|@\\{|[~^:?*\\[\\\\\\s]))(?!.*(/|\\.|\\.lock)$).+$"
+}));
 
 #[cfg(test)]
 mod tests {

@@ -153,6 +153,42 @@ impl<'de> Visitor<'de> for SecretsVisitor {
     }
 }
 
+/// `runner schema` for `env`: names as the variable rule says, scalar values (read as text).
+impl schemars::JsonSchema for Env {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Env".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "maxProperties": MAX_ENV_VARS,
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,254}$"},
+            "additionalProperties": {"type": ["string", "number", "boolean", "null"]}
+        })
+    }
+}
+
+/// `runner schema` for `secrets`: distinct variable names.
+impl schemars::JsonSchema for Secrets {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Secrets".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "array",
+            "maxItems": MAX_SECRETS,
+            "uniqueItems": true,
+            "items": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,254}$"}
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::{ok, one_error, AGENT, COMMAND};
