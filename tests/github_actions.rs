@@ -198,3 +198,36 @@ print(json.dumps({"tests": sum(s.tests for s in suites), "failures": sum(s.failu
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn submit_wait_with_json_writes_the_summary_and_sends_annotations_to_stderr() {
+    let mut env = Env::new();
+    let daemon = env.spawn_daemon(&[]);
+    let ok = env.job("ok.yaml", &sh_job("ok", "true", ""));
+    let bad = env.job("bad.yaml", &sh_job("bad", "echo '<b>loud</b>'; exit 4", ""));
+    let summary = env.dir.path().join("summary.md");
+    let out = env
+        .cmd()
+        .args(["submit", "--wait", "--json", path_str(&ok), path_str(&bad)])
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_WORKSPACE", env.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // stdout stays the JSON array: the annotation went to stderr.
+    let jobs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(
+        stderr(&out)
+            .lines()
+            .any(|l| l.starts_with("::error title=bad,file=bad.yaml::exit_code 4")),
+        "{}",
+        stderr(&out)
+    );
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.contains("### runner: 1 of 2 jobs succeeded"), "{md}");
+    assert!(md.contains("| bad | ❌ failed | exit_code 4 |"), "{md}");
+    assert!(md.contains("&lt;b&gt;loud&lt;/b&gt;"), "{md}");
+    env.signal_daemon(daemon, "TERM");
+}
