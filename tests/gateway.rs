@@ -860,3 +860,47 @@ print("statuses", sorted(results))
     let seen = upstream.seen.lock().unwrap();
     assert_eq!((seen.calls, seen.most_in_flight), (3, 1));
 }
+
+#[test]
+fn an_upstream_that_ignores_max_tokens_is_cut_and_recorded_inside_the_budget() {
+    let env = Env::new();
+    let upstream = Upstream::start();
+    // The `runaway` model answers 2,000 words whatever the request's cap.
+    let script = r#"
+body = {"model": "runaway", "stream": True,
+        "messages": [{"role": "user", "content": "tokens=2000;"}]}
+req = urllib.request.Request(BASE + "/chat/completions", data=json.dumps(body).encode(),
+    headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"],
+             "Content-Type": "application/json"})
+with urllib.request.urlopen(req, timeout=30) as r:
+    text = r.read().decode()
+print("words", text.count("w "))
+print("cut", '"finish_reason":"length"' in text, text.endswith("data: [DONE]\n\n"))
+"#;
+    let job = env.job(
+        "runaway.yaml",
+        &llm_job("runaway", script, "budget: { tokens: 500 }"),
+    );
+    let out = runner_with_upstream(&env, &upstream, &["run", path_str(&job)]);
+    let log = log_of(&env, "runaway");
+    assert_eq!(out.status.code(), Some(0), "{}{log}", stderr(&out));
+    // Asked for at most 488 tokens (500 less the prompt's 12), and cut a quarter past that.
+    assert_eq!(upstream.seen.lock().unwrap().requests[0]["max_tokens"], 488);
+    assert!(log.contains("cut True True"), "{log}");
+    let words: usize = log
+        .lines()
+        .find_map(|l| l.strip_prefix("words "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Counted from the text here, a word ("w ") is half a token: 610 tokens are 1,220 words.
+    assert!((976..=1240).contains(&words), "{words} words passed on");
+    let agent = &env.show("runaway")["usage"]["agent"];
+    let recorded =
+        agent["prompt_tokens"].as_u64().unwrap() + agent["completion_tokens"].as_u64().unwrap();
+    assert!(recorded <= 500, "{agent}");
+    assert_eq!(
+        agent["estimated_requests"], 1,
+        "cut before its usage: {agent}"
+    );
+}
