@@ -1,6 +1,12 @@
 //! The end of an agent attempt: verify the work, export it as a patch (and bundle), and for
 //! `output.mode: branch | pr` record the pending delivery (pushing the branch and opening the
 //! pull request happen after the container stops, in `deliver`).
+//!
+//! A candidate of a best-of-N job that passes `verify` writes its patch and bundle, records its
+//! change's size and waits for the round's selection (`store/candidates.rs`): the winner records
+//! its result as the job's and goes on to deliver it; a loser removes its files and ends
+//! `cancelled`. With `select: first-pass` the first to pass wins at once; with
+//! `select: smallest-diff` the candidate waits, container kept, until no other may still pass.
 
 use super::drive::Drive;
 use super::{infra, Ending};
@@ -8,11 +14,16 @@ use crate::agent::protocol::TurnContext;
 use crate::job::OutputMode;
 use crate::sandbox::Sandbox;
 use crate::state::{Outcome, Reason};
-use crate::store::{DeliveryKind, DeliveryRecord, DeliveryState, EventBody, VerifyEvent};
+use crate::store::{
+    DeliveryKind, DeliveryRecord, DeliveryState, EventBody, Selection, VerifyEvent,
+};
 use std::path::Path;
 
 /// Output kept from one verify run.
 const VERIFY_OUTPUT: usize = 64 << 10;
+
+/// How often a candidate that passed asks whether the round has chosen.
+const SELECTION_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl<S: Sandbox> Drive<'_, S> {
     /// Verifies, then exports. `Err` carries a verification failure to tell the manager, while
@@ -111,6 +122,20 @@ impl<S: Sandbox> Drive<'_, S> {
                 }
                 Err(e) => return infra(format!("cannot export the result: {e}")).into(),
             };
+        if self.spec.candidates > 1 {
+            match self.chosen(&exported).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Only the winner's result is exported.
+                    let _ = tokio::fs::remove_file(&exported.patch).await;
+                    if let Some(bundle) = &exported.bundle {
+                        let _ = tokio::fs::remove_file(bundle).await;
+                    }
+                    return Ending::Done(Outcome::Cancelled);
+                }
+                Err(ending) => return ending,
+            }
+        }
         let mut artifacts = vec![("patch".to_string(), exported.patch.display().to_string())];
         if let Some(bundle) = &exported.bundle {
             artifacts.push(("bundle".into(), bundle.display().to_string()));
@@ -132,6 +157,38 @@ impl<S: Sandbox> Drive<'_, S> {
         {
             Ok(()) => Ending::Done(Outcome::Succeeded),
             Err(e) => infra(format!("cannot record the result: {e}")).into(),
+        }
+    }
+
+    /// Records that this candidate passed with its change's size, then waits for the round's
+    /// selection (the deadline and a cancel still apply: this runs under `supervise`). True when
+    /// this candidate won.
+    async fn chosen(&self, exported: &crate::result::Exported) -> Result<bool, Ending> {
+        let patch = tokio::fs::read(&exported.patch)
+            .await
+            .map_err(|e| Ending::Done(infra(format!("cannot read the patch: {e}"))))?;
+        let lines = changed_lines(&String::from_utf8_lossy(&patch));
+        let (job, n, mode) = (self.job.clone(), self.attempt, self.spec.select);
+        let store_error = |e: crate::store::StoreError| {
+            Ending::Done(infra(format!("cannot record the candidate's result: {e}")))
+        };
+        let mut selection = self
+            .store
+            .call(move |s| s.candidate_passed(&job, n, lines, mode))
+            .await
+            .map_err(store_error)?;
+        loop {
+            match selection {
+                Selection::Won(winner) => return Ok(winner == self.attempt),
+                Selection::NonePassed => return Ok(false),
+                Selection::Pending => tokio::time::sleep(SELECTION_POLL).await,
+            }
+            let job = self.job.clone();
+            selection = self
+                .store
+                .call(move |s| s.candidate_selection(&job, mode))
+                .await
+                .map_err(store_error)?;
         }
     }
 
@@ -167,5 +224,36 @@ impl<S: Sandbox> Drive<'_, S> {
             bundle_sha256,
             state: DeliveryState::Pending,
         })
+    }
+}
+
+/// Lines a patch adds or removes: `+` and `-` lines inside its hunks (not the commit messages,
+/// the diffstat or the file headers).
+pub(crate) fn changed_lines(patch: &str) -> u64 {
+    let mut in_hunk = false;
+    let mut lines = 0;
+    for line in patch.lines() {
+        if line.starts_with("@@") {
+            in_hunk = true;
+        } else if line.starts_with("diff --git ") || line.starts_with("From ") || line == "-- " {
+            in_hunk = false;
+        } else if in_hunk && (line.starts_with('+') || line.starts_with('-')) {
+            lines += 1;
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_lines;
+
+    #[test]
+    fn changed_lines_count_hunk_lines_only() {
+        let patch = "From 0123 Mon Sep 17 00:00:00 2001\nSubject: [PATCH] x\n\n- a bullet in the message\n---\n greet.py | 3 ++-\n\n\
+diff --git a/greet.py b/greet.py\n--- a/greet.py\n+++ b/greet.py\n@@ -1,2 +1,3 @@\n def greet():\n-    pass\n+    return 1\n+# done\n\
+-- \n2.39.5\n";
+        assert_eq!(changed_lines(patch), 3);
+        assert_eq!(changed_lines(""), 0);
     }
 }

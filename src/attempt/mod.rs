@@ -157,10 +157,12 @@ impl<S: Sandbox> Attempt<S> {
             }
             Start::Refused(refused) => (Ending::Permanent(refused), Redactor::default()),
         };
-        // A permanent failure ends the job now: no attempt after this one.
+        // A permanent failure ends the job now: no attempt (or round of candidates) after this
+        // one. A best-of-N job's attempts come in rounds of `candidates`, and retries count rounds.
+        let round = (n - 1) / self.job.spec.candidates.max(1) + 1;
         let (outcome, max_attempts) = match ending {
             Ending::Done(outcome) => (outcome, 1 + self.job.spec.retries),
-            Ending::Permanent(outcome) => (outcome, n),
+            Ending::Permanent(outcome) => (outcome, round),
         };
         // A detail may quote what the job or the manager printed (the manager's last words).
         let mut outcome = outcome;
@@ -258,8 +260,22 @@ impl<S: Sandbox> Attempt<S> {
                 .config
                 .work_dir
                 .join(format!("{}-{}", self.job.id, self.attempt.n));
+            let pinned = self.round_base().await;
+            let spec = match &pinned {
+                Some(base) => &JobSpec {
+                    git_ref: Some(base.clone()),
+                    ..spec.clone()
+                },
+                None => spec,
+            };
             match workspace::prepare(spec, &self.config.cache_dir, &work).await {
-                Ok(prepared) => Some(prepared),
+                Ok(prepared) => {
+                    if let (true, Some(base)) = (self.first_of_round(), &prepared.base) {
+                        // The other candidates start from this commit.
+                        self.record_base(base).await;
+                    }
+                    Some(prepared)
+                }
                 Err(ending) => return ending,
             }
         } else {
@@ -321,6 +337,43 @@ impl<S: Sandbox> Attempt<S> {
                 .await
                 .unwrap_or(Ending::Done(Outcome::Succeeded)),
             ending => ending,
+        }
+    }
+
+    /// The first attempt of this attempt's round of candidates (itself for a job with one).
+    fn round_start(&self) -> u32 {
+        let size = self.job.spec.candidates.max(1);
+        (self.attempt.n - 1) / size * size + 1
+    }
+
+    fn first_of_round(&self) -> bool {
+        self.job.spec.candidates > 1 && self.round_start() == self.attempt.n
+    }
+
+    /// For a later candidate of a best-of-N job with a repository: the commit the round's first
+    /// candidate checked out, so that every candidate starts from the same commit even if the
+    /// ref moves meanwhile. Waits while the first prepares; `None` (its own checkout) when the
+    /// first ended without one.
+    async fn round_base(&self) -> Option<String> {
+        let first = self.round_start();
+        if self.job.spec.candidates < 2 || first == self.attempt.n || self.job.spec.repo.is_none() {
+            return None;
+        }
+        loop {
+            let id = self.job.id.clone();
+            let (base, first_active) = self
+                .store
+                .call(move |s| {
+                    let base = s.base_commit(&id, first)?;
+                    let active = s.attempt(&id, first)?.is_some_and(|a| a.state.is_active());
+                    Ok((base, active))
+                })
+                .await
+                .ok()?;
+            if base.is_some() || !first_active || self.control.is_cancelled() {
+                return base;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
 

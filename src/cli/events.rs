@@ -134,6 +134,7 @@ pub(crate) fn describe(body: &EventBody) -> String {
             one_line(&a.container),
             a.turn
         ),
+        EventBody::Candidate(c) => super::show::candidate_line(c),
     }
 }
 

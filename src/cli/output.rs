@@ -88,6 +88,19 @@ pub fn job_json(store: &Store, job: &JobRecord) -> Result<Value, StoreError> {
     usage["by_model"] = by_model_json(&store.job_usage_by_model(&job.id)?);
     obj.insert("usage".into(), usage);
     obj.insert("artifacts".into(), Value::Array(artifacts));
+    // Best-of-N: every candidate with its attempt number (empty for other jobs).
+    let candidates: Vec<Value> = store
+        .candidates(&job.id)?
+        .into_iter()
+        .map(|(n, c)| {
+            let mut c = serde_json::to_value(c).unwrap_or(Value::Null);
+            if let Some(obj) = c.as_object_mut() {
+                obj.insert("attempt".into(), json!(n));
+            }
+            c
+        })
+        .collect();
+    obj.insert("candidates".into(), Value::Array(candidates));
     obj.insert(
         "messages".into(),
         serde_json::to_value(store.messages(&job.id)?).unwrap_or(Value::Null),

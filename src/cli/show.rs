@@ -49,6 +49,13 @@ pub fn run(state_dir: &Path, query: &str, json: bool) -> CmdResult {
                 .unwrap_or_default()
         );
     }
+    let candidates = store.candidates(&id)?;
+    if !candidates.is_empty() {
+        println!("candidates ({}):", job.spec.select.as_str());
+        for (n, c) in &candidates {
+            println!("  attempt {n}  {}", candidate_line(c));
+        }
+    }
     let usage = store.job_usage(&id)?;
     if usage.total().requests > 0 {
         println!("usage:");
@@ -141,6 +148,29 @@ fn message_line(m: &crate::store::MessageRecord) -> String {
         m.attempt,
         one_line(first)
     )
+}
+
+/// One candidate of a best-of-N job on one line: its place, how it ended, its change's size,
+/// turns, tokens and cost, and whether it won.
+pub(crate) fn candidate_line(c: &crate::store::CandidateEvent) -> String {
+    let mut line = format!("candidate {} of {}: {}", c.candidate, c.of, c.state);
+    if let Some(reason) = c.reason {
+        line.push_str(&format!(" {reason}"));
+    }
+    if let Some(detail) = &c.detail {
+        line.push_str(&format!(" ({})", one_line(detail)));
+    }
+    if let Some(lines) = c.diff_lines {
+        line.push_str(&format!(", passed verify with {lines} changed lines"));
+    }
+    line.push_str(&format!(
+        ", {} turns, {} tokens, ${:.4}",
+        c.turns, c.tokens, c.cost_usd
+    ));
+    if c.selected {
+        line.push_str(", chosen");
+    }
+    line
 }
 
 /// One role's LLM usage on one line: calls, tokens in and out, cost (and unpriced calls).

@@ -265,7 +265,7 @@ mod tests {
             format!(
                 "{}:3:1: unknown field `privileged`, expected one of `name`, `task`, `command`, \
                  `repo`, `ref`, `image`, `env`, `secrets`, `resources`, `timeout`, `network`, `runtime`, \
-                 `group`, `retries`, `agent`, `manager`, `llm`, `budget`, `verify`, `output`",
+                 `group`, `retries`, `candidates`, `select`, `agent`, `manager`, `llm`, `budget`, `verify`, `output`",
                 path.display()
             )
         );

@@ -79,6 +79,9 @@ bounded_int!(
     /// `retries` (infrastructure failures only).
     Retries, u32, 0u32, 10u32, "a whole number from 0 to 10, like `1`");
 bounded_int!(
+    /// `candidates` (best-of-N: attempts of an agent job run side by side).
+    Candidates, u32, 1u32, 8u32, "a whole number from 1 to 8, like `3`");
+bounded_int!(
     /// `manager.max_turns`.
     MaxTurns, u32, 1u32, 1000u32, "a whole number from 1 to 1000, like `30`");
 bounded_int!(

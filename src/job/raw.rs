@@ -6,10 +6,10 @@
 
 use super::argv::Argv;
 use super::numbers::{
-    CallTimeout, CpuRequest, Cpus, ManagerTokens, MaxTurns, Memory, Pids, Retries, Timeout, Tokens,
-    Usd,
+    CallTimeout, Candidates, CpuRequest, Cpus, ManagerTokens, MaxTurns, Memory, Pids, Retries,
+    Timeout, Tokens, Usd,
 };
-use super::spec::{ManagerAction, NetworkMode, OutputMode};
+use super::spec::{ManagerAction, NetworkMode, OutputMode, Select};
 use super::text::{EnvName, GitRef, HttpUrl, ImageRef, Name, NonEmptyText, Text};
 use super::vars::{Env, Secrets};
 use schemars::JsonSchema;
@@ -72,6 +72,15 @@ pub(crate) struct RawJob {
     /// Extra attempts after infrastructure failures only (reasons `infra`, `lost`), 0 to 10.
     #[schemars(extend("default" = 0))]
     pub retries: Option<Retries>,
+    /// Agent only, best-of-N: how many attempts run side by side, each in its own sandbox from
+    /// the same commit, under the job's one budget; 1 to 8.
+    #[schemars(extend("default" = 1))]
+    pub candidates: Option<Candidates>,
+    /// Agent only, with `candidates` of 2 or more: `first-pass` (the first candidate whose
+    /// `verify` passes wins, the others are stopped) or `smallest-diff` (all run; the passing
+    /// change with the fewest changed lines wins).
+    #[schemars(extend("default" = "first-pass"))]
+    pub select: Option<Select>,
     /// Agent only: how Aider is started.
     pub agent: Option<RawAgent>,
     /// Agent only: who decides each turn, and its limits.

@@ -39,8 +39,17 @@ pub struct JobSpec {
     pub runtime: Option<Runtime>,
     /// Concurrency group (default `default`).
     pub group: String,
-    /// Retries after infrastructure failures only (default 0).
+    /// Retries after infrastructure failures only (default 0). For a best-of-N job a retry is
+    /// a new round of all its candidates, run when no candidate succeeded and every one of
+    /// them failed in a way a retry may cure.
     pub retries: u32,
+    /// Best-of-N: how many attempts of an agent job run side by side, each in its own sandbox
+    /// (1 to 8, default 1). Specs stored before the field existed read as 1.
+    #[serde(default = "one_candidate")]
+    pub candidates: u32,
+    /// Which passing candidate wins when there are several.
+    #[serde(default)]
+    pub select: Select,
     pub agent: AgentSettings,
     pub manager: ManagerSettings,
     pub llm: LlmSettings,
@@ -70,6 +79,32 @@ impl JobSpec {
     /// True for agent jobs (`task:`), false for plain `command:` jobs.
     pub fn is_agent(&self) -> bool {
         matches!(self.kind, JobKind::Task { .. })
+    }
+}
+
+fn one_candidate() -> u32 {
+    1
+}
+
+/// How a best-of-N job chooses among the candidates whose `verify` passed (`select:`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Select {
+    /// The first candidate to pass wins at once; the others are stopped.
+    #[default]
+    FirstPass,
+    /// Every candidate runs to its end; the passing one with the fewest changed lines wins.
+    SmallestDiff,
+}
+
+impl Select {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Select::FirstPass => "first-pass",
+            Select::SmallestDiff => "smallest-diff",
+        }
     }
 }
 

@@ -78,6 +78,9 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
             ("output", raw.output.is_some()),
             // A plain job's command is its own check; `verify` runs in an agent's sandbox.
             ("verify", raw.verify.is_some()),
+            // Candidates are chosen by their `verify` and export a change: agents only.
+            ("candidates", raw.candidates.is_some()),
+            ("select", raw.select.is_some()),
         ] {
             if present {
                 p.at(
@@ -96,6 +99,14 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
             &["network"],
             "an agent job reaches its model only through the runner's LLM gateway: \
              use `network: llm` (the default for agent jobs), or remove `network:`",
+        );
+    }
+
+    let candidates = raw.candidates.map_or(1, |c| c.0);
+    if is_agent && raw.select.is_some() && candidates < 2 {
+        p.at(
+            &["select"],
+            "`select` chooses among candidates: set `candidates:` to 2 or more, or remove `select`",
         );
     }
 
@@ -184,6 +195,8 @@ pub(crate) fn validate(raw: RawJob, text: &str, path: &Path) -> Result<JobSpec, 
         runtime: raw.runtime,
         group: raw.group.map_or_else(|| DEFAULT_GROUP.to_string(), |g| g.0),
         retries: raw.retries.map_or(0, |r| r.0),
+        candidates,
+        select: raw.select.unwrap_or_default(),
         agent,
         manager,
         llm,
@@ -304,6 +317,53 @@ mod tests {
         let (at, msg) = one_error(&format!("{AGENT}network: bridge\n"));
         assert_eq!(at, Some((3, 1)));
         assert!(msg.contains("use `network: llm`"), "{msg}");
+    }
+
+    #[test]
+    fn candidates_and_select_are_read_with_first_pass_by_default() {
+        let spec = ok(AGENT);
+        assert_eq!(
+            (spec.candidates, spec.select),
+            (1, super::super::Select::FirstPass)
+        );
+        let spec = ok(&format!("{AGENT}candidates: 3\n"));
+        assert_eq!(
+            (spec.candidates, spec.select),
+            (3, super::super::Select::FirstPass)
+        );
+        let spec = ok(&format!("{AGENT}candidates: 8\nselect: smallest-diff\n"));
+        assert_eq!(
+            (spec.candidates, spec.select),
+            (8, super::super::Select::SmallestDiff)
+        );
+    }
+
+    #[test]
+    fn zero_or_nine_candidates_are_refused_where_they_are_written() {
+        for n in [0, 9] {
+            super::super::testutil::assert_agent_error(
+                &format!("candidates: {n}\n"),
+                (3, 13),
+                &format!("candidates: {n} is out of range: use a whole number from 1 to 8"),
+            );
+        }
+    }
+
+    #[test]
+    fn candidates_on_a_command_job_are_refused_where_they_are_written() {
+        let (at, msg) = one_error(&format!("{COMMAND}candidates: 3\n"));
+        assert_eq!(at, Some((4, 1)));
+        assert!(
+            msg.starts_with("`candidates` is only for agent jobs (with `task:`)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn select_without_candidates_is_refused_where_it_is_written() {
+        let (at, msg) = one_error(&format!("{AGENT}select: smallest-diff\n"));
+        assert_eq!(at, Some((3, 1)));
+        assert!(msg.contains("set `candidates:` to 2 or more"), "{msg}");
     }
 
     #[test]

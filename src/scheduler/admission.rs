@@ -58,9 +58,27 @@ pub(crate) enum Admission {
 /// Tiny tolerance so that e.g. 0.1 + 0.2 cpus fits a 0.3 budget.
 const EPSILON: f64 = 1e-9;
 
+/// Whether `spec` may start now. A best-of-N job starts its `candidates` attempts together, each
+/// holding what one attempt holds, so all of them must fit.
 pub(crate) fn admit(spec: &JobSpec, held: &Held, limits: &Limits) -> Admission {
     let r = &spec.resources;
-    let request = r.reserved_cpus();
+    let k = spec.candidates.max(1) as usize;
+    if k > 1 {
+        if k > limits.parallel {
+            return Admission::Never(format!(
+                "runs {k} candidates at once but --parallel is {} (lower `candidates`, or raise --parallel)",
+                limits.parallel
+            ));
+        }
+        if let Some(limit) = limits.group_limits.get(&spec.group).filter(|l| **l < k) {
+            return Admission::Never(format!(
+                "runs {k} candidates at once but group {} may run {limit} (lower `candidates`, or raise its --group-limit)",
+                spec.group
+            ));
+        }
+    }
+    let request = r.reserved_cpus() * k as f64;
+    let memory = r.memory.0.saturating_mul(k as u64);
     if request > limits.cpus + EPSILON {
         return Admission::Never(format!(
             "reserves {request} cpus (resources.cpu_request) but the host budget is {} \
@@ -76,23 +94,23 @@ pub(crate) fn admit(spec: &JobSpec, held: &Held, limits: &Limits) -> Admission {
             r.cpus, limits.cpus
         ));
     }
-    if r.memory.0 > limits.memory {
+    if memory > limits.memory {
         return Admission::Never(format!(
             "needs {} of memory but the host budget is {} (lower resources.memory, or raise --host-memory)",
-            r.memory,
+            crate::job::ByteSize(memory),
             crate::job::ByteSize(limits.memory)
         ));
     }
-    if held.jobs >= limits.parallel {
+    if held.jobs + k > limits.parallel {
         return Admission::Wait;
     }
     if let Some(limit) = limits.group_limits.get(&spec.group) {
-        if held.per_group.get(&spec.group).copied().unwrap_or(0) >= *limit {
+        if held.per_group.get(&spec.group).copied().unwrap_or(0) + k > *limit {
             return Admission::Wait;
         }
     }
     if held.cpu_requests + request > limits.cpus + EPSILON
-        || held.memory + r.memory.0 > limits.memory
+        || held.memory.saturating_add(memory) > limits.memory
     {
         return Admission::Wait;
     }
@@ -237,6 +255,24 @@ mod tests {
         let held = Held::default();
         match admit(&spec(8.0, 1, "a"), &held, &limits()) {
             Admission::Never(why) => assert!(why.contains("--host-cpus"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn candidates_start_together_each_holding_a_slot() {
+        let mut best = crate::store::tests_support::spec("a");
+        best.candidates = 3;
+        let mut held = Held::default();
+        held.take(&crate::store::tests_support::spec("b"));
+        // Three more do not fit beside one under --parallel 3; they do under 4.
+        assert_eq!(admit(&best, &held, &two_cores(3)), Admission::Wait);
+        assert_eq!(admit(&best, &held, &two_cores(4)), Admission::Start);
+        match admit(&best, &Held::default(), &two_cores(2)) {
+            Admission::Never(why) => assert!(
+                why.contains("runs 3 candidates at once but --parallel is 2"),
+                "{why}"
+            ),
             other => panic!("{other:?}"),
         }
     }

@@ -24,11 +24,12 @@ pub(crate) struct Dispatcher<S: Sandbox> {
     pub(super) attempt_config: Arc<AttemptConfig>,
     limits: Limits,
     pub(super) held: Held,
-    pub(super) running: HashMap<JobId, Running>,
+    /// The attempts running, by job and attempt number (a best-of-N job runs several).
+    pub(super) running: HashMap<(JobId, u32), Running>,
     /// One task per attempt. A task that panics is known by its id, so its slot is freed.
     pub(super) tasks: JoinSet<FinishResult>,
-    /// The job each attempt task runs.
-    pub(super) task_jobs: HashMap<tokio::task::Id, JobId>,
+    /// The job and attempt each attempt task runs.
+    pub(super) task_jobs: HashMap<tokio::task::Id, (JobId, u32)>,
     /// Jobs-dir files already reported as invalid (path and message), so each is said once.
     reported: HashSet<String>,
     /// The LLM gateway, started when the first `network: llm` job needs it.
@@ -202,6 +203,7 @@ impl<S: Sandbox> Dispatcher<S> {
             Scope::All => self.store.call(|s| s.queued(QUEUE_WINDOW)).await?,
         };
         for job in queued {
+            // A best-of-N job starts all its candidates at once, each holding a slot.
             match admit(&job.spec, &self.held, &self.limits) {
                 Admission::Wait => continue,
                 Admission::Never(why) => {
@@ -218,12 +220,13 @@ impl<S: Sandbox> Dispatcher<S> {
                 Admission::Start => {
                     let state_id = self.store.state_id();
                     let id = job.id.clone();
+                    let candidates = job.spec.candidates;
                     let claimed = self
                         .store
                         .call(move |s| {
-                            s.claim(&id, |n| {
+                            s.claim_round(&id, candidates, |n| {
                                 crate::sandbox::Labels {
-                                    state: state_id,
+                                    state: state_id.clone(),
                                     job: id.to_string(),
                                     attempt: n,
                                 }
@@ -231,8 +234,8 @@ impl<S: Sandbox> Dispatcher<S> {
                             })
                         })
                         .await?;
-                    if let Some(attempt) = claimed {
-                        self.start(job, attempt).await;
+                    for attempt in claimed.unwrap_or_default() {
+                        self.start(job.clone(), attempt).await;
                     }
                     if self.held.jobs >= self.limits.parallel {
                         break;

@@ -4,7 +4,10 @@
 //! a `starting` job with no container is launched again under the same deterministic name, and
 //! an attempt with an exported result still to deliver finishes its delivery; a
 //! `running` job whose container vanished ends `lost` (or is retried, per `retries`); containers no
-//! active job owns are removed.
+//! active job owns are removed. The candidates of a best-of-N job are not adopted (a candidate may
+//! have been waiting for the others, which a restarted manager loop cannot tell): each ends `lost`
+//! and its container is removed, so the round ends and is retried per `retries`; only a winner
+//! with a result to deliver is adopted, to deliver it.
 
 use super::dispatch::Dispatcher;
 use super::SchedulerError;
@@ -59,17 +62,19 @@ impl<S: Sandbox> Dispatcher<S> {
                 self.store.call(move |s| s.delivery(&id, n)).await,
                 Ok(Some(_))
             );
-            if exists || delivering || job.state == JobState::Starting {
+            let candidate = job.spec.candidates > 1;
+            if delivering || (!candidate && (exists || job.state == JobState::Starting)) {
                 tracing::info!(job = %job.id, container = %attempt.container, "adopting");
                 keep.insert(attempt.container.clone());
                 self.start(job, attempt).await;
             } else {
                 let (id, n, max) = (job.id.clone(), attempt.n, 1 + job.spec.retries);
-                let outcome = Outcome::failed(
-                    Reason::Lost,
-                    None,
-                    "the container vanished while no scheduler was watching it",
-                );
+                let why = if candidate {
+                    "the scheduler restarted while this candidate ran (candidates are not adopted)"
+                } else {
+                    "the container vanished while no scheduler was watching it"
+                };
+                let outcome = Outcome::failed(Reason::Lost, None, why);
                 self.store
                     .call(move |s| s.finish_attempt(&id, n, &outcome, max))
                     .await?;

@@ -33,12 +33,13 @@ impl<S: Sandbox> Dispatcher<S> {
             Ok((task, _)) => (task, None),
             Err(e) => (e.id(), Some(e)),
         };
-        let Some(id) = self.task_jobs.remove(&task) else {
+        let Some(key) = self.task_jobs.remove(&task) else {
             return;
         };
-        let Some(job) = self.running.remove(&id) else {
+        let Some(job) = self.running.remove(&key) else {
             return;
         };
+        let id = key.0;
         self.held.release(&job.spec);
         if let Some(e) = panicked {
             self.end_panicked(&id, job, e).await;
@@ -62,6 +63,7 @@ impl<S: Sandbox> Dispatcher<S> {
             None,
             format!("the runner failed while running this attempt (it panicked: {why})"),
         );
+        // Retries count rounds of candidates for a best-of-N job: 1 + retries either way.
         let (jid, n, max) = (id.clone(), job.attempt.n, 1 + job.spec.retries);
         let recorded = outcome.clone();
         let result = self
@@ -136,8 +138,9 @@ impl<S: Sandbox> Dispatcher<S> {
             handle.send(Control::Cancel);
         }
         self.held.take(&job.spec);
+        let key = (job.id.clone(), attempt.n);
         self.running.insert(
-            job.id.clone(),
+            key.clone(),
             Running {
                 spec: job.spec.clone(),
                 attempt: attempt.clone(),
@@ -145,7 +148,6 @@ impl<S: Sandbox> Dispatcher<S> {
                 handle,
             },
         );
-        let id = job.id.clone();
         let task = Attempt {
             store: self.store.clone(),
             sandbox: self.sandbox.clone(),
@@ -156,7 +158,7 @@ impl<S: Sandbox> Dispatcher<S> {
             llm,
         };
         let handle = self.tasks.spawn(task.run());
-        self.task_jobs.insert(handle.id(), id);
+        self.task_jobs.insert(handle.id(), key);
     }
 
     /// Forwards what the store newly asks of each running attempt (`runner cancel`, `send`,
@@ -167,12 +169,10 @@ impl<S: Sandbox> Dispatcher<S> {
         }
         let requested = self.store.call(|s| s.control_requests()).await?;
         for requests in requested {
-            let Some(job) = self.running.get_mut(&requests.job) else {
+            let key = (requests.job.clone(), requests.attempt);
+            let Some(job) = self.running.get_mut(&key) else {
                 continue;
             };
-            if job.attempt.n != requests.attempt {
-                continue;
-            }
             for control in job.handle.forward(&requests) {
                 tracing::debug!(job = %requests.job, ?control, "forwarded");
             }

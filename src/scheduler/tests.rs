@@ -68,7 +68,7 @@ impl Harness {
                 let a = s
                     .claim(&id, |n| {
                         Labels {
-                            state,
+                            state: state.clone(),
                             job: id.to_string(),
                             attempt: n,
                         }

@@ -63,6 +63,8 @@ pub enum EventBody {
     /// The LLM provider limited the rate (429, or 503 with `Retry-After`): the gateway waits
     /// until `until`, then sends the call again.
     Waiting(WaitingEvent),
+    /// A candidate of a best-of-N job ended: how, its change's size, turns, tokens and cost.
+    Candidate(super::CandidateEvent),
 }
 
 impl EventBody {
@@ -80,6 +82,7 @@ impl EventBody {
             EventBody::Budget(_) => "budget",
             EventBody::Adopted(_) => "adopted",
             EventBody::Waiting(_) => "waiting",
+            EventBody::Candidate(_) => "candidate",
         }
     }
 }

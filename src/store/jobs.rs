@@ -94,18 +94,28 @@ impl Store {
             .collect())
     }
 
-    /// Jobs in `starting` or `running` with their latest attempt (what a scheduler must own).
+    /// Jobs in `starting` or `running` with their latest attempt (what a scheduler must own); a
+    /// best-of-N job once per candidate still active.
     pub fn active(&self) -> Result<Vec<(JobRecord, Option<AttemptRecord>)>> {
         let jobs = self.jobs_where(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('starting','running') ORDER BY rowid"),
             [],
         )?;
-        jobs.into_iter()
-            .map(|job| {
+        let mut active = Vec::new();
+        for job in jobs {
+            let candidates: Vec<AttemptRecord> = self
+                .attempts(&job.id)?
+                .into_iter()
+                .filter(|a| a.state.is_active())
+                .collect();
+            if job.spec.candidates > 1 && !candidates.is_empty() {
+                active.extend(candidates.into_iter().map(|a| (job.clone(), Some(a))));
+            } else {
                 let attempt = self.attempt(&job.id, job.attempts)?;
-                Ok((job, attempt))
-            })
-            .collect()
+                active.push((job, attempt));
+            }
+        }
+        Ok(active)
     }
 
     fn jobs_where<P: rusqlite::Params>(&self, sql: &str, p: P) -> Result<Vec<JobRecord>> {

@@ -62,8 +62,12 @@ pub struct ControlRequests {
 impl Store {
     /// For every job that is starting or running: what its attempt is asked to do.
     pub fn control_requests(&self) -> Result<Vec<ControlRequests>> {
+        // The current attempt of each active job; every active candidate of a best-of-N job.
         let mut stmt = self.conn.prepare(
-            "SELECT id, attempts, cancel_requested, paused FROM jobs WHERE state IN ('starting','running') ORDER BY id",
+            "SELECT j.id, a.n, j.cancel_requested, j.paused FROM jobs j JOIN attempts a ON a.job_id = j.id
+             WHERE j.state IN ('starting','running')
+               AND (a.n = j.attempts OR (a.candidate IS NOT NULL AND a.state IN ('starting','running')))
+             ORDER BY j.id, a.n",
         )?;
         let mut jobs = stmt
             .query_map([], |r| {
@@ -77,15 +81,30 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut stmt = self.conn.prepare(
-            "SELECT m.job_id, m.seq FROM jobs j JOIN messages m ON m.job_id = j.id AND m.attempt = j.attempts
+            "SELECT m.job_id, m.attempt, m.seq FROM jobs j JOIN messages m ON m.job_id = j.id
              WHERE j.state IN ('starting','running') AND m.delivered_at IS NULL ORDER BY m.seq",
         )?;
         let messages = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (job, seq) in messages {
-            if let Some(j) = jobs.iter_mut().find(|j| j.job.as_str() == job) {
+        for (job, attempt, seq) in messages {
+            if let Some(j) = jobs
+                .iter_mut()
+                .find(|j| j.job.as_str() == job && j.attempt == attempt)
+            {
                 j.messages.push(seq);
+            }
+        }
+        // A candidate whose round chose another is asked to stop, like a cancelled job.
+        for j in &mut jobs {
+            if !j.cancel && super::candidates::lost(&self.conn, &j.job, j.attempt)? {
+                j.cancel = true;
             }
         }
         Ok(jobs)

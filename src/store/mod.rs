@@ -11,6 +11,7 @@
 //! async tasks; reads of jobs, attempts and artifacts are in `jobs`, typed events in `events`,
 //! and the writes that submit jobs and move them between states in `transitions`.
 
+mod candidates;
 mod checkpoints;
 mod deliveries;
 mod events;
@@ -25,6 +26,7 @@ mod stats;
 mod transitions;
 mod usage;
 
+pub use candidates::{select, CandidateEvent, CandidateRow, Selection};
 pub use checkpoints::{Checkpoint, Input};
 pub use deliveries::{DeliveryKind, DeliveryRecord, DeliveryState};
 pub use events::{

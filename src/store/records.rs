@@ -85,6 +85,8 @@ pub enum FinishResult {
     Requeued,
     /// The job had already ended (for example cancelled meanwhile); nothing changed.
     AlreadyFinished,
+    /// One candidate of a best-of-N job ended; the job goes on with the others.
+    CandidateEnded,
 }
 
 impl JobRecord {

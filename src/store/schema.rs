@@ -182,4 +182,15 @@ ALTER TABLE usage_by_model RENAME TO usage;
     r#"
 ALTER TABLE usage ADD COLUMN estimated_requests INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 12: best-of-N (`candidates: N`): an attempt's place in its round of candidates (NULL for
+    // a job with one attempt at a time); the order in which it passed `verify` and its change's
+    // size; whether it won its round; whether its failure allows a new round (see
+    // `store/candidates.rs`).
+    r#"
+ALTER TABLE attempts ADD COLUMN candidate INTEGER;
+ALTER TABLE attempts ADD COLUMN passed INTEGER;
+ALTER TABLE attempts ADD COLUMN diff_lines INTEGER;
+ALTER TABLE attempts ADD COLUMN selected INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

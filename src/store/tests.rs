@@ -21,6 +21,8 @@ pub(crate) fn spec(name: &str) -> JobSpec {
         runtime: None,
         group: "default".into(),
         retries: 0,
+        candidates: 1,
+        select: crate::job::Select::FirstPass,
         agent: AgentSettings::default(),
         manager: ManagerSettings::default(),
         llm: LlmSettings::default(),

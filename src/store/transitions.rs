@@ -65,8 +65,21 @@ impl Store {
     pub fn claim(
         &mut self,
         id: &JobId,
-        container_name: impl FnOnce(u32) -> String,
+        container_name: impl Fn(u32) -> String,
     ) -> Result<Option<AttemptRecord>> {
+        Ok(self
+            .claim_round(id, 1, container_name)?
+            .and_then(|mut round| round.pop()))
+    }
+
+    /// Like [`Store::claim`] for `candidates` attempts at once, all in one transaction: with
+    /// more than one, a round of best-of-N candidates (marked 1 to `candidates`).
+    pub fn claim_round(
+        &mut self,
+        id: &JobId,
+        candidates: u32,
+        container_name: impl Fn(u32) -> String,
+    ) -> Result<Option<Vec<AttemptRecord>>> {
         self.write(|tx| {
             let attempts: Option<u32> = tx
                 .query_row(
@@ -78,37 +91,43 @@ impl Store {
             let Some(attempts) = attempts else {
                 return Ok(None);
             };
-            let n = attempts + 1;
             let now = now_rfc3339();
-            let container = container_name(n);
-            tx.execute(
-                "INSERT INTO attempts (job_id, n, container, state, started_at) VALUES (?1, ?2, ?3, 'starting', ?4)",
-                params![id.as_str(), n, container, now],
-            )?;
+            let mut round = Vec::new();
+            for candidate in 1..=candidates.max(1) {
+                let n = attempts + candidate;
+                let container = container_name(n);
+                tx.execute(
+                    "INSERT INTO attempts (job_id, n, container, state, started_at, candidate) VALUES (?1, ?2, ?3, 'starting', ?4, ?5)",
+                    params![id.as_str(), n, container, now, (candidates > 1).then_some(candidate)],
+                )?;
+                add_event(tx, id, Some(n), &now, JobState::Starting, None, Some(&container))?;
+                round.push(AttemptRecord {
+                    job_id: id.clone(),
+                    n,
+                    container,
+                    state: JobState::Starting,
+                    reason: None,
+                    exit_code: None,
+                    detail: None,
+                    started_at: now.clone(),
+                    finished_at: None,
+                });
+            }
             tx.execute(
                 "UPDATE jobs SET state = 'starting', attempts = ?2, started_at = coalesce(started_at, ?3) WHERE id = ?1",
-                params![id.as_str(), n, now],
+                params![id.as_str(), attempts + candidates.max(1), now],
             )?;
-            add_event(tx, id, Some(n), &now, JobState::Starting, None, Some(&container))?;
-            Ok(Some(AttemptRecord {
-                job_id: id.clone(),
-                n,
-                container,
-                state: JobState::Starting,
-                reason: None,
-                exit_code: None,
-                detail: None,
-                started_at: now,
-                finished_at: None,
-            }))
+            Ok(Some(round))
         })
     }
 
-    /// Records that attempt `n`'s container is running. False when the job is no longer active.
+    /// Records that attempt `n`'s container is running. False when the job or the attempt is no
+    /// longer active.
     pub fn mark_running(&mut self, id: &JobId, n: u32) -> Result<bool> {
         self.write(|tx| {
             let changed = tx.execute(
-                "UPDATE jobs SET state = 'running' WHERE id = ?1 AND attempts = ?2 AND state IN ('starting','running')",
+                "UPDATE jobs SET state = 'running' WHERE id = ?1 AND state IN ('starting','running')
+                 AND EXISTS (SELECT 1 FROM attempts WHERE job_id = ?1 AND n = ?2 AND state IN ('starting','running'))",
                 params![id.as_str(), n],
             )?;
             if changed == 0 {
@@ -126,6 +145,8 @@ impl Store {
     /// Ends attempt `n` with `outcome`. An infrastructure failure (`Reason::is_retryable`) with
     /// attempts left (`max_attempts` = 1 + retries) queues the job again; anything else ends the job.
     /// Messages the attempt never typed are recorded as dropped, before the state change.
+    /// For a candidate of a best-of-N job `max_attempts` counts rounds, and the job ends with the
+    /// last candidate of its round (see `store/candidates.rs`).
     pub fn finish_attempt(
         &mut self,
         id: &JobId,
@@ -148,7 +169,13 @@ impl Store {
                 id: id.to_string(),
                 message,
             })?;
-            if state.is_terminal() || attempts != n {
+            if state.is_terminal() {
+                return Ok(FinishResult::AlreadyFinished);
+            }
+            if super::candidates::candidate_of(tx, id, n)?.is_some() {
+                return super::candidates::finish_candidate(tx, id, n, outcome, max_attempts);
+            }
+            if attempts != n {
                 return Ok(FinishResult::AlreadyFinished);
             }
             let now = now_rfc3339();
