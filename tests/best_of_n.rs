@@ -98,7 +98,8 @@ fn of_three_candidates_only_the_one_that_passes_verify_is_exported_and_the_other
         })
         .collect();
     assert_eq!(per_attempt.len(), 3, "{show}");
-    assert!(per_attempt.iter().all(|&t| t > 0), "{per_attempt:?}");
+    // (A loser stopped before its first call has none: the winner can pass first.)
+    assert!(per_attempt.iter().any(|&t| t > 0), "{per_attempt:?} {show}");
     let job_usage = &show["usage"]["agent"];
     let total = job_usage["prompt_tokens"].as_u64().unwrap()
         + job_usage["completion_tokens"].as_u64().unwrap();
