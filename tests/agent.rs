@@ -968,13 +968,7 @@ fn a_message_sent_to_a_running_agent_reaches_aider_and_the_manager_and_is_record
 
 /// The turn, message, pause and resume events of a job, in order.
 fn typed_events(env: &Env, job: &str) -> Vec<serde_json::Value> {
-    stdout(&env.run(&["events", "--json", job]))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| {
-            ["turn", "message", "paused", "resumed"].contains(&e["type"].as_str().unwrap())
-        })
-        .collect()
+    env.events_of(job, &["turn", "message", "paused", "resumed"])
 }
 
 /// `runner pause` lets the current turn finish, then the manager issues no turns while two
@@ -1219,15 +1213,6 @@ fn an_agent_job_survives_a_daemon_sigkill_between_turns_and_mid_turn_in_the_same
     env.wait_no_containers(Duration::from_secs(30));
 }
 
-/// The events of `job` of one `type`, as `runner events --json` prints them.
-fn events_of(env: &Env, job: &str, kind: &str) -> Vec<serde_json::Value> {
-    stdout(&env.run(&["events", "--json", job]))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["type"] == kind)
-        .collect()
-}
-
 /// The provider limits the rate of the manager's first call and of Aider's first edit call
 /// (429, `Retry-After: 2`): the gateway waits each out and sends it again, neither the manager
 /// nor Aider sees a failure, the job succeeds and its events show both waits.
@@ -1260,7 +1245,8 @@ fn rate_limits_on_manager_and_agent_calls_are_waited_out_and_the_job_succeeds() 
         stderr(&out),
         log_of(&env, "limited")
     );
-    let waits: Vec<_> = events_of(&env, "limited", "waiting")
+    let waits: Vec<_> = env
+        .events_of("limited", &["waiting"])
         .into_iter()
         .map(|w| {
             (

@@ -453,18 +453,8 @@ fn streamed_answer_arrives_incrementally() {
     assert!(log.contains("got 200 part0-1 part1-1 part2-1"), "{log}");
     let usage = &env.show("stream")["usage"]["agent"];
     assert_eq!(
-        (
-            &usage["requests"],
-            &usage["prompt_tokens"],
-            &usage["completion_tokens"],
-            &usage["estimated_requests"]
-        ),
-        (
-            &serde_json::json!(1),
-            &serde_json::json!(30),
-            &serde_json::json!(10),
-            &serde_json::json!(0)
-        ),
+        metered(usage),
+        [1, 30, 10, 0],
         "the upstream's own counts: {usage}"
     );
 }
@@ -508,21 +498,7 @@ print("asked", json.dumps(raw({"include_usage": True})))
         "the gateway asked for usage"
     );
     let usage = &env.show("exact")["usage"]["agent"];
-    assert_eq!(
-        (
-            &usage["requests"],
-            &usage["prompt_tokens"],
-            &usage["completion_tokens"],
-            &usage["estimated_requests"]
-        ),
-        (
-            &serde_json::json!(2),
-            &serde_json::json!(6),
-            &serde_json::json!(50),
-            &serde_json::json!(0)
-        ),
-        "{usage}"
-    );
+    assert_eq!(metered(usage), [2, 6, 50, 0], "{usage}");
 }
 
 #[test]
@@ -781,15 +757,6 @@ print("after", call()[0], flush=True)
     env.signal_daemon(daemon, "TERM");
 }
 
-/// The events of `job` of one `type`, as `runner events --json` prints them.
-fn events_of(env: &Env, job: &str, kind: &str) -> Vec<serde_json::Value> {
-    stdout(&env.run(&["events", "--json", job]))
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["type"] == kind)
-        .collect()
-}
-
 #[test]
 fn a_rate_limited_call_waits_for_the_provider_and_the_job_succeeds_with_the_wait_in_its_events() {
     let env = Env::new();
@@ -812,7 +779,7 @@ print("took %.1f" % (time.time() - start))
         "Retry-After: 2 honoured: {gap:?}"
     );
     drop(seen);
-    let waits = events_of(&env, "slow", "waiting");
+    let waits = env.events_of("slow", &["waiting"]);
     assert_eq!(waits.len(), 1, "{waits:?}");
     assert_eq!(
         (&waits[0]["status"], &waits[0]["role"], &waits[0]["retry"]),
@@ -903,4 +870,19 @@ print("cut", '"finish_reason":"length"' in text, text.endswith("data: [DONE]\n\n
         agent["estimated_requests"], 1,
         "cut before its usage: {agent}"
     );
+}
+
+/// A role's metered usage: requests, prompt tokens, completion tokens, estimated requests.
+fn metered(usage: &serde_json::Value) -> [u64; 4] {
+    [
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "estimated_requests",
+    ]
+    .map(|k| {
+        usage[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {k} in {usage}"))
+    })
 }

@@ -99,6 +99,15 @@ impl Env {
         serde_json::from_slice(&out.stdout).expect("show prints JSON")
     }
 
+    /// The events of `job` whose `type` is one of `kinds`, as `runner events --json` prints them.
+    pub fn events_of(&self, job: &str, kinds: &[&str]) -> Vec<serde_json::Value> {
+        stdout(&self.run(&["events", "--json", job]))
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("events prints JSON lines"))
+            .filter(|e: &serde_json::Value| kinds.contains(&e["type"].as_str().unwrap_or_default()))
+            .collect()
+    }
+
     /// `runner ps --all --json`.
     pub fn ps(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["ps", "--all", "--json"]);
