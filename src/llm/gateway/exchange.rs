@@ -566,6 +566,48 @@ mod tests {
         );
     }
 
+    /// Best-of-N: one candidate ending (its grant revoked) must not drop the job's budget
+    /// signal that the other candidates hold.
+    #[tokio::test]
+    async fn an_attempt_ending_keeps_the_budget_signal_of_the_jobs_other_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = submit_one(&mut store, "pair");
+        let used = Usage {
+            requests: 1,
+            prompt_tokens: 40,
+            completion_tokens: 20,
+            ..Usage::default()
+        };
+        store.add_usage(&id, 2, Role::Agent, "m", &used).unwrap();
+        let store = SharedStore::new(store);
+        let gateway = Gateway::start(store.clone(), dir.path().join("run"), Prices::default())
+            .await
+            .unwrap();
+        let mut job = spec("pair");
+        job.budget.tokens = Some(50);
+        gateway.grant(&id, 1, &job).await.unwrap();
+        gateway.grant(&id, 2, &job).await.unwrap();
+        let second_holds = gateway.budget_signal(&id);
+        gateway.revoke(&id, 1).await.unwrap();
+        let refused = gateway
+            .manager_call(
+                &id,
+                2,
+                &job,
+                serde_json::json!({"model": "m", "messages": []}),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(ManagerCallError::Budget(_))),
+            "{refused:?}"
+        );
+        assert!(
+            second_holds.is_cancelled(),
+            "the running attempt was not told that the budget is spent"
+        );
+    }
+
     #[tokio::test]
     async fn a_call_is_metered_under_the_model_it_named_cut_to_200_characters() {
         let dir = tempfile::tempdir().unwrap();

@@ -327,13 +327,17 @@ impl Gateway {
             }
             !mine
         });
+        let job_still_served = lock(&self.inner.grants).values().any(|g| g.job == *job);
         lock(&self.inner.replay_pos).retain(|(j, a, _), _| !(j == job && *a == n));
         lock(&self.inner.agent_calls).remove(&(job.clone(), n));
-        // Nothing of a job outlives its attempt in a long-lived daemon (a retry starts afresh;
-        // a spent budget is found spent again from the store).
-        lock(&self.inner.budget_spent).remove(job);
-        self.inner.upstreams.forget(job);
-        self.inner.ledger.forget(job);
+        // Nothing of a job outlives its last attempt in a long-lived daemon (a retry starts
+        // afresh; a spent budget is found spent again from the store). While other attempts of
+        // the job run (best-of-N candidates), they keep its stop signals and its account.
+        if !job_still_served {
+            lock(&self.inner.budget_spent).remove(job);
+            self.inner.upstreams.forget(job);
+            self.inner.ledger.forget(job);
+        }
         for file in &files {
             lock(&self.inner.recorders).remove(file);
             lock(&self.inner.cassettes).remove(file);
