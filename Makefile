@@ -39,7 +39,7 @@ test: images browsers pytools
 # the script serves the model on an ephemeral loopback port and stops it afterwards.
 test-llm: images
 	$(CARGO) test --locked --test llm_real --no-run
-	bash scripts/llama-server.sh run $(CARGO) test --locked --test llm_real -- --ignored --test-threads 1 --skip pending::
+	bash scripts/llama-server.sh run $(CARGO) test --locked --test llm_real -- --ignored --test-threads 1
 
 lint:
 	$(CARGO) fmt --all -- --check
