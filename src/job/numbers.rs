@@ -199,85 +199,67 @@ impl<'de> Deserialize<'de> for Memory {
 const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
 
-/// `timeout`: from 1s to 7d; a bare integer is seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Timeout(pub Duration);
+/// Declares a duration newtype that accepts only `$min..=$max` (`$range` says so in words); a
+/// bare integer is seconds.
+macro_rules! bounded_duration {
+    ($(#[$doc:meta])* $name:ident, $min:expr, $max:expr, $range:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub(crate) struct $name(pub Duration);
 
-impl<'de> Deserialize<'de> for Timeout {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl V {
-            fn check<E: de::Error>(d: Duration) -> Result<Timeout, E> {
-                if (MIN_TIMEOUT..=MAX_TIMEOUT).contains(&d) {
-                    return Ok(Timeout(d));
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl V {
+                    fn check<E: de::Error>(d: Duration) -> Result<$name, E> {
+                        if ($min..=$max).contains(&d) {
+                            return Ok($name(d));
+                        }
+                        Err(E::custom(format!(
+                            "{} is out of range: use {}",
+                            format_duration(d),
+                            $range
+                        )))
+                    }
                 }
-                Err(E::custom(format!(
-                    "{} is out of range: use a duration from 1s to 7d, like `30m`",
-                    format_duration(d)
-                )))
+                impl Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($range)
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
+                        V::check(parse_duration(v).map_err(E::custom)?)
+                    }
+                    fn visit_u64<E: de::Error>(self, v: u64) -> Result<$name, E> {
+                        V::check(Duration::from_secs(v))
+                    }
+                    fn visit_i64<E: de::Error>(self, v: i64) -> Result<$name, E> {
+                        Err(E::custom(format!("{v} is negative: use {}", $range)))
+                    }
+                }
+                d.deserialize_any(V)
             }
         }
-        impl Visitor<'_> for V {
-            type Value = Timeout;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration from 1s to 7d, like `30m`")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timeout, E> {
-                V::check(parse_duration(v).map_err(E::custom)?)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timeout, E> {
-                V::check(Duration::from_secs(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timeout, E> {
-                Err(E::custom(format!(
-                    "{v} is negative: use a duration from 1s to 7d, like `30m`"
-                )))
-            }
-        }
-        d.deserialize_any(V)
-    }
+    };
 }
+
+bounded_duration!(
+    /// `timeout`: from 1s to 7d; a bare integer is seconds.
+    Timeout,
+    MIN_TIMEOUT,
+    MAX_TIMEOUT,
+    "a duration from 1s to 7d, like `30m`"
+);
 
 const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// `manager.call_timeout`: from 1s to 1h; a bare integer is seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct CallTimeout(pub Duration);
-
-impl<'de> Deserialize<'de> for CallTimeout {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl V {
-            fn check<E: de::Error>(d: Duration) -> Result<CallTimeout, E> {
-                if (MIN_TIMEOUT..=MAX_CALL_TIMEOUT).contains(&d) {
-                    return Ok(CallTimeout(d));
-                }
-                Err(E::custom(format!(
-                    "{} is out of range: use a duration from 1s to 1h, like `2m`",
-                    format_duration(d)
-                )))
-            }
-        }
-        impl Visitor<'_> for V {
-            type Value = CallTimeout;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration from 1s to 1h, like `2m`")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<CallTimeout, E> {
-                V::check(parse_duration(v).map_err(E::custom)?)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CallTimeout, E> {
-                V::check(Duration::from_secs(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<CallTimeout, E> {
-                Err(E::custom(format!(
-                    "{v} is negative: use a duration from 1s to 1h, like `2m`"
-                )))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+bounded_duration!(
+    /// `manager.call_timeout`: from 1s to 1h; a bare integer is seconds.
+    CallTimeout,
+    MIN_TIMEOUT,
+    MAX_CALL_TIMEOUT,
+    "a duration from 1s to 1h, like `2m`"
+);
 
 /// A duration as the job file writes it: whole seconds, or numbers with units from largest to
 /// smallest (`90s`, `1h30m`, `1s500ms`; units in any case).

@@ -508,29 +508,43 @@ fn stream_through(
 
 #[cfg(test)]
 mod tests {
+    use crate::job::JobSpec;
     use crate::llm::gateway::{Gateway, ManagerCallError};
     use crate::llm::prices::Prices;
+    use crate::state::JobId;
     use crate::store::tests_support::{spec, submit_one};
     use crate::store::{EventBody, Role, SharedStore, Store, Usage};
 
-    #[tokio::test]
-    async fn a_spent_budget_refuses_every_call_and_records_one_budget_event() {
+    /// A gateway on a fresh store holding one job `name` that has already used 60 tokens
+    /// (attempt `attempt`, agent role), with a budget of 50 tokens: spent.
+    async fn spent_job(
+        name: &str,
+        attempt: u32,
+    ) -> (tempfile::TempDir, SharedStore, JobId, Gateway, JobSpec) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
-        let id = submit_one(&mut store, "spent");
+        let id = submit_one(&mut store, name);
         let used = Usage {
             requests: 1,
             prompt_tokens: 40,
             completion_tokens: 20,
             ..Usage::default()
         };
-        store.add_usage(&id, 1, Role::Agent, "m", &used).unwrap();
+        store
+            .add_usage(&id, attempt, Role::Agent, "m", &used)
+            .unwrap();
         let store = SharedStore::new(store);
         let gateway = Gateway::start(store.clone(), dir.path().join("run"), Prices::default())
             .await
             .unwrap();
-        let mut job = spec("spent");
+        let mut job = spec(name);
         job.budget.tokens = Some(50);
+        (dir, store, id, gateway, job)
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_refuses_every_call_and_records_one_budget_event() {
+        let (_dir, store, id, gateway, job) = spent_job("spent", 1).await;
         for _ in 0..3 {
             let refused = gateway
                 .manager_call(
@@ -570,22 +584,7 @@ mod tests {
     /// signal that the other candidates hold.
     #[tokio::test]
     async fn an_attempt_ending_keeps_the_budget_signal_of_the_jobs_other_attempts() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let id = submit_one(&mut store, "pair");
-        let used = Usage {
-            requests: 1,
-            prompt_tokens: 40,
-            completion_tokens: 20,
-            ..Usage::default()
-        };
-        store.add_usage(&id, 2, Role::Agent, "m", &used).unwrap();
-        let store = SharedStore::new(store);
-        let gateway = Gateway::start(store.clone(), dir.path().join("run"), Prices::default())
-            .await
-            .unwrap();
-        let mut job = spec("pair");
-        job.budget.tokens = Some(50);
+        let (_dir, _store, id, gateway, job) = spent_job("pair", 2).await;
         gateway.grant(&id, 1, &job).await.unwrap();
         gateway.grant(&id, 2, &job).await.unwrap();
         let second_holds = gateway.budget_signal(&id);
