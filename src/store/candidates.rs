@@ -11,6 +11,7 @@
 //! or failed.
 
 use super::events::insert_event;
+use super::transitions::add_event;
 use super::{EventBody, FinishResult, Result, Store, StoreError};
 use crate::job::Select;
 use crate::state::{now_rfc3339, JobId, JobState, Outcome, Reason};
@@ -308,10 +309,10 @@ pub(super) fn finish_candidate(
                 "UPDATE jobs SET state = 'queued', reason = ?2, detail = ?3 WHERE id = ?1",
                 params![id.as_str(), outcome.reason().map(|r| r.as_str()), why],
             )?;
-            add_state_event(
+            add_event(
                 tx,
                 id,
-                n,
+                Some(n),
                 &now,
                 JobState::Queued,
                 outcome.reason(),
@@ -347,7 +348,7 @@ pub(super) fn finish_candidate(
         "UPDATE jobs SET state = ?2, reason = ?3, exit_code = ?4, detail = ?5, finished_at = ?6 WHERE id = ?1",
         params![id.as_str(), state.as_str(), reason.map(|r| r.as_str()), exit_code, detail, now],
     )?;
-    add_state_event(tx, id, last, &now, state, reason, detail.as_deref())?;
+    add_event(tx, id, Some(last), &now, state, reason, detail.as_deref())?;
     Ok(FinishResult::Finished(state))
 }
 
@@ -361,22 +362,6 @@ struct Ended {
     detail: Option<String>,
     /// Its failure allows a new round.
     retryable: bool,
-}
-
-fn add_state_event(
-    tx: &rusqlite::Transaction<'_>,
-    id: &JobId,
-    n: u32,
-    at: &str,
-    state: JobState,
-    reason: Option<Reason>,
-    detail: Option<&str>,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO events (job_id, attempt, at, state, reason, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![id.as_str(), n, at, state.as_str(), reason.map(|r| r.as_str()), detail],
-    )?;
-    Ok(())
 }
 
 /// The candidate number of attempt `n`, if it is one.

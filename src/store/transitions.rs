@@ -278,7 +278,8 @@ fn insert_job(tx: &rusqlite::Transaction<'_>, job: &NewJob, now: &str) -> Result
     Ok(id)
 }
 
-fn add_event(
+/// Records a state event of the job (or of its attempt `attempt`) in the transaction `tx`.
+pub(super) fn add_event(
     tx: &rusqlite::Transaction<'_>,
     id: &JobId,
     attempt: Option<u32>,
