@@ -50,12 +50,25 @@ fn llm_job(name: &str, script: &str, extra: &str) -> String {
 }
 
 fn runner_with_upstream(env: &Env, upstream: &Upstream, args: &[&str]) -> std::process::Output {
-    env.cmd()
-        .args(args)
-        .env("OPENAI_BASE_URL", &upstream.url)
-        .env("OPENAI_API_KEY", UPSTREAM_KEY)
-        .output()
+    upstream_cmd(env, upstream, args).output().unwrap()
+}
+
+/// `runner ARGS...` pointed at the scripted upstream, started in the background (stderr
+/// discarded).
+fn spawn_with_upstream(env: &Env, upstream: &Upstream, args: &[&str]) -> std::process::Child {
+    upstream_cmd(env, upstream, args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap()
+}
+
+/// The runner command whose upstream is `upstream`, with its real key.
+fn upstream_cmd(env: &Env, upstream: &Upstream, args: &[&str]) -> std::process::Command {
+    let mut cmd = env.cmd();
+    cmd.args(args)
+        .env("OPENAI_BASE_URL", &upstream.url)
+        .env("OPENAI_API_KEY", UPSTREAM_KEY);
+    cmd
 }
 
 /// Every IPv4 address of this host (each bridge's included), as `ip` lists them.
@@ -187,14 +200,7 @@ print("own", call()[0], flush=True)
 "#;
     let a = env.job("a.yaml", &llm_job("a", script, ""));
     let b = env.job("b.yaml", &llm_job("b", script, ""));
-    let mut child = env
-        .cmd()
-        .args(["run", path_str(&a), path_str(&b)])
-        .env("OPENAI_BASE_URL", &upstream.url)
-        .env("OPENAI_API_KEY", UPSTREAM_KEY)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_upstream(&env, &upstream, &["run", path_str(&a), path_str(&b)]);
     let token_of = |name: &str| -> Option<String> {
         let out = std::process::Command::new("docker")
             .args(["inspect", "--format", "{{json .Config.Env}}", name])
@@ -262,14 +268,7 @@ fn container_never_holds_the_upstream_key() {
         "hold.yaml",
         &llm_job("hold", "print(call()[0]); time.sleep(3)", ""),
     );
-    let mut child = env
-        .cmd()
-        .args(["run", path_str(&job)])
-        .env("OPENAI_BASE_URL", &upstream.url)
-        .env("OPENAI_API_KEY", UPSTREAM_KEY)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_upstream(&env, &upstream, &["run", path_str(&job)]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut inspected = 0;
     while Instant::now() < deadline && inspected == 0 {
@@ -510,14 +509,7 @@ fn a_streamed_call_cut_short_by_a_cancel_is_metered() {
         "forever.yaml",
         &llm_job("forever", "print(call(stream=True, content='forever'))", ""),
     );
-    let mut child = env
-        .cmd()
-        .args(["run", path_str(&job)])
-        .env("OPENAI_BASE_URL", &upstream.url)
-        .env("OPENAI_API_KEY", UPSTREAM_KEY)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_upstream(&env, &upstream, &["run", path_str(&job)]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while upstream.calls() == 0 {
         assert!(
