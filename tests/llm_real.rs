@@ -186,6 +186,27 @@ print("finish", json.dumps(answer["choices"][0]["finish_reason"]))
     assert_eq!(logged(&log, "finish"), "length", "{log}");
 }
 
+/// Runs the streaming job `name` (its script prints each event as `event <json>`): what the
+/// server counted meanwhile, the job's log, and the events, which must end with `[DONE]`.
+fn run_streaming(
+    env: &Env,
+    job: &std::path::Path,
+    name: &str,
+) -> (Counts, String, Vec<serde_json::Value>) {
+    let counted = server_counts_during(|| {
+        let out = run(env, &[job]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    });
+    let log = log_of(env, name);
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("event "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.last(), Some(&serde_json::json!("[DONE]")), "{log}");
+    (counted, log, events)
+}
+
 #[test]
 #[ignore = "needs llama-server: run `make test-llm`"]
 fn a_streamed_call_that_asks_for_usage_is_metered_with_the_servers_own_counts() {
@@ -200,17 +221,7 @@ for e in events(r):
 "#,
         "",
     );
-    let counted = server_counts_during(|| {
-        let out = run(&env, &[&job]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    });
-    let log = log_of(&env, "asks");
-    let events: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("event "))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(events.last(), Some(&serde_json::json!("[DONE]")), "{log}");
+    let (counted, log, events) = run_streaming(&env, &job, "asks");
     let usage = events
         .iter()
         .find(|e| e.get("usage").is_some_and(|u| !u.is_null()))
@@ -238,17 +249,7 @@ for e in events(r):
 "#,
         "",
     );
-    let counted = server_counts_during(|| {
-        let out = run(&env, &[&job]);
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    });
-    let log = log_of(&env, "streamed");
-    let events: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("event "))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(events.last(), Some(&serde_json::json!("[DONE]")), "{log}");
+    let (counted, log, events) = run_streaming(&env, &job, "streamed");
     let chunks = &events[..events.len() - 1];
     assert!(
         chunks
