@@ -195,17 +195,7 @@ async fn job_events(
             live::Item::Transcript(_) => String::new(),
         },
     ));
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        live::body(rx),
-    )
-        .into_response())
+    Ok(live::response(rx))
 }
 
 /// One event as an SSE message: `id:` its seq, `data:` its JSON (one line).

@@ -250,8 +250,23 @@ async fn send(out: &mpsc::Sender<Bytes>, chunk: String) -> bool {
     chunk.is_empty() || out.send(Bytes::from(chunk)).await.is_ok()
 }
 
+/// A live stream's response: `text/event-stream`, never cached, with the body a task sends
+/// into `rx`.
+pub fn response(rx: mpsc::Receiver<Bytes>) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body(rx),
+    )
+        .into_response()
+}
+
 /// A response body that streams what a task sends into `rx`.
-pub fn body(rx: mpsc::Receiver<Bytes>) -> axum::body::Body {
+fn body(rx: mpsc::Receiver<Bytes>) -> axum::body::Body {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

@@ -704,19 +704,7 @@ async fn live_jobs(
             }
         }
     });
-    sse_response(rx)
-}
-
-/// A live stream's response.
-fn sse_response(rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        live::body(rx),
-    )
-        .into_response()
+    live::response(rx)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -780,7 +768,7 @@ async fn live_job(
             live::Item::End => live::sse(Some("end"), None, "{}"),
         },
     ));
-    sse_response(rx)
+    live::response(rx)
 }
 
 #[cfg(test)]
