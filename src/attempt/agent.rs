@@ -171,7 +171,7 @@ impl<S: Sandbox> Attempt<S> {
             }
         }
         let reattached = self.sandbox.reattach(name).await?;
-        let typed = last.map_or(true, |at| reattached.logged > at);
+        let typed = last.is_none_or(|at| reattached.logged > at);
         let (id, n) = (self.job.id.clone(), self.attempt.n);
         let adopted = AdoptedEvent {
             container: name.to_string(),

@@ -89,7 +89,7 @@ pub(crate) fn too_deep(text: &str) -> Option<Location> {
             let c = chars[i];
             let next = chars.get(i + 1).copied();
             let prev = i.checked_sub(1).map(|p| chars[p]);
-            let spaced = |ch: Option<char>| ch.map_or(true, |ch| ch == ' ' || ch == '\t');
+            let spaced = |ch: Option<char>| ch.is_none_or(|ch| ch == ' ' || ch == '\t');
             if let Some(q) = quote {
                 let escaped = c == '\\' && q == '"';
                 let doubled_quote = c == q && q == '\'' && next == Some('\'');
@@ -109,7 +109,7 @@ pub(crate) fn too_deep(text: &str) -> Option<Location> {
                         }
                     }
                     ']' | '}' => depth -= 1,
-                    '\'' | '"' if prev.map_or(true, |p| " \t[{,:".contains(p)) => quote = Some(c),
+                    '\'' | '"' if prev.is_none_or(|p| " \t[{,:".contains(p)) => quote = Some(c),
                     _ => {}
                 }
             } else if value_start {

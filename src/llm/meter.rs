@@ -208,7 +208,7 @@ impl StreamMeter {
         for c in choices.into_iter().flatten() {
             self.content_chars += generated_chars(&c["delta"]);
         }
-        let usage_only = usage.is_some() && choices.map_or(true, Vec::is_empty);
+        let usage_only = usage.is_some() && choices.is_none_or(Vec::is_empty);
         if self.strip_usage && usage_only {
             self.dropping = true;
             return false;

@@ -111,14 +111,14 @@ async fn list_jobs(
     let jobs = state.store.call(|s| s.list(true)).await?;
     let list = jobs
         .iter()
-        .filter(|j| wanted.map_or(true, |w| j.state == w))
+        .filter(|j| wanted.is_none_or(|w| j.state == w))
         .filter(|j| {
             filter
                 .group
                 .as_deref()
-                .map_or(true, |g| g.is_empty() || j.spec.group == g)
+                .is_none_or(|g| g.is_empty() || j.spec.group == g)
         })
-        .filter(|j| filter.name.as_deref().map_or(true, |n| j.name.contains(n)))
+        .filter(|j| filter.name.as_deref().is_none_or(|n| j.name.contains(n)))
         .map(output::job_summary_json)
         .collect();
     Ok(Json(Value::Array(list)))
