@@ -4,7 +4,9 @@
 use super::{Attempt, Ending};
 use crate::job::NetworkMode;
 use crate::llm::GatewayError;
-use crate::sandbox::{ContainerPlan, RelayPlan, Sandbox, SandboxError, RELAY_PORT};
+use crate::sandbox::{
+    ContainerPlan, GatewayRoute, RelayPlan, Sandbox, SandboxError, Secret, RELAY_PORT,
+};
 use crate::state::{Outcome, Reason};
 use std::os::unix::fs::MetadataExt;
 
@@ -41,10 +43,24 @@ impl<S: Sandbox> Attempt<S> {
         if let Err(why) = llm.gateway.check_budget_prices(spec) {
             return Err(Ending::permanent(Reason::Budget, why));
         }
+        let route = self.sandbox.gateway_route();
+        if let GatewayRoute::Unavailable(why) = &route {
+            return Err(Ending::permanent(Reason::Infra, why.clone()));
+        }
         let token = match llm.gateway.grant(&self.job.id, self.attempt.n, spec).await {
             Ok(token) => token,
             Err(e) => return Err(gateway_failure("cannot grant a gateway token", &e)),
         };
+        if let GatewayRoute::Url(url) = route {
+            // Over the network, to the gateway's shared listener: the token says which attempt
+            // calls, and the backend keeps it out of what it stores in the clear.
+            let base = format!("{url}/v1");
+            plan.env.0.insert("OPENAI_API_BASE".into(), base.clone());
+            plan.env.0.insert("OPENAI_BASE_URL".into(), base);
+            plan.secret_env
+                .push(("OPENAI_API_KEY".into(), Secret::new(token)));
+            return Ok(());
+        }
         let socket_dir = match llm
             .gateway
             .serve_attempt(&self.job.id, self.attempt.n)
@@ -92,7 +108,9 @@ fn gateway_failure(what: &str, e: &GatewayError) -> Ending {
     let outcome = Outcome::failed(Reason::Infra, None, format!("{what}: {e}"));
     match e {
         GatewayError::PathTooLong { .. } => Ending::Permanent(outcome),
-        GatewayError::Bind { .. } | GatewayError::Store(_) => Ending::Done(outcome),
+        GatewayError::Bind { .. } | GatewayError::Listen { .. } | GatewayError::Store(_) => {
+            Ending::Done(outcome)
+        }
     }
 }
 

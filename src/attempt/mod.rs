@@ -251,6 +251,9 @@ impl<S: Sandbox> Attempt<S> {
                 crate::agent::plan::plan(spec, labels, secrets, grace)
             }
         };
+        if let Some(why) = self.sandbox.refuse_network(spec.network) {
+            return Ending::permanent(Reason::Infra, why);
+        }
         if let Err(ending) = self.connect_llm(&mut plan).await {
             return ending;
         }
@@ -291,7 +294,9 @@ impl<S: Sandbox> Attempt<S> {
             Err(e) => {
                 let missing_image = matches!(
                     e,
-                    SandboxError::ImageMissing { .. } | SandboxError::RuntimeMissing { .. }
+                    SandboxError::ImageMissing { .. }
+                        | SandboxError::RuntimeMissing { .. }
+                        | SandboxError::Refused(_)
                 );
                 let outcome = launch_failure(e);
                 return if missing_image {

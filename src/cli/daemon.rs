@@ -11,6 +11,7 @@ pub async fn run(
     state_dir: &Path,
     jobs_dir: Option<PathBuf>,
     limits: &LimitArgs,
+    backend: &super::BackendArgs,
     listen: Option<std::net::SocketAddr>,
     jobs_from: Option<PathBuf>,
 ) -> CmdResult {
@@ -22,10 +23,11 @@ pub async fn run(
             )));
         }
     }
-    let sandbox = super::connect_docker().await?;
+    let sandbox = backend.connect().await?;
     let _lock = StateLock::acquire(state_dir)?;
     let store = SharedStore::new(super::open_store(state_dir)?);
     let mut config = limits.config(state_dir)?;
+    config.gateway_listen = backend.gateway_listen;
     config.jobs_dir = jobs_dir;
     // Mission control, from this process but on its own store connection; it stops with the
     // scheduler.

@@ -7,9 +7,14 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
-pub async fn run(state_dir: &Path, dry_run: bool, older_than: Duration) -> CmdResult {
+pub async fn run(
+    state_dir: &Path,
+    backend: &super::BackendArgs,
+    dry_run: bool,
+    older_than: Duration,
+) -> CmdResult {
     let mut store = super::open_store(state_dir)?;
-    let sandbox = super::connect_docker().await?;
+    let sandbox = backend.connect().await?;
     let owned = sandbox.list_owned(store.state_id()).await?;
     let live: HashSet<String> = store
         .active()?

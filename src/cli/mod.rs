@@ -1,5 +1,6 @@
 //! The command line: clap definitions, one file per subcommand, exit codes in [`exit`].
 
+mod backend;
 mod cancel;
 mod completions;
 mod daemon;
@@ -24,6 +25,7 @@ mod terminal;
 mod validate;
 
 use crate::scheduler::policy;
+use backend::BackendArgs;
 use clap::{Args, Parser, Subcommand};
 use exit::{CmdResult, Failure};
 use std::path::{Path, PathBuf};
@@ -68,6 +70,8 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Print the jobs as a JSON array on stdout at the end.
         #[arg(long)]
         json: bool,
@@ -82,6 +86,8 @@ pub enum Command {
         jobs_dir: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Also serve mission control (pages, API, metrics) on this address, like `runner serve`.
         #[arg(long, value_name = "ADDR", value_parser = crate::serve::parse_listen)]
         listen: Option<std::net::SocketAddr>,
@@ -164,8 +170,11 @@ pub enum Command {
         #[arg(required = true)]
         jobs: Vec<String>,
     },
-    /// Remove Docker objects of this state dir that no live job owns, and expired logs.
+    /// Remove containers (or Kubernetes objects) of this state dir that no live job owns, and
+    /// expired logs.
     Gc {
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Show what would be removed.
         #[arg(long)]
         dry_run: bool,
@@ -346,15 +355,27 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Run {
             paths,
             limits,
+            backend,
             json,
             junit,
-        } => run::run(&state_dir, &paths, &limits, json, junit.as_deref()).await,
+        } => {
+            run::run(
+                &state_dir,
+                &paths,
+                &limits,
+                &backend,
+                json,
+                junit.as_deref(),
+            )
+            .await
+        }
         Command::Daemon {
             jobs_dir,
             limits,
+            backend,
             listen,
             jobs_from,
-        } => daemon::run(&state_dir, jobs_dir, &limits, listen, jobs_from).await,
+        } => daemon::run(&state_dir, jobs_dir, &limits, &backend, listen, jobs_from).await,
         Command::Serve { listen, jobs_from } => serve::run(&state_dir, listen, jobs_from).await,
         Command::Ps { all, json } => ps::run(&state_dir, all, json),
         Command::Show { job, json } => show::run(&state_dir, &job, json),
@@ -367,9 +388,10 @@ pub async fn main(cli: Cli) -> i32 {
         Command::Resume { job } => pause::run(&state_dir, &job, false),
         Command::Cancel { jobs } => cancel::run(&state_dir, &jobs),
         Command::Gc {
+            backend,
             dry_run,
             older_than,
-        } => gc::run(&state_dir, dry_run, older_than).await,
+        } => gc::run(&state_dir, &backend, dry_run, older_than).await,
         Command::Schema => schema::run(),
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { dir } => completions::man(dir.as_deref()),

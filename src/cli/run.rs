@@ -3,7 +3,7 @@
 
 use super::exit::{CmdResult, Failure, JOB_FAILED, SUCCESS};
 use super::{output, LimitArgs};
-use crate::sandbox::{DockerSandbox, Sandbox};
+use crate::sandbox::{Backend, Sandbox};
 use crate::scheduler::{Scope, StateLock};
 use crate::state::JobState;
 use crate::store::{JobRecord, NewJob, SharedStore};
@@ -16,11 +16,12 @@ pub async fn run(
     state_dir: &Path,
     paths: &[PathBuf],
     limits: &LimitArgs,
+    backend: &super::BackendArgs,
     json: bool,
     junit: Option<&Path>,
 ) -> CmdResult {
     let loaded = super::load_jobs(paths, "; nothing was run")?;
-    let sandbox = super::connect_docker().await?;
+    let sandbox = backend.connect().await?;
     check_images(&sandbox, loaded.iter().map(|l| l.spec.image.as_str())).await?;
     let _lock = StateLock::acquire(state_dir).map_err(|e| {
         Failure::environment(format!(
@@ -45,7 +46,11 @@ pub async fn run(
     let result = crate::scheduler::run(
         store.clone(),
         Arc::new(sandbox),
-        limits.config(state_dir)?,
+        {
+            let mut config = limits.config(state_dir)?;
+            config.gateway_listen = backend.gateway_listen;
+            config
+        },
         Scope::Only(ids.clone()),
         shutdown,
     )
@@ -100,16 +105,17 @@ pub async fn run(
 
 /// Refuses to start when an image is missing (exit 3 naming the fix).
 pub(super) async fn check_images<'a>(
-    sandbox: &DockerSandbox,
+    sandbox: &Backend,
     images: impl Iterator<Item = &'a str>,
 ) -> Result<(), Failure> {
     let images: BTreeSet<&str> = images.collect();
     for image in images {
         if !sandbox.image_exists(image).await? {
-            let hint = match image {
-                i if i.starts_with("runner/base:") => "build it with `runner images build base`",
-                i if i.starts_with("runner/aider:") => "build it with `runner images build aider`",
-                _ => "no registry is used: build it or `docker load` it on this host",
+            let hint = match (sandbox, image) {
+                (Backend::Kubernetes(_), i) => format!("no node of the cluster reports it: load it on the nodes (`docker save {i} | docker load` on each), or push it to a registry they use"),
+                (_, i) if i.starts_with("runner/base:") => "build it with `runner images build base`".into(),
+                (_, i) if i.starts_with("runner/aider:") => "build it with `runner images build aider`".into(),
+                _ => "no registry is used: build it or `docker load` it on this host".into(),
             };
             return Err(Failure::environment(format!(
                 "image {image} is missing: {hint}"

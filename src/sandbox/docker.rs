@@ -197,7 +197,18 @@ fn create_body(plan: &ContainerPlan) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(plan.image.clone()),
         cmd: Some(plan.command.clone()),
-        env: Some(plan.env.0.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(
+            plan.env
+                .0
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(
+                    plan.secret_env
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", v.expose())),
+                )
+                .collect(),
+        ),
         user: Some(CONTAINER_USER.into()),
         working_dir: Some("/workspace".into()),
         labels: Some(plan.labels.to_map()),

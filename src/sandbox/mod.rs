@@ -1,12 +1,17 @@
-//! Sandboxes: the [`Sandbox`] trait the scheduler drives, and its Docker implementation
-//! ([`DockerSandbox`], the only code that talks to the engine). A fake implementation for
-//! scheduler tests lives in `scheduler::fake`.
+//! Sandboxes: the [`Sandbox`] trait the scheduler drives, and its two implementations:
+//! [`DockerSandbox`] (the only code that talks to the Docker engine) and [`KubeSandbox`] (the only
+//! code that talks to a Kubernetes API server). [`Backend`] is the one the operator chose. A fake
+//! implementation for scheduler tests lives in `scheduler::fake`.
 
+mod backend;
 mod docker;
 pub mod images;
+mod kubernetes;
 mod plan;
 
+pub use backend::{Backend, BackendKind};
 pub use docker::DockerSandbox;
+pub use kubernetes::{KubeOptions, KubeSandbox, NetworkPolicyMode};
 pub use plan::{
     attempt_of, ContainerPlan, Labels, RelayPlan, Secret, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB,
     LABEL_STATE, RELAY_PORT,
@@ -97,6 +102,13 @@ pub struct HostCapacity {
 pub enum SandboxError {
     #[error("docker is not reachable at {host}: {message}: is the daemon running? (set DOCKER_HOST to use another)")]
     Unreachable { host: String, message: String },
+    #[error("the Kubernetes API server {server} is not reachable: {message} (check --kubeconfig / KUBECONFIG and the cluster)")]
+    ClusterUnreachable { server: String, message: String },
+    #[error("Kubernetes API error: {0}")]
+    Cluster(String),
+    /// This backend will not run the job as written (the detail says why and what to change).
+    #[error("{0}")]
+    Refused(String),
     #[error("image {image} is missing: {hint}")]
     ImageMissing { image: String, hint: String },
     #[error("the engine has no runtime {runtime:?} ({message}): install it (gVisor: https://gvisor.dev/docs/user_guide/install/) and register it in the engine, or remove `runtime:` from the job")]
@@ -114,9 +126,23 @@ impl SandboxError {
     pub fn is_environment(&self) -> bool {
         matches!(
             self,
-            SandboxError::Unreachable { .. } | SandboxError::ImageMissing { .. }
+            SandboxError::Unreachable { .. }
+                | SandboxError::ClusterUnreachable { .. }
+                | SandboxError::ImageMissing { .. }
         )
     }
+}
+
+/// How a `network: llm` container reaches the runner's LLM gateway on a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayRoute {
+    /// Through a relay whose network namespace the container joins ([`Sandbox::start_relay`]).
+    Relay,
+    /// Over the network, at this base URL (the gateway's shared listener, where the attempt's
+    /// token alone says which attempt calls).
+    Url(String),
+    /// Not reachable from this backend's containers; the text says what to configure.
+    Unavailable(String),
 }
 
 /// A place where job containers run. Every method is idempotent where the engine allows, so a
@@ -128,6 +154,17 @@ pub trait Sandbox: Send + Sync + 'static {
 
     /// Checks the engine answers (cheap; called before starting jobs).
     async fn ping(&self) -> Result<(), SandboxError>;
+
+    /// Why this backend refuses jobs with this network mode, if it does (checked before an
+    /// attempt creates anything).
+    fn refuse_network(&self, _network: crate::job::NetworkMode) -> Option<String> {
+        None
+    }
+
+    /// How `network: llm` containers reach the gateway.
+    fn gateway_route(&self) -> GatewayRoute {
+        GatewayRoute::Relay
+    }
 
     /// Checks that an image is present locally.
     async fn image_exists(&self, image: &str) -> Result<bool, SandboxError>;

@@ -87,6 +87,10 @@ pub struct ContainerPlan {
     pub env: crate::job::EnvVars,
     /// Files to place under /run/secrets (name, value).
     pub secrets: Vec<(String, Secret)>,
+    /// Environment variables whose values are credentials (the attempt's gateway token): in the
+    /// container's environment, but kept out of what a backend stores in the clear (a
+    /// Kubernetes pod spec refers to them in the attempt's Secret).
+    pub secret_env: Vec<(String, Secret)>,
     pub resources: Resources,
     pub network: NetworkMode,
     /// For `network: llm`: the attempt's gateway relay, whose network namespace (loopback only)
@@ -98,6 +102,8 @@ pub struct ContainerPlan {
     pub runtime: Option<String>,
     /// Seconds the engine waits after SIGTERM before SIGKILL on a plain `docker stop`.
     pub stop_grace_secs: i64,
+    /// The job's timeout (the runner enforces it; a backend may set a backstop from it).
+    pub timeout: std::time::Duration,
 }
 
 /// An attempt's gateway relay: a small container with no network but loopback, whose only job is
@@ -136,12 +142,14 @@ impl ContainerPlan {
             command: command.to_vec(),
             env: spec.env.clone(),
             secrets,
+            secret_env: Vec::new(),
             resources: spec.resources,
             network: spec.network,
             llm_relay: None,
             stdin: false,
             runtime: spec.runtime.map(|r| r.as_str().to_string()),
             stop_grace_secs,
+            timeout: spec.timeout,
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct SchedulerConfig {
     /// Most LLM calls in flight to each upstream (base URL); more wait for a free slot. `None`
     /// is no limit.
     pub llm_concurrency: Option<usize>,
+    /// Where the gateway also listens on the network, for backends whose containers reach it
+    /// that way (Kubernetes); `None` serves only the attempts' sockets.
+    pub gateway_listen: Option<std::net::SocketAddr>,
 }
 
 impl SchedulerConfig {
@@ -76,6 +79,7 @@ impl SchedulerConfig {
             jobs_dir_interval: Duration::from_secs(2),
             prices: crate::llm::Prices::default(),
             llm_concurrency: None,
+            gateway_listen: None,
         }
     }
 }

@@ -115,6 +115,12 @@ impl<S: Sandbox> Dispatcher<S> {
         if let Some(calls) = self.config.llm_concurrency {
             gateway.limit_concurrency(calls);
         }
+        if let Some(addr) = self.config.gateway_listen {
+            gateway
+                .serve_network(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         let access = LlmAccess { gateway };
         self.llm = Some(access.clone());
         Ok(access)

@@ -17,9 +17,10 @@ use std::sync::Arc;
 /// The grant of the token in `headers`, if it belongs to the attempt this socket serves (a
 /// refusal is counted for `/metrics`).
 async fn grant_for(inner: &Inner, seat: &Seat, headers: &HeaderMap) -> Option<Arc<Grant>> {
-    let grant = lookup(inner, headers)
-        .await
-        .filter(|grant| grant.job == seat.job && grant.attempt == seat.attempt);
+    let grant = lookup(inner, headers).await.filter(|grant| match seat {
+        Seat::Attempt { job, attempt } => grant.job == *job && grant.attempt == *attempt,
+        Seat::Shared => true,
+    });
     if grant.is_none() {
         AUTH_REFUSALS.fetch_add(1, Ordering::Relaxed);
     }

@@ -84,6 +84,14 @@ pub enum GatewayError {
     },
     #[error("the LLM gateway's socket path {path} is longer than the {SOCKET_PATH_MAX} bytes a unix socket allows: use a shorter --state-dir")]
     PathTooLong { path: PathBuf },
+    #[error(
+        "cannot listen for the LLM gateway on {addr}: {source} (choose another --gateway-listen)"
+    )]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -163,11 +171,13 @@ impl Drop for InFlight {
     }
 }
 
-/// The attempt a socket serves: only its tokens are accepted there.
+/// Whose tokens a listener accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Seat {
-    job: JobId,
-    attempt: u32,
+enum Seat {
+    /// An attempt's own socket: only that attempt's tokens.
+    Attempt { job: JobId, attempt: u32 },
+    /// The shared network listener (Kubernetes pods): any live token, which names its attempt.
+    Shared,
 }
 
 /// A running gateway.
@@ -264,17 +274,10 @@ impl Gateway {
         let listener = tokio::net::UnixListener::bind(&path).map_err(bind_error)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
             .map_err(bind_error)?;
-        let seat = Seat {
+        let app = self.router(Seat::Attempt {
             job: job.clone(),
             attempt: n,
-        };
-        let app = Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .route("/chat/completions", post(chat))
-            .route("/v1/models", get(models))
-            .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-            .layer(axum::Extension(Arc::new(seat)))
-            .with_state(self.inner.clone());
+        });
         let stop = self.stop.child_token();
         lock(&self.seats).insert(key, stop.clone());
         tokio::spawn(async move {
@@ -285,6 +288,41 @@ impl Gateway {
         });
         tracing::debug!(path = %path.display(), "LLM gateway serving an attempt");
         Ok(dir)
+    }
+
+    fn router(&self, seat: Seat) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+            .layer(axum::Extension(Arc::new(seat)))
+            .with_state(self.inner.clone())
+    }
+
+    /// Serves every attempt on one TCP address, for containers that reach the runner over the
+    /// network (Kubernetes pods): a call's token alone says which attempt makes it, so a call
+    /// without a live token is refused as on the sockets. Returns the address bound.
+    pub async fn serve_network(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, GatewayError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Listen { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| GatewayError::Listen { addr, source })?;
+        let app = self.router(Seat::Shared);
+        let stop = self.stop.child_token();
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!("LLM gateway listener stopped: {e}");
+            }
+        });
+        tracing::info!(%bound, "LLM gateway listening on the network");
+        Ok(bound)
     }
 
     /// A fresh token for attempt `n` of a job; only its hash is stored.

@@ -1,0 +1,961 @@
+//! The Kubernetes implementation of [`Sandbox`], through the API server (kube-rs): an attempt is a
+//! Job with one Pod (see `manifest` for the objects). Output comes from `pods/log`, Aider's stdin
+//! goes through `pods/attach`, commands (upload, verify, export) run through `pods/exec`, exit
+//! codes and OOM come from the container's terminated state, and a stop deletes the Pod with a
+//! grace period.
+//!
+//! What Kubernetes cannot express as Docker does: a per-pod process limit (`resources.pids`) is a
+//! kubelet setting (`--pod-max-pids`), not part of a pod spec; `network: none` and `llm` hold only
+//! where the cluster's network plugin enforces NetworkPolicy (see [`NetworkPolicyMode`]).
+
+mod manifest;
+
+pub use manifest::{GatewayPeer, LABEL_CONTAINER};
+
+use super::plan::{ContainerPlan, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
+use super::{
+    ContainerState, ExecOutput, ExitStatus, GatewayRoute, HostCapacity, Launched, OutputStream,
+    OwnedContainer, Reattached, RelayPlan, Sandbox, SandboxError,
+};
+use crate::job::NetworkMode;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{AsyncReadExt as _, StreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{AttachParams, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
+use kube::{Api, Client, Config};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncReadExt as _;
+
+/// Whether the cluster enforces NetworkPolicy, as the operator states it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkPolicyMode {
+    /// Not stated: jobs that need `network: none` or `llm` isolation are refused.
+    #[default]
+    Undeclared,
+    /// The cluster's network plugin enforces NetworkPolicy (Calico, Cilium...).
+    Enforced,
+    /// The operator accepts that the policies may not be enforced: such jobs run, and may reach
+    /// the network.
+    Unenforced,
+}
+
+/// How to reach the cluster and how to run jobs there.
+#[derive(Clone, Debug, Default)]
+pub struct KubeOptions {
+    /// A kubeconfig file; `None` infers (KUBECONFIG, ~/.kube/config, then in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// Where jobs run; `None` is the kubeconfig's namespace (or the pod's own in-cluster).
+    pub namespace: Option<String>,
+    pub network_policy: NetworkPolicyMode,
+    /// The gateway's base URL as pods reach it (`http://10.0.0.5:8089`), when the runner serves
+    /// one on the network.
+    pub gateway_url: Option<String>,
+}
+
+/// A connection to one Kubernetes API server and namespace.
+#[derive(Clone)]
+pub struct KubeSandbox {
+    client: Client,
+    namespace: String,
+    /// The API server's URL, for messages.
+    server: String,
+    options: KubeOptions,
+}
+
+impl std::fmt::Debug for KubeSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSandbox")
+            .field("server", &self.server)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+/// Images on a node are never pulled: the job files name local images (`runner/base:...`), which
+/// must be loaded on the nodes (README, "Kubernetes").
+const PULL_POLICY: &str = "Never";
+/// Most time from creating a Job to its container running (scheduling, volumes, start).
+const START_WITHIN: Duration = Duration::from_secs(300);
+/// How often a starting or ending Pod is looked at.
+const POLL: Duration = Duration::from_millis(100);
+
+impl KubeSandbox {
+    /// Connects to the API server (kubeconfig or in-cluster) and checks it answers.
+    pub async fn connect(options: KubeOptions) -> Result<Self, SandboxError> {
+        let unreachable = |server: &str, message: String| SandboxError::ClusterUnreachable {
+            server: server.to_string(),
+            message,
+        };
+        let config = match &options.kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                    unreachable(
+                        &path.display().to_string(),
+                        format!("cannot read kubeconfig: {e}"),
+                    )
+                })?;
+                Config::from_custom_kubeconfig(file, &Default::default())
+                    .await
+                    .map_err(|e| {
+                        unreachable(&path.display().to_string(), format!("kubeconfig: {e}"))
+                    })?
+            }
+            None => Config::infer().await.map_err(|e| {
+                unreachable(
+                    "(none configured)",
+                    format!("no kubeconfig and not in a cluster: {e}"),
+                )
+            })?,
+        };
+        let server = config.cluster_url.to_string();
+        let namespace = options
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).map_err(|e| unreachable(&server, e.to_string()))?;
+        let sandbox = KubeSandbox {
+            client,
+            namespace,
+            server,
+            options,
+        };
+        sandbox.ping().await?;
+        Ok(sandbox)
+    }
+
+    /// The namespace jobs run in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn map_err(&self, e: kube::Error) -> SandboxError {
+        match e {
+            kube::Error::Api(status) => {
+                SandboxError::Cluster(format!("{} (HTTP {})", status.message, status.code))
+            }
+            other => SandboxError::ClusterUnreachable {
+                server: self.server.clone(),
+                message: other.to_string(),
+            },
+        }
+    }
+
+    /// Where the NetworkPolicy of an `llm` job lets it go.
+    fn gateway_peer(&self) -> Option<GatewayPeer> {
+        let url = self.options.gateway_url.as_deref()?;
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok()?),
+            None => (authority, 80),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        Some(match host.parse() {
+            Ok(ip) => GatewayPeer::Address { ip, port },
+            Err(_) => GatewayPeer::RunnerPods { port },
+        })
+    }
+
+    /// The Pod of an attempt (the newest, should there be more than one).
+    async fn pod_of(&self, name: &str) -> Result<Option<Pod>, SandboxError> {
+        let list = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&manifest::selector(name)))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(list
+            .items
+            .into_iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.clone()))
+    }
+
+    /// Waits until the attempt's container runs or has ended, and returns its Pod's name. Images
+    /// that cannot be had, pods that cannot be scheduled or started fail with the cluster's reason.
+    async fn started(&self, name: &str) -> Result<String, SandboxError> {
+        let deadline = tokio::time::Instant::now() + START_WITHIN;
+        let mut unschedulable = None;
+        loop {
+            if let Some(pod) = self.pod_of(name).await? {
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                match state_of(&pod) {
+                    ContainerState::Running | ContainerState::Exited(_) => return Ok(pod_name),
+                    ContainerState::Created => {}
+                }
+                if let Some((reason, message)) = waiting(&pod) {
+                    match reason.as_str() {
+                        "ErrImageNeverPull" | "ErrImagePull" | "ImagePullBackOff"
+                        | "InvalidImageName" => {
+                            let image = image_of(&pod);
+                            return Err(SandboxError::ImageMissing {
+                                hint: format!("the cluster's nodes do not have it ({reason}): load it on every node (`docker save {image} | docker load` there), or push it to a registry the nodes use"),
+                                image,
+                            });
+                        }
+                        "CreateContainerConfigError"
+                        | "CreateContainerError"
+                        | "RunContainerError" => {
+                            return Err(SandboxError::Cluster(format!(
+                                "the container cannot start: {reason}: {message}"
+                            )))
+                        }
+                        _ => {}
+                    }
+                }
+                unschedulable = scheduling_problem(&pod);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SandboxError::Cluster(format!(
+                    "the job's pod did not start within {}s{}",
+                    START_WITHIN.as_secs(),
+                    unschedulable
+                        .map(|m| format!(": it cannot be scheduled: {m}"))
+                        .unwrap_or_default()
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Follows (or reads) the container's log from its start.
+    fn log_stream(&self, name: &str, follow: bool) -> OutputStream {
+        let this = self.clone();
+        let name = name.to_string();
+        let open = async move {
+            let pod = if follow {
+                this.started(&name).await?
+            } else {
+                match this.pod_of(&name).await? {
+                    Some(pod) => pod.metadata.name.unwrap_or_default(),
+                    None => return Err(SandboxError::NoSuchContainer(name)),
+                }
+            };
+            let params = LogParams {
+                follow,
+                container: Some(manifest::CONTAINER.into()),
+                ..Default::default()
+            };
+            let reader = this
+                .api::<Pod>()
+                .log_stream(&pod, &params)
+                .await
+                .map_err(|e| this.map_err(e))?;
+            Ok(futures_util::stream::unfold(
+                Box::pin(reader),
+                |mut reader| async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    match reader.read(&mut buf).await {
+                        Ok(0) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some((Ok(Bytes::from(buf)), reader))
+                        }
+                        Err(e) => Some((Err(SandboxError::Io(e)), reader)),
+                    }
+                },
+            ))
+        };
+        futures_util::stream::once(open)
+            .flat_map(|opened| match opened {
+                Ok(stream) => stream.boxed(),
+                // A container that never started (or was removed) has no log: an empty one,
+                // unless the cluster itself failed.
+                Err(SandboxError::NoSuchContainer(_)) => futures_util::stream::empty().boxed(),
+                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+            })
+            .boxed()
+    }
+
+    /// Aider's stdin through `pods/attach` (stdin only: its output comes from the log).
+    async fn attach_stdin(&self, pod: &str) -> Result<super::InputStream, SandboxError> {
+        let params = AttachParams {
+            container: Some(manifest::CONTAINER.into()),
+            stdin: true,
+            stdout: false,
+            stderr: false,
+            tty: false,
+            max_stdin_buf_size: Some(64 << 10),
+            ..Default::default()
+        };
+        let mut attached = self
+            .api::<Pod>()
+            .attach(pod, &params)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let stdin = attached
+            .stdin()
+            .ok_or_else(|| SandboxError::Cluster("attach gave no stdin".into()))?;
+        Ok(Box::pin(Attached {
+            stdin,
+            _process: attached,
+        }))
+    }
+
+    async fn create<K>(&self, object: &K) -> Result<bool, SandboxError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match self.api::<K>().create(&PostParams::default(), object).await {
+            Ok(_) => Ok(true),
+            // Same deterministic name: made before a crash; adopt it.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn delete<K>(&self, name: &str, params: &DeleteParams) -> Result<(), SandboxError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        match self.api::<K>().delete(name, params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    /// Deletes the attempt's pods, letting them stop within `grace`.
+    async fn delete_pods(&self, name: &str, grace: u32) -> Result<(), SandboxError> {
+        let params = DeleteParams {
+            grace_period_seconds: Some(grace),
+            ..Default::default()
+        };
+        let list = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&manifest::selector(name)))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        for pod in list.items {
+            if let Some(pod) = pod.metadata.name {
+                self.delete::<Pod>(&pod, &params).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The names (`runner.container`) of objects of kind `K` carrying the state dir's label.
+    async fn owned_names<K>(&self, state_id: &str) -> Result<Vec<String>, SandboxError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let list = self
+            .api::<K>()
+            .list(&ListParams::default().labels(&format!("{LABEL_STATE}={state_id}")))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|o| o.meta().labels.as_ref()?.get(LABEL_CONTAINER).cloned())
+            .collect())
+    }
+}
+
+/// Aider's stdin, holding the attach session open while it is written to.
+struct Attached<W> {
+    stdin: W,
+    _process: kube::api::AttachedProcess,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Attached<W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stdin).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stdin).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stdin).poll_shutdown(cx)
+    }
+}
+
+/// The job container's status in a Pod.
+fn container_status(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == manifest::CONTAINER)
+}
+
+/// The container's state as the cluster reports it: OOM only from the `OOMKilled` reason.
+fn state_of(pod: &Pod) -> ContainerState {
+    let state = container_status(pod).and_then(|c| c.state.as_ref());
+    if let Some(done) = state.and_then(|s| s.terminated.as_ref()) {
+        return ContainerState::Exited(ExitStatus {
+            code: done.exit_code as i64,
+            oom_killed: done.reason.as_deref() == Some("OOMKilled"),
+        });
+    }
+    if state.and_then(|s| s.running.as_ref()).is_some() {
+        return ContainerState::Running;
+    }
+    // Ended before its container ran (deadline, eviction): no exit code to report.
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Failed") | Some("Succeeded")) {
+        return ContainerState::Exited(ExitStatus {
+            code: -1,
+            oom_killed: false,
+        });
+    }
+    ContainerState::Created
+}
+
+fn waiting(pod: &Pod) -> Option<(String, String)> {
+    let waiting = container_status(pod)?.state.as_ref()?.waiting.as_ref()?;
+    Some((
+        waiting.reason.clone().unwrap_or_default(),
+        waiting.message.clone().unwrap_or_default(),
+    ))
+}
+
+fn image_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+fn scheduling_problem(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| c.message.clone().unwrap_or_default())
+}
+
+/// A Kubernetes quantity (`2`, `1500m`, `16Gi`, `24000000Ki`) as a number.
+fn parse_quantity(q: &str) -> Option<f64> {
+    let suffixes: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024f64.powi(2)),
+        ("Gi", 1024f64.powi(3)),
+        ("Ti", 1024f64.powi(4)),
+        ("Pi", 1024f64.powi(5)),
+        ("Ei", 1024f64.powi(6)),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    for (suffix, factor) in suffixes {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    q.parse().ok()
+}
+
+/// The interleaved output of an exec, cut at `limit`.
+async fn collect_output(
+    mut out: impl tokio::io::AsyncRead + Unpin,
+    mut err: impl tokio::io::AsyncRead + Unpin,
+    limit: usize,
+) -> (Vec<u8>, bool) {
+    let mut collected = Vec::new();
+    let mut truncated = false;
+    let (mut out_open, mut err_open) = (true, true);
+    let mut keep = |chunk: &[u8], collected: &mut Vec<u8>| {
+        let room = limit.saturating_sub(collected.len());
+        if chunk.len() > room {
+            truncated = true;
+        }
+        collected.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    };
+    let (mut a, mut b) = (vec![0u8; 16 << 10], vec![0u8; 16 << 10]);
+    while out_open || err_open {
+        tokio::select! {
+            n = out.read(&mut a), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => keep(&a[..n], &mut collected),
+            },
+            n = err.read(&mut b), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => keep(&b[..n], &mut collected),
+            },
+        }
+    }
+    (collected, truncated)
+}
+
+/// The exit code in an exec's final status: `Success` is 0, a `NonZeroExitCode` failure carries
+/// its code; anything else (the container is gone, the command could not start) is an error.
+fn exit_code(
+    status: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Status,
+) -> Result<i64, String> {
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let code = status
+        .details
+        .as_ref()
+        .and_then(|d| d.causes.as_ref())
+        .and_then(|causes| {
+            causes
+                .iter()
+                .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        })
+        .and_then(|c| c.message.as_deref()?.parse().ok());
+    match code {
+        Some(code) => Ok(code),
+        None => Err(status
+            .message
+            .clone()
+            .unwrap_or_else(|| "exec failed".into())),
+    }
+}
+
+/// The shell line `exec` runs `argv` under: in /workspace, and with `stdin_len` bytes of input
+/// read exactly (a WebSocket attach cannot close the command's stdin, so `head -c` ends it).
+fn exec_argv(argv: &[String], stdin_len: Option<usize>) -> Vec<String> {
+    let script = match stdin_len {
+        Some(_) => "cd /workspace && head -c \"$0\" | \"$@\"",
+        None => "cd /workspace && exec \"$@\" </dev/null",
+    };
+    let mut full = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        stdin_len.unwrap_or(0).to_string(),
+    ];
+    full.extend(argv.iter().cloned());
+    full
+}
+
+#[async_trait]
+impl Sandbox for KubeSandbox {
+    fn refuse_network(&self, network: NetworkMode) -> Option<String> {
+        if network == NetworkMode::Bridge
+            || self.options.network_policy != NetworkPolicyMode::Undeclared
+        {
+            return None;
+        }
+        let what = match network {
+            NetworkMode::None => "no network (`network: none`)",
+            _ => "only the LLM gateway (`network: llm`, the default for agent jobs)",
+        };
+        Some(format!(
+            "this job may reach {what}, which Kubernetes enforces only through NetworkPolicy, and only where the cluster's network plugin enforces it (Calico, Cilium...; not kubenet, not flannel alone); this runner was not told the cluster does. If it does, start the runner with --network-policy enforced (RUNNER_NETWORK_POLICY=enforced); to run such jobs anyway, knowing they may reach the network, accept the risk with --network-policy unenforced"
+        ))
+    }
+
+    fn gateway_route(&self) -> GatewayRoute {
+        match &self.options.gateway_url {
+            Some(url) => GatewayRoute::Url(url.trim_end_matches('/').to_string()),
+            None => GatewayRoute::Unavailable(
+                "on Kubernetes, pods reach the LLM gateway over the network: start the runner with --gateway-listen ADDR:PORT (and --gateway-url URL when pods reach it at another address, such as a Service)".into(),
+            ),
+        }
+    }
+
+    async fn capacity(&self) -> Result<HostCapacity, SandboxError> {
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut capacity = HostCapacity {
+            cpus: 0.0,
+            memory: 0,
+        };
+        for node in nodes.items {
+            let Some(allocatable) = node.status.and_then(|s| s.allocatable) else {
+                continue;
+            };
+            let get = |k: &str| allocatable.get(k).and_then(|q| parse_quantity(&q.0));
+            capacity.cpus += get("cpu").unwrap_or(0.0);
+            capacity.memory += get("memory").unwrap_or(0.0) as u64;
+        }
+        Ok(capacity)
+    }
+
+    async fn ping(&self) -> Result<(), SandboxError> {
+        match tokio::time::timeout(Duration::from_secs(10), self.client.apiserver_version()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(SandboxError::ClusterUnreachable {
+                server: self.server.clone(),
+                message: e.to_string(),
+            }),
+            Err(_) => Err(SandboxError::ClusterUnreachable {
+                server: self.server.clone(),
+                message: "no answer within 10s".into(),
+            }),
+        }
+    }
+
+    /// Whether any node reports the image (kubelets list their images in the node's status).
+    async fn image_exists(&self, image: &str) -> Result<bool, SandboxError> {
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let wanted = [
+            image.to_string(),
+            format!("docker.io/{image}"),
+            format!("docker.io/library/{image}"),
+        ];
+        Ok(nodes.items.iter().any(|node| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.images.as_ref())
+                .is_some_and(|images| {
+                    images.iter().any(|i| {
+                        i.names
+                            .as_ref()
+                            .is_some_and(|names| names.iter().any(|n| wanted.contains(n)))
+                    })
+                })
+        }))
+    }
+
+    async fn launch(&self, plan: &ContainerPlan) -> Result<Launched, SandboxError> {
+        if let Some(why) = self.refuse_network(plan.network) {
+            return Err(SandboxError::Refused(why));
+        }
+        if manifest::needs_secret(plan) {
+            self.create(&manifest::secret(plan, &self.namespace))
+                .await?;
+        }
+        let peer = self.gateway_peer();
+        if let Some(policy) = manifest::network_policy(plan, &self.namespace, peer.as_ref()) {
+            self.create(&policy).await?;
+        }
+        let fresh = match self
+            .create(&manifest::job(plan, &self.namespace, PULL_POLICY))
+            .await
+        {
+            Ok(fresh) => fresh,
+            Err(SandboxError::Cluster(message))
+                if plan.runtime.is_some() && message.contains("RuntimeClass") =>
+            {
+                return Err(SandboxError::RuntimeMissing {
+                    runtime: plan.runtime.clone().unwrap_or_default(),
+                    message,
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if !fresh {
+            // Adopted: a Pod already running (or ended) is read with `logs` or `reattach`.
+            if let Some(pod) = self.pod_of(&plan.name).await? {
+                if state_of(&pod) != ContainerState::Created {
+                    return Ok(Launched {
+                        output: None,
+                        input: None,
+                        started: false,
+                    });
+                }
+            }
+        }
+        let pod = self.started(&plan.name).await?;
+        // The log holds every byte from the container's start, so following it from the start
+        // loses nothing that was printed before this call attached.
+        let output = self.log_stream(&plan.name, true);
+        let input = if plan.stdin {
+            Some(self.attach_stdin(&pod).await?)
+        } else {
+            None
+        };
+        Ok(Launched {
+            output: Some(output),
+            input,
+            started: true,
+        })
+    }
+
+    /// The log from the start, followed, and a fresh stdin attachment. `logged` is what the log
+    /// held just before (output printed in between counts as live: it may be replayed once).
+    async fn reattach(&self, name: &str) -> Result<Reattached, SandboxError> {
+        let pod = self.started(name).await?;
+        let mut logged = 0u64;
+        let mut past = self.log_stream(name, false);
+        while let Some(chunk) = past.next().await {
+            logged += chunk?.len() as u64;
+        }
+        let input = self.attach_stdin(&pod).await?;
+        Ok(Reattached {
+            output: self.log_stream(name, true),
+            input,
+            logged,
+        })
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        stdin: Option<Bytes>,
+        limit: usize,
+    ) -> Result<ExecOutput, SandboxError> {
+        let pod = match self.pod_of(name).await? {
+            Some(pod) => pod.metadata.name.unwrap_or_default(),
+            None => return Err(SandboxError::NoSuchContainer(name.to_string())),
+        };
+        let params = AttachParams {
+            container: Some(manifest::CONTAINER.into()),
+            stdin: stdin.is_some(),
+            stdout: true,
+            stderr: true,
+            tty: false,
+            max_stdin_buf_size: Some(64 << 10),
+            max_stdout_buf_size: Some(64 << 10),
+            max_stderr_buf_size: Some(64 << 10),
+        };
+        let command = exec_argv(argv, stdin.as_ref().map(|d| d.len()));
+        let mut process = self
+            .api::<Pod>()
+            .exec(&pod, command, &params)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let status = process.take_status();
+        let feeder = match (stdin, process.stdin()) {
+            (Some(data), Some(mut input)) => Some(tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = input.write_all(&data).await;
+                let _ = input.flush().await;
+                // Kept open until the command ends: closing it would end the session.
+                input
+            })),
+            _ => None,
+        };
+        let out = process
+            .stdout()
+            .ok_or_else(|| SandboxError::Cluster("exec gave no stdout".into()))?;
+        let err = process
+            .stderr()
+            .ok_or_else(|| SandboxError::Cluster("exec gave no stderr".into()))?;
+        let (output, truncated) = collect_output(out, err, limit).await;
+        let status = match status {
+            Some(status) => status.await,
+            None => None,
+        };
+        if let Some(feeder) = feeder {
+            feeder.abort();
+        }
+        let code = match status {
+            Some(status) => exit_code(&status)
+                .map_err(|why| SandboxError::Cluster(format!("exec in {name} failed: {why}")))?,
+            None => {
+                return Err(SandboxError::Cluster(format!(
+                    "exec in {name} ended without a status"
+                )))
+            }
+        };
+        Ok(ExecOutput {
+            code,
+            output: Bytes::from(output),
+            truncated,
+        })
+    }
+
+    fn logs(&self, name: &str, follow: bool) -> OutputStream {
+        self.log_stream(name, follow)
+    }
+
+    async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError> {
+        loop {
+            let Some(pod) = self.pod_of(name).await? else {
+                return Err(SandboxError::NoSuchContainer(name.to_string()));
+            };
+            if let ContainerState::Exited(status) = state_of(&pod) {
+                return Ok(status);
+            }
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            // Watch the Pod until it changes (at most a minute, then look again).
+            let api = self.api::<Pod>();
+            let ended = kube::runtime::wait::await_condition(api, &pod_name, |p: Option<&Pod>| {
+                p.is_none_or(|p| matches!(state_of(p), ContainerState::Exited(_)))
+            });
+            let _ = tokio::time::timeout(Duration::from_secs(60), ended).await;
+        }
+    }
+
+    /// Deletes the attempt's Job (leaving its Pod, so Kubernetes does not replace it) and then its
+    /// Pod with `grace`: SIGTERM, SIGKILL after `grace`. The Pod and its log go away once it has
+    /// stopped.
+    async fn stop(&self, name: &str, grace: Duration) -> Result<(), SandboxError> {
+        let orphan = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..Default::default()
+        };
+        self.delete::<Job>(name, &orphan).await?;
+        self.delete_pods(name, grace.as_secs().min(u32::MAX as u64) as u32)
+            .await
+    }
+
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerState>, SandboxError> {
+        if let Some(pod) = self.pod_of(name).await? {
+            return Ok(Some(state_of(&pod)));
+        }
+        // A Job whose Pod is not made yet.
+        match self.api::<Job>().get_opt(name).await {
+            Ok(Some(_)) => Ok(Some(ContainerState::Created)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), SandboxError> {
+        let background = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        self.delete::<Job>(name, &background).await?;
+        self.delete_pods(name, 0).await?;
+        self.delete::<Secret>(name, &DeleteParams::default())
+            .await?;
+        self.delete::<NetworkPolicy>(name, &DeleteParams::default())
+            .await
+    }
+
+    async fn start_relay(&self, _relay: &RelayPlan) -> Result<(), SandboxError> {
+        Err(SandboxError::Refused(
+            "Kubernetes pods reach the gateway over the network, not through a relay".into(),
+        ))
+    }
+
+    async fn remove_legacy_llm_network(&self, _state_id: &str) -> Result<bool, SandboxError> {
+        Ok(false)
+    }
+
+    /// Every attempt with an object here (Job, Pod, Secret or NetworkPolicy) carrying the state
+    /// dir's label; its state is its Pod's (`Created` when it has none).
+    async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {
+        let pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("{LABEL_STATE}={state_id}")))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let mut owned: BTreeMap<String, OwnedContainer> = BTreeMap::new();
+        let mut labels_of: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        for pod in &pods.items {
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            let Some(name) = labels.get(LABEL_CONTAINER).cloned() else {
+                continue;
+            };
+            owned.insert(
+                name.clone(),
+                OwnedContainer {
+                    name: name.clone(),
+                    job: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
+                    attempt: labels
+                        .get(LABEL_ATTEMPT)
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or(0),
+                    state: state_of(pod),
+                },
+            );
+            labels_of.insert(name, labels);
+        }
+        let mut others = self.owned_names::<Job>(state_id).await?;
+        others.extend(self.owned_names::<Secret>(state_id).await?);
+        others.extend(self.owned_names::<NetworkPolicy>(state_id).await?);
+        for name in others {
+            owned.entry(name.clone()).or_insert_with(|| OwnedContainer {
+                job: String::new(),
+                attempt: 0,
+                state: ContainerState::Created,
+                name,
+            });
+        }
+        Ok(owned.into_values().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_as_numbers() {
+        assert_eq!(parse_quantity("2"), Some(2.0));
+        assert_eq!(parse_quantity("1500m"), Some(1.5));
+        assert_eq!(
+            parse_quantity("16Gi"),
+            Some(16.0 * 1024.0 * 1024.0 * 1024.0)
+        );
+        assert_eq!(parse_quantity("1000Ki"), Some(1024000.0));
+        assert_eq!(parse_quantity("x"), None);
+    }
+
+    #[test]
+    fn exec_input_is_read_to_its_length_and_the_command_runs_in_the_workspace() {
+        let argv = exec_argv(&["tar".into(), "-x".into()], Some(42));
+        assert_eq!(&argv[..2], ["sh", "-c"]);
+        assert!(argv[2].contains("head -c \"$0\""));
+        assert_eq!(&argv[3..], ["42", "tar", "-x"]);
+        let argv = exec_argv(&["true".into()], None);
+        assert!(argv[2].contains("</dev/null"));
+    }
+
+    #[test]
+    fn an_exec_status_gives_its_exit_code_or_an_error() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
+        let ok = Status {
+            status: Some("Success".into()),
+            ..Default::default()
+        };
+        assert_eq!(exit_code(&ok), Ok(0));
+        let failed = Status {
+            status: Some("Failure".into()),
+            reason: Some("NonZeroExitCode".into()),
+            details: Some(StatusDetails {
+                causes: Some(vec![StatusCause {
+                    reason: Some("ExitCode".into()),
+                    message: Some("3".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(exit_code(&failed), Ok(3));
+        let gone = Status {
+            status: Some("Failure".into()),
+            message: Some("container not found".into()),
+            ..Default::default()
+        };
+        assert!(exit_code(&gone).is_err());
+    }
+}
