@@ -5,7 +5,7 @@ CARGO   ?= cargo
 RUNNER  := target/release/runner
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all build images browsers pytools demo test lint bench clean
+.PHONY: all build images browsers pytools demo test test-k8s test-llm lint bench clean
 
 all: build
 
@@ -40,6 +40,14 @@ test: images browsers pytools
 test-llm: images
 	$(CARGO) test --locked --test llm_real --no-run
 	bash scripts/llama-server.sh run $(CARGO) test --locked --test llm_real -- --ignored --test-threads 1
+
+# The Kubernetes backend against a real single-node cluster (Kubernetes 1.20 built from Debian's
+# source package, cached outside the repository; tests/k8s/cluster.sh). The cluster is brought up,
+# the tests in tests/k8s.rs run (ignored under a plain `cargo test`), and the cluster is torn down
+# whatever the outcome. Needs root (the kubelet).
+test-k8s: images
+	$(CARGO) test --locked --test k8s --no-run
+	bash tests/k8s/cluster.sh run $(CARGO) test --locked --test k8s -- --ignored --test-threads 2
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -215,6 +215,9 @@ impl KubeSandbox {
                     }
                 }
                 unschedulable = scheduling_problem(&pod);
+            } else if let Some(why) = self.pod_refused(name).await? {
+                // The Job controller cannot make the Pod (admission refused it).
+                return Err(why);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(SandboxError::Cluster(format!(
@@ -227,6 +230,33 @@ impl KubeSandbox {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// Why the Job controller could not create the attempt's Pod, from its `FailedCreate`
+    /// events (an unknown RuntimeClass, a quota, a policy refusing the pod).
+    async fn pod_refused(&self, name: &str) -> Result<Option<SandboxError>, SandboxError> {
+        let events = self
+            .api::<k8s_openapi::api::core::v1::Event>()
+            .list(&ListParams::default().fields(&format!(
+                "involvedObject.kind=Job,involvedObject.name={name},reason=FailedCreate"
+            )))
+            .await
+            .map_err(|e| self.map_err(e))?;
+        let Some(message) = events.items.into_iter().find_map(|e| e.message) else {
+            return Ok(None);
+        };
+        let runtime = self
+            .api::<Job>()
+            .get_opt(name)
+            .await
+            .map_err(|e| self.map_err(e))?
+            .and_then(|j| j.spec?.template.spec?.runtime_class_name);
+        Ok(Some(match runtime {
+            Some(runtime) if message.contains("RuntimeClass") => {
+                SandboxError::RuntimeMissing { runtime, message }
+            }
+            _ => SandboxError::Cluster(format!("the job's pod cannot be created: {message}")),
+        }))
     }
 
     /// Follows (or reads) the container's log from its start.

@@ -111,7 +111,7 @@ pub enum SandboxError {
     Refused(String),
     #[error("image {image} is missing: {hint}")]
     ImageMissing { image: String, hint: String },
-    #[error("the engine has no runtime {runtime:?} ({message}): install it (gVisor: https://gvisor.dev/docs/user_guide/install/) and register it in the engine, or remove `runtime:` from the job")]
+    #[error("no runtime {runtime:?} ({message}): install it (gVisor: https://gvisor.dev/docs/user_guide/install/) and register it in the Docker engine, or on Kubernetes as a RuntimeClass named {runtime:?}; or remove `runtime:` from the job")]
     RuntimeMissing { runtime: String, message: String },
     #[error("no such container {0}")]
     NoSuchContainer(String),
