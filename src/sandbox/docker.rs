@@ -3,8 +3,8 @@
 
 use super::plan::{ContainerPlan, CONTAINER_USER, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
 use super::{
-    ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, OutputStream, OwnedContainer,
-    Reattached, RelayPlan, Sandbox, SandboxError,
+    overlap, ContainerState, ExecOutput, ExitStatus, HostCapacity, Launched, OutputStream,
+    OwnedContainer, Reattached, RelayPlan, Sandbox, SandboxError,
 };
 use crate::job::NetworkMode;
 use async_trait::async_trait;
@@ -240,15 +240,6 @@ fn output_stream(
             Err(e) => Err(map_error(&host, e)),
         })
         .boxed()
-}
-
-/// How much of `window` (output from the moment of attaching) the end of `log` (complete lines)
-/// already holds: the longest start of `window` that ends a line and ends `log`.
-fn overlap(log: &[u8], window: &[u8]) -> usize {
-    (1..=window.len().min(log.len()))
-        .rev()
-        .find(|&k| window[k - 1] == b'\n' && log.ends_with(&window[..k]))
-        .unwrap_or(0)
 }
 
 fn missing_image_hint(image: &str) -> String {
@@ -642,22 +633,5 @@ impl Sandbox for DockerSandbox {
             });
         }
         Ok(owned)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::overlap;
-
-    #[test]
-    fn lines_both_in_the_log_and_the_attachment_are_kept_once() {
-        // Attached after "a\n": "b\n" reached the log too, "c" is a line still being written.
-        assert_eq!(overlap(b"a\nb\n", b"b\nc"), 2);
-        // Nothing printed since: nothing to drop.
-        assert_eq!(overlap(b"a\nb\n", b""), 0);
-        // Attached mid-line: the rest of that line is not in the log yet.
-        assert_eq!(overlap(b"a\n", b"rest of a line"), 0);
-        // Only whole lines count.
-        assert_eq!(overlap(b"x\nab", b"ab"), 0);
     }
 }

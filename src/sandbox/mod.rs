@@ -219,3 +219,29 @@ pub trait Sandbox: Send + Sync + 'static {
     /// [`attempt_of`] tells which attempt a relay serves).
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError>;
 }
+
+/// How much of `window` (output from the moment of attaching) the end of `log` (complete lines)
+/// already holds: the longest start of `window` that ends a line and ends `log`.
+pub(crate) fn overlap(log: &[u8], window: &[u8]) -> usize {
+    (1..=window.len().min(log.len()))
+        .rev()
+        .find(|&k| window[k - 1] == b'\n' && log.ends_with(&window[..k]))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlap;
+
+    #[test]
+    fn lines_both_in_the_log_and_the_attachment_are_kept_once() {
+        // Attached after "a\n": "b\n" reached the log too, "c" is a line still being written.
+        assert_eq!(overlap(b"a\nb\n", b"b\nc"), 2);
+        // Nothing printed since: nothing to drop.
+        assert_eq!(overlap(b"a\nb\n", b""), 0);
+        // Attached mid-line: the rest of that line is not in the log yet.
+        assert_eq!(overlap(b"a\n", b"rest of a line"), 0);
+        // Only whole lines count.
+        assert_eq!(overlap(b"x\nab", b"ab"), 0);
+    }
+}
