@@ -112,6 +112,10 @@ impl KubeSandbox {
                 )
             })?,
         };
+        // Logs and attachments last as long as a job: no read timeout (kube's default cuts
+        // a stream that is quiet for five minutes).
+        let mut config = config;
+        config.read_timeout = None;
         let server = config.cluster_url.to_string();
         let namespace = options
             .namespace
@@ -308,29 +312,59 @@ impl KubeSandbox {
             .boxed()
     }
 
-    /// Aider's stdin through `pods/attach` (stdin only: its output comes from the log).
-    async fn attach_stdin(&self, pod: &str) -> Result<super::InputStream, SandboxError> {
+    /// Attaches to a session's stdio through `pods/attach`. The log holds complete lines only (a
+    /// prompt still waiting for its newline is not in it), so the output is the log read after
+    /// attaching, then what the attachment got that the log does not hold, then the attachment
+    /// live. Lines printed between attaching and reading the log are in both and kept once.
+    async fn attach_session(&self, name: &str, pod: &str) -> Result<Reattached, SandboxError> {
         let params = AttachParams {
             container: Some(manifest::CONTAINER.into()),
             stdin: true,
-            stdout: false,
-            stderr: false,
+            stdout: true,
+            stderr: true,
             tty: false,
             max_stdin_buf_size: Some(64 << 10),
-            ..Default::default()
+            max_stdout_buf_size: Some(64 << 10),
+            max_stderr_buf_size: Some(64 << 10),
         };
         let mut attached = self
             .api::<Pod>()
             .attach(pod, &params)
             .await
             .map_err(|e| self.map_err(e))?;
-        let stdin = attached
-            .stdin()
-            .ok_or_else(|| SandboxError::Cluster("attach gave no stdin".into()))?;
-        Ok(Box::pin(Attached {
-            stdin,
-            _process: attached,
-        }))
+        let (Some(stdin), Some(out), Some(err)) =
+            (attached.stdin(), attached.stdout(), attached.stderr())
+        else {
+            return Err(SandboxError::Cluster("attach gave no stdio".into()));
+        };
+        let mut live = futures_util::stream::select(
+            tokio_util::io::ReaderStream::with_capacity(out, 64 << 10),
+            tokio_util::io::ReaderStream::with_capacity(err, 64 << 10),
+        )
+        .map(|chunk| chunk.map_err(SandboxError::Io))
+        .boxed();
+        let mut log = Vec::new();
+        let mut past = self.log_stream(name, false);
+        while let Some(chunk) = past.next().await {
+            log.extend_from_slice(&chunk?);
+        }
+        // What the attachment got meanwhile.
+        let mut window = Vec::new();
+        let quiet = Duration::from_millis(300);
+        while let Ok(Some(chunk)) = tokio::time::timeout(quiet, live.next()).await {
+            window.extend_from_slice(&chunk?);
+        }
+        window.drain(..super::overlap(&log, &window));
+        let logged = log.len() as u64;
+        let before = futures_util::stream::iter([Ok(Bytes::from(log)), Ok(Bytes::from(window))]);
+        Ok(Reattached {
+            output: before.chain(live).boxed(),
+            input: Box::pin(Attached {
+                stdin,
+                _process: attached,
+            }),
+            logged,
+        })
     }
 
     async fn create<K>(&self, object: &K) -> Result<bool, SandboxError>
@@ -719,36 +753,27 @@ impl Sandbox for KubeSandbox {
             }
         }
         let pod = self.started(&plan.name).await?;
-        // The log holds every byte from the container's start, so following it from the start
-        // loses nothing that was printed before this call attached.
-        let output = self.log_stream(&plan.name, true);
-        let input = if plan.stdin {
-            Some(self.attach_stdin(&pod).await?)
-        } else {
-            None
-        };
+        if plan.stdin {
+            let session = self.attach_session(&plan.name, &pod).await?;
+            return Ok(Launched {
+                output: Some(session.output),
+                input: Some(session.input),
+                started: true,
+            });
+        }
+        // The log holds every byte from the container's start (a last line without its newline
+        // too, once the container has ended), so following it from the start loses nothing
+        // printed before this call.
         Ok(Launched {
-            output: Some(output),
-            input,
+            output: Some(self.log_stream(&plan.name, true)),
+            input: None,
             started: true,
         })
     }
 
-    /// The log from the start, followed, and a fresh stdin attachment. `logged` is what the log
-    /// held just before (output printed in between counts as live: it may be replayed once).
     async fn reattach(&self, name: &str) -> Result<Reattached, SandboxError> {
         let pod = self.started(name).await?;
-        let mut logged = 0u64;
-        let mut past = self.log_stream(name, false);
-        while let Some(chunk) = past.next().await {
-            logged += chunk?.len() as u64;
-        }
-        let input = self.attach_stdin(&pod).await?;
-        Ok(Reattached {
-            output: self.log_stream(name, true),
-            input,
-            logged,
-        })
+        self.attach_session(name, &pod).await
     }
 
     async fn exec(
