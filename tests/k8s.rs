@@ -30,22 +30,13 @@ fn kubeconfig() -> String {
         .expect("RUNNER_TEST_KUBECONFIG is not set: run these tests with `make test-k8s`")
 }
 
-/// The address pods reach the host at (Docker's bridge gateway), where the runner's gateway
-/// listens for them.
+/// The address pods reach the host at (Docker's bridge), where the runner's gateway listens for
+/// them; `tests/k8s/cluster.sh run` sets it.
 fn host_ip() -> String {
-    let out = Command::new("docker")
-        .args([
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{(index .IPAM.Config 0).Gateway}}",
-        ])
-        .output()
-        .expect("docker cli");
-    let ip = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!ip.is_empty(), "no bridge gateway: {}", stderr(&out));
-    ip
+    std::env::var("RUNNER_TEST_GATEWAY_HOST")
+        .ok()
+        .filter(|ip| !ip.is_empty())
+        .expect("RUNNER_TEST_GATEWAY_HOST is not set: run these tests with `make test-k8s`")
 }
 
 /// A free TCP port on `ip`.

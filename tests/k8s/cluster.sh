@@ -812,7 +812,8 @@ cmd_env() {
 }
 
 # ---------------------------------------------------------------------------------------------------
-# run: up, the command with RUNNER_TEST_KUBECONFIG set, down (whatever the command's outcome)
+# run: up, the command with RUNNER_TEST_KUBECONFIG and RUNNER_TEST_GATEWAY_HOST (where pods reach the
+# host) set, down (whatever the command's outcome)
 # ---------------------------------------------------------------------------------------------------
 
 cmd_run() {
@@ -823,7 +824,7 @@ cmd_run() {
     cmd_up
     log "cluster ready after $(($(date +%s) - started)) s"
     status=0
-    RUNNER_TEST_KUBECONFIG="$DIR/kubeconfig" "$@" || status=$?
+    RUNNER_TEST_KUBECONFIG="$DIR/kubeconfig" RUNNER_TEST_GATEWAY_HOST="$(gateway_ip)" "$@" || status=$?
     log "run: the command exited $status after $(($(date +%s) - started)) s"
     return "$status"
 }
