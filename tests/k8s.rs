@@ -495,6 +495,7 @@ fn an_agent_job_runs_end_to_end_in_a_pod_and_the_key_is_never_in_its_spec() {
     // What the cluster stores while the job runs: its pod specs and Secrets.
     let mut seen_pods = Vec::new();
     let mut seen_secrets = Vec::new();
+    let mut seen_policies: Vec<serde_json::Value> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the agent job did not end");
@@ -507,6 +508,14 @@ fn an_agent_job_runs_end_to_end_in_a_pod_and_the_key_is_never_in_its_spec() {
                 .unwrap()
             {
                 seen_secrets.push(serde_json::to_value(s).unwrap());
+            }
+            for p in cluster
+                .api::<NetworkPolicy>()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+            {
+                seen_policies.push(serde_json::to_value(p).unwrap());
             }
         });
         std::thread::sleep(Duration::from_millis(500));
@@ -549,6 +558,34 @@ fn an_agent_job_runs_end_to_end_in_a_pod_and_the_key_is_never_in_its_spec() {
         assert!(key.get("value").is_none(), "{key}");
         assert!(key["valueFrom"]["secretKeyRef"].is_object(), "{key}");
     }
+    // The pod may reach the gateway and nothing else (where the network plugin enforces it).
+    let policy = seen_policies
+        .first()
+        .expect("a NetworkPolicy for the agent's pod");
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 1, "{policy}");
+    assert_eq!(
+        egress[0]["to"][0]["ipBlock"]["cidr"],
+        format!("{ip}/32"),
+        "{policy}"
+    );
+    assert_eq!(
+        egress[0]["ports"][0]["port"],
+        listen.rsplit(':').next().unwrap().parse::<u16>().unwrap(),
+        "{policy}"
+    );
+    // Ingress named as a policy type with no rule: nothing may connect to the pod.
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"]),
+        "{policy}"
+    );
+    assert!(
+        policy["spec"]["ingress"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{policy}"
+    );
     for secret in &seen_secrets {
         let text = secret.to_string();
         let encoded = base64_of("upstream-key");
@@ -560,4 +597,114 @@ fn an_agent_job_runs_end_to_end_in_a_pod_and_the_key_is_never_in_its_spec() {
 fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[test]
+#[ignore = "needs a cluster: make test-k8s"]
+fn an_agent_session_survives_a_runner_killed_mid_turn_in_the_same_pod() {
+    let mut cluster = Cluster::new();
+    let llm = scripted::ScriptedLlm::start(vec![], vec![]);
+    make_repo(&cluster.env.dir.path().join("repo"));
+    let job = cluster.env.job(
+        "session.yaml",
+        "name: session\ntask: Wait a while.\nrepo: ./repo\nagent: { model: openai/mock }\nmanager: { mode: script, steps: [ { action: run, argument: \"sleep 12; echo slept-well\" }, { action: finish, argument: done } ] }\ntimeout: 5m\n",
+    );
+    let ip = host_ip();
+    // The pod was told where the gateway is: a restarted runner listens at the same address.
+    let listen = format!("{ip}:{}", free_port(&ip));
+    let daemon_args = [
+        "--network-policy",
+        "unenforced",
+        "--gateway-listen",
+        listen.as_str(),
+    ];
+    let spawn = |cluster: &mut Cluster| {
+        let child = cluster
+            .cmd()
+            .arg("daemon")
+            .args(daemon_args)
+            .env("OPENAI_BASE_URL", &llm.url)
+            .env("OPENAI_API_KEY", "upstream-key")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        cluster.daemons.push(child);
+        pid
+    };
+    let first = spawn(&mut cluster);
+    let submitted = cluster
+        .cmd()
+        .args(["submit", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !log_of(&cluster.env, "session").contains("» /run sleep 12") {
+        assert!(
+            Instant::now() < deadline,
+            "the turn never started: {}",
+            log_of(&cluster.env, "session")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pod = |cluster: &Cluster| {
+        let pods = cluster.pods();
+        assert_eq!(pods.len(), 1, "{pods:?}");
+        pods[0]["metadata"]["uid"].as_str().unwrap().to_string()
+    };
+    let before = pod(&cluster);
+    cluster.kill(first, "KILL");
+    std::thread::sleep(Duration::from_secs(1));
+    let second = spawn(&mut cluster);
+    cluster
+        .env
+        .wait_state("session", "running", Duration::from_secs(60));
+    assert_eq!(pod(&cluster), before, "the same pod runs on");
+    cluster
+        .env
+        .wait_state("session", "succeeded", Duration::from_secs(120));
+    let show = cluster.env.show("session");
+    assert_eq!(show["attempts"].as_array().unwrap().len(), 1, "{show}");
+    let log = log_of(&cluster.env, "session");
+    assert_eq!(
+        log.matches("» /run sleep 12").count(),
+        1,
+        "typed once:\n{log}"
+    );
+    assert!(log.contains("slept-well"), "{log}");
+    assert_eq!(log.matches("Aider v0.86.2").count(), 1, "{log}");
+    assert_eq!(cluster.env.events_of("session", &["adopted"]).len(), 1);
+    cluster.wait_empty(Duration::from_secs(60));
+    cluster.kill(second, "TERM");
+}
+
+#[test]
+#[ignore = "needs a cluster: make test-k8s"]
+fn a_job_asking_for_a_runtime_the_cluster_lacks_fails_at_once_naming_it() {
+    let cluster = Cluster::new();
+    let job = job_file(
+        &cluster,
+        "gvisor",
+        "echo hi",
+        "runtime: runsc\nnetwork: bridge",
+    );
+    let started = Instant::now();
+    let out = cluster.run(&[&job]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let show = cluster.env.show("gvisor");
+    let detail = show["detail"].as_str().unwrap();
+    assert!(detail.contains("RuntimeClass"), "{detail}");
+    assert_eq!(
+        show["attempts"].as_array().unwrap().len(),
+        1,
+        "not retried: {show}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    cluster.wait_empty(Duration::from_secs(30));
 }
