@@ -33,13 +33,7 @@ fn the_demo_replays_offline_from_the_shipped_cassette() {
         stderr(&out),
         log_of(&env, "agent-demo")
     );
-    let patch = show["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["kind"] == "patch")
-        .map(|a| std::fs::read_to_string(a["path"].as_str().unwrap()).unwrap())
-        .expect("a patch");
+    let patch = artifact_text(&show, "patch").expect("a patch");
     assert!(patch.contains("+def greet(name):"), "{patch}");
     assert!(
         show["usage"]["manager"]["requests"].as_u64().unwrap() >= 2,

@@ -120,11 +120,18 @@ impl Cluster {
         cmd
     }
 
-    /// Starts `runner daemon ARGS...` (killed at the end of the test); returns its pid.
+    /// Starts `runner daemon` (killed at the end of the test); returns its pid.
     fn daemon(&mut self) -> u32 {
+        self.daemon_with(&[], &[])
+    }
+
+    /// Starts `runner daemon ARGS...` with extra environment variables.
+    fn daemon_with(&mut self, args: &[&str], vars: &[(&str, &str)]) -> u32 {
         let child = self
             .cmd()
             .arg("daemon")
+            .args(args)
+            .envs(vars.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -531,13 +538,7 @@ fn an_agent_job_runs_end_to_end_in_a_pod_and_the_key_is_never_in_its_spec() {
     );
     let transcript = log_of(&cluster.env, "greet");
     assert!(transcript.contains("» Create greet.py"), "{transcript}");
-    let patch = show["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["kind"] == "patch")
-        .map(|a| std::fs::read_to_string(a["path"].as_str().unwrap()).unwrap())
-        .expect("a patch");
+    let patch = artifact_text(&show, "patch").expect("a patch");
     assert!(patch.contains("+def greet(name):"), "{patch}");
     let verify = cluster.env.events_of("greet", &["verify"]);
     assert_eq!(verify.last().unwrap()["passed"], true, "{verify:?}");
@@ -618,22 +619,11 @@ fn an_agent_session_survives_a_runner_killed_mid_turn_in_the_same_pod() {
         "--gateway-listen",
         listen.as_str(),
     ];
-    let spawn = |cluster: &mut Cluster| {
-        let child = cluster
-            .cmd()
-            .arg("daemon")
-            .args(daemon_args)
-            .env("OPENAI_BASE_URL", &llm.url)
-            .env("OPENAI_API_KEY", "upstream-key")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        cluster.daemons.push(child);
-        pid
-    };
-    let first = spawn(&mut cluster);
+    let vars = [
+        ("OPENAI_BASE_URL", llm.url.as_str()),
+        ("OPENAI_API_KEY", "upstream-key"),
+    ];
+    let first = cluster.daemon_with(&daemon_args, &vars);
     let submitted = cluster
         .cmd()
         .args(["submit", job.to_str().unwrap()])
@@ -657,7 +647,7 @@ fn an_agent_session_survives_a_runner_killed_mid_turn_in_the_same_pod() {
     let before = pod(&cluster);
     cluster.kill(first, "KILL");
     std::thread::sleep(Duration::from_secs(1));
-    let second = spawn(&mut cluster);
+    let second = cluster.daemon_with(&daemon_args, &vars);
     cluster
         .env
         .wait_state("session", "running", Duration::from_secs(60));

@@ -317,16 +317,7 @@ impl KubeSandbox {
     /// attaching, then what the attachment got that the log does not hold, then the attachment
     /// live. Lines printed between attaching and reading the log are in both and kept once.
     async fn attach_session(&self, name: &str, pod: &str) -> Result<Reattached, SandboxError> {
-        let params = AttachParams {
-            container: Some(manifest::CONTAINER.into()),
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            tty: false,
-            max_stdin_buf_size: Some(64 << 10),
-            max_stdout_buf_size: Some(64 << 10),
-            max_stderr_buf_size: Some(64 << 10),
-        };
+        let params = stdio(true);
         let mut attached = self
             .api::<Pod>()
             .attach(pod, &params)
@@ -465,6 +456,21 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Attached<W> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.stdin).poll_shutdown(cx)
+    }
+}
+
+/// The job container's stdout and stderr (no terminal), and its stdin when asked, for an attach
+/// or an exec.
+fn stdio(stdin: bool) -> AttachParams {
+    AttachParams {
+        container: Some(manifest::CONTAINER.into()),
+        stdin,
+        stdout: true,
+        stderr: true,
+        tty: false,
+        max_stdin_buf_size: Some(64 << 10),
+        max_stdout_buf_size: Some(64 << 10),
+        max_stderr_buf_size: Some(64 << 10),
     }
 }
 
@@ -787,16 +793,7 @@ impl Sandbox for KubeSandbox {
             Some(pod) => pod.metadata.name.unwrap_or_default(),
             None => return Err(SandboxError::NoSuchContainer(name.to_string())),
         };
-        let params = AttachParams {
-            container: Some(manifest::CONTAINER.into()),
-            stdin: stdin.is_some(),
-            stdout: true,
-            stderr: true,
-            tty: false,
-            max_stdin_buf_size: Some(64 << 10),
-            max_stdout_buf_size: Some(64 << 10),
-            max_stderr_buf_size: Some(64 << 10),
-        };
+        let params = stdio(stdin.is_some());
         let command = exec_argv(argv, stdin.as_ref().map(|d| d.len()));
         let mut process = self
             .api::<Pod>()

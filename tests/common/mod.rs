@@ -262,6 +262,17 @@ pub fn sh_job(name: &str, script: &str, extra: &str) -> String {
 }
 
 /// The stored output of a job.
+/// The text of a job's artifact of this kind (`show --json`), if it has one.
+pub fn artifact_text(job: &serde_json::Value, kind: &str) -> Option<String> {
+    let path = job["artifacts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["kind"] == kind)?["path"]
+        .as_str()?
+        .to_string();
+    Some(std::fs::read_to_string(path).expect("the artifact is readable"))
+}
+
 pub fn log_of(env: &Env, job: &str) -> String {
     stdout(&env.run(&["logs", job]))
 }
