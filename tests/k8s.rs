@@ -3,7 +3,8 @@
 //! manager, scheduler, and a kubelet running pods on the local Docker engine). Every job goes
 //! through the CLI with `--backend kubernetes`, as a user would run it.
 //!
-//! Run them with `make test-k8s`, which brings the cluster up, runs
+//! The first tests need no cluster (the backend's flags and errors) and run under `make test`.
+//! The others run with `make test-k8s`, which brings the cluster up, runs
 //! `cargo test --test k8s -- --ignored` with `RUNNER_TEST_KUBECONFIG` set, and tears the cluster
 //! down. Under a plain `cargo test` they are listed as ignored, never passed; run with `--ignored`
 //! but without the variable, they fail and say how to run them.
@@ -230,6 +231,77 @@ impl Drop for Cluster {
             .rt
             .block_on(async move { namespaces.delete(&ns, &DeleteParams::default()).await });
     }
+}
+
+#[test]
+fn kubernetes_flags_with_the_docker_backend_are_refused_and_nothing_is_stored() {
+    let env = Env::new();
+    let job = env.job("hello.yaml", &sh_job("hello", "echo hi", ""));
+    for flags in [
+        &["--namespace", "jobs"][..],
+        &["--network-policy", "enforced"],
+        &["--gateway-listen", "127.0.0.1:8089"],
+    ] {
+        let out = env
+            .cmd()
+            .args(["run", job.to_str().unwrap()])
+            .args(flags)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("applies to --backend kubernetes only"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(env.state_id().is_none() || env.ps().is_empty());
+}
+
+#[test]
+fn without_a_cluster_to_reach_the_kubernetes_backend_exits_3_naming_the_fix() {
+    let env = Env::new();
+    let job = env.job("hello.yaml", &sh_job("hello", "echo hi", ""));
+    let missing = env.dir.path().join("no-kubeconfig");
+    let out = env
+        .cmd()
+        .args(["run", job.to_str().unwrap(), "--backend", "kubernetes"])
+        .arg("--kubeconfig")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no-kubeconfig") && err.contains("--kubeconfig"),
+        "{err}"
+    );
+    // Nothing in the environment either: no KUBECONFIG, no ~/.kube/config, not in a pod.
+    let out = env
+        .cmd()
+        .args(["run", job.to_str().unwrap()])
+        .env("RUNNER_BACKEND", "kubernetes")
+        .env("KUBECONFIG", &missing)
+        .env("HOME", env.dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("set KUBECONFIG"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_gateway_listening_on_every_address_needs_the_url_pods_reach_it_at() {
+    let env = Env::new();
+    let job = env.job("hello.yaml", &sh_job("hello", "echo hi", ""));
+    let out = env
+        .cmd()
+        .args(["run", job.to_str().unwrap(), "--backend", "kubernetes"])
+        .args(["--gateway-listen", "0.0.0.0:8089"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--gateway-url"), "{}", stderr(&out));
 }
 
 fn job_file(cluster: &Cluster, name: &str, script: &str, extra: &str) -> String {

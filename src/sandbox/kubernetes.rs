@@ -79,6 +79,8 @@ impl std::fmt::Debug for KubeSandbox {
 /// Images on a node are never pulled: the job files name local images (`runner/base:...`), which
 /// must be loaded on the nodes (README, "Kubernetes").
 const PULL_POLICY: &str = "Never";
+/// How many images a kubelet lists in its node's status by default (`--node-status-max-images`).
+const NODE_STATUS_MAX_IMAGES: usize = 50;
 /// Most time from creating a Job to its container running (scheduling, volumes, start).
 const START_WITHIN: Duration = Duration::from_secs(300);
 /// How often a starting or ending Pod is looked at.
@@ -94,23 +96,15 @@ impl KubeSandbox {
         let config = match &options.kubeconfig {
             Some(path) => {
                 let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                    unreachable(
-                        &path.display().to_string(),
-                        format!("cannot read kubeconfig: {e}"),
-                    )
+                    SandboxError::ClusterConfig(format!("cannot read {}: {e}", path.display()))
                 })?;
                 Config::from_custom_kubeconfig(file, &Default::default())
                     .await
-                    .map_err(|e| {
-                        unreachable(&path.display().to_string(), format!("kubeconfig: {e}"))
-                    })?
+                    .map_err(|e| SandboxError::ClusterConfig(format!("{}: {e}", path.display())))?
             }
-            None => Config::infer().await.map_err(|e| {
-                unreachable(
-                    "(none configured)",
-                    format!("no kubeconfig and not in a cluster: {e}"),
-                )
-            })?,
+            None => Config::infer()
+                .await
+                .map_err(|e| SandboxError::ClusterConfig(e.to_string()))?,
         };
         // Logs and attachments last as long as a job: no read timeout (kube's default cuts
         // a stream that is quiet for five minutes).
@@ -695,6 +689,9 @@ impl Sandbox for KubeSandbox {
     }
 
     /// Whether any node reports the image (kubelets list their images in the node's status).
+    /// A kubelet lists at most its 50 largest images by default: when a node's list is that
+    /// long and does not name the image, it may still be there, so the answer is yes (a pod on a
+    /// node without it fails with the image named).
     async fn image_exists(&self, image: &str) -> Result<bool, SandboxError> {
         let nodes = Api::<Node>::all(self.client.clone())
             .list(&ListParams::default())
@@ -710,11 +707,12 @@ impl Sandbox for KubeSandbox {
                 .as_ref()
                 .and_then(|s| s.images.as_ref())
                 .is_some_and(|images| {
-                    images.iter().any(|i| {
-                        i.names
-                            .as_ref()
-                            .is_some_and(|names| names.iter().any(|n| wanted.contains(n)))
-                    })
+                    images.len() >= NODE_STATUS_MAX_IMAGES
+                        || images.iter().any(|i| {
+                            i.names
+                                .as_ref()
+                                .is_some_and(|names| names.iter().any(|n| wanted.contains(n)))
+                        })
                 })
         }))
     }

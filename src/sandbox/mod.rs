@@ -104,6 +104,8 @@ pub enum SandboxError {
     Unreachable { host: String, message: String },
     #[error("the Kubernetes API server {server} is not reachable: {message} (check --kubeconfig / KUBECONFIG and the cluster)")]
     ClusterUnreachable { server: String, message: String },
+    #[error("no Kubernetes cluster to use: {0} (give --kubeconfig FILE, set KUBECONFIG, or run the runner in a cluster)")]
+    ClusterConfig(String),
     #[error("Kubernetes API error: {0}")]
     Cluster(String),
     /// This backend will not run the job as written (the detail says why and what to change).
@@ -128,6 +130,7 @@ impl SandboxError {
             self,
             SandboxError::Unreachable { .. }
                 | SandboxError::ClusterUnreachable { .. }
+                | SandboxError::ClusterConfig(_)
                 | SandboxError::ImageMissing { .. }
         )
     }
