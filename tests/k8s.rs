@@ -22,6 +22,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde::Deserialize;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -769,4 +770,82 @@ fn a_job_asking_for_a_runtime_the_cluster_lacks_fails_at_once_naming_it() {
         started.elapsed()
     );
     cluster.wait_empty(Duration::from_secs(30));
+}
+
+#[test]
+#[ignore = "needs a cluster: make test-k8s"]
+fn the_deployment_manifests_are_accepted_by_the_api_server() {
+    use kube::api::DynamicObject;
+    use kube::core::GroupVersionKind;
+    let cluster = Cluster::new();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let kustomization: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut files: Vec<String> = kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    // The example Secret is left out of the kustomization on purpose; it must be valid too.
+    files.push("secret.example.yaml".into());
+    let mut objects = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            if !value.is_null() {
+                objects.push((file.clone(), serde_json::to_value(value).unwrap()));
+            }
+        }
+    }
+    let kinds: Vec<String> = objects
+        .iter()
+        .map(|(_, o)| o["kind"].as_str().unwrap().to_string())
+        .collect();
+    for kind in [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ClusterRole",
+        "Deployment",
+        "Service",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind}: {kinds:?}");
+    }
+    cluster.rt.block_on(async {
+        let client = cluster.client.clone();
+        // A dry run of each object, the namespaced ones in the test's own namespace.
+        for (file, object) in &objects {
+            let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (
+                    String::new(),
+                    object["apiVersion"].as_str().unwrap().to_string(),
+                ),
+            };
+            let gvk = GroupVersionKind::gvk(&group, &version, object["kind"].as_str().unwrap());
+            let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {gvk:?}: {e}"));
+            let mut dynamic: DynamicObject = serde_json::from_value(object.clone()).unwrap();
+            let api: Api<DynamicObject> = match caps.scope {
+                kube::discovery::Scope::Namespaced => {
+                    dynamic.metadata.namespace = Some(cluster.ns.clone());
+                    Api::namespaced_with(client.clone(), &cluster.ns, &resource)
+                }
+                kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+            };
+            let params = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            api.create(&params, &dynamic)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {} refused: {e}", object["kind"]));
+        }
+    });
 }
