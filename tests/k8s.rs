@@ -327,7 +327,13 @@ fn plain_jobs_report_exit_codes_and_oom_from_the_pods_state_and_run_hardened() {
          ls /var/run/secrets/kubernetes.io 2>&1 | head -1",
         "resources: { cpus: 0.5, memory: 128m }",
     );
-    let exits = job_file(&cluster, "exits", "echo before; exit 3", "");
+    // The kubelet expands `$(NAME)` and `$$` in a pod's args: a script reaches the shell as written.
+    let exits = job_file(
+        &cluster,
+        "exits",
+        "echo 'lit=$(GREETING)' pid=$$; echo before; exit 3",
+        "env: { GREETING: hi }",
+    );
     let oom = job_file(
         &cluster,
         "oom",
@@ -360,7 +366,13 @@ fn plain_jobs_report_exit_codes_and_oom_from_the_pods_state_and_run_hardened() {
     assert_eq!(show["state"], "failed", "{show}");
     assert_eq!(show["reason"], "exit_code", "{show}");
     assert_eq!(show["exit_code"], 3, "{show}");
-    assert!(log_of(&cluster.env, "exits").contains("before"));
+    let log = log_of(&cluster.env, "exits");
+    assert!(log.contains("before"), "{log}");
+    assert!(log.contains("lit=$(GREETING) pid="), "{log}");
+    assert!(
+        !log.contains("pid=$"),
+        "the shell's pid, not a dollar: {log}"
+    );
 
     let show = cluster.env.show("oom");
     assert_eq!(show["state"], "failed", "{show}");

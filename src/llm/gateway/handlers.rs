@@ -19,7 +19,7 @@ use std::sync::Arc;
 async fn grant_for(inner: &Inner, seat: &Seat, headers: &HeaderMap) -> Option<Arc<Grant>> {
     let grant = lookup(inner, headers).await.filter(|grant| match seat {
         Seat::Attempt { job, attempt } => grant.job == *job && grant.attempt == *attempt,
-        Seat::Shared => true,
+        Seat::Shared => lock(&inner.shared).contains(&(grant.job.clone(), grant.attempt)),
     });
     if grant.is_none() {
         AUTH_REFUSALS.fetch_add(1, Ordering::Relaxed);
@@ -175,6 +175,52 @@ mod tests {
             after_refused >= after_accepted + 2,
             "{before} → {after_accepted} → {after_refused}"
         );
+        gateway.shutdown();
+    }
+
+    /// The status of `GET /v1/models` at `addr` (TCP) with `token`.
+    async fn models_status_tcp(addr: std::net::SocketAddr, token: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer.lines().next().unwrap_or_default().to_string()
+    }
+
+    #[tokio::test]
+    async fn the_shared_listener_takes_only_tokens_of_attempts_it_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let served = submit_one(&mut store, "served");
+        let other = submit_one(&mut store, "other");
+        for id in [&served, &other] {
+            store.claim(id, |n| format!("c-{n}")).unwrap().unwrap();
+        }
+        let gateway = Gateway::start(
+            SharedStore::new(store),
+            dir.path().join("run"),
+            Prices::default(),
+        )
+        .await
+        .unwrap();
+        let addr = gateway
+            .serve_network("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let token = gateway.grant(&served, 1, &spec("served")).await.unwrap();
+        // A live token of an attempt not served there (one that ended while no runner watched).
+        let stale = gateway.grant(&other, 1, &spec("other")).await.unwrap();
+        gateway.serve_shared(&served, 1);
+        assert!(models_status_tcp(addr, &token).await.contains("200"));
+        assert!(models_status_tcp(addr, &stale).await.contains("401"));
+        assert!(models_status_tcp(addr, "not-a-token").await.contains("401"));
+        assert!(models_status_tcp(addr, "").await.contains("401"));
+        // Revoked with its attempt: refused from then on.
+        gateway.revoke(&served, 1).await.unwrap();
+        assert!(models_status_tcp(addr, &token).await.contains("401"));
         gateway.shutdown();
     }
 }

@@ -139,6 +139,8 @@ struct Inner {
     agent_calls: Mutex<HashMap<(JobId, u32), Arc<CallCounter>>>,
     /// Concurrency limits per upstream, and the jobs a provider refused for good.
     upstreams: upstream::Upstreams,
+    /// The attempts the shared network listener serves (their tokens count there).
+    shared: Mutex<std::collections::HashSet<(JobId, u32)>>,
 }
 
 /// A count of calls in flight that others can watch.
@@ -238,6 +240,7 @@ impl Gateway {
             recorders: Mutex::new(HashMap::new()),
             agent_calls: Mutex::new(HashMap::new()),
             upstreams: upstream::Upstreams::default(),
+            shared: Mutex::default(),
         });
         Ok(Gateway {
             inner,
@@ -325,6 +328,13 @@ impl Gateway {
         Ok(bound)
     }
 
+    /// Serves attempt `n` on the shared network listener (again, after a restart): only the
+    /// tokens of attempts served this way count there, so the token of an attempt that ended
+    /// while no runner watched (recorded `lost`) is refused even though it was never revoked.
+    pub fn serve_shared(&self, job: &JobId, n: u32) {
+        lock(&self.inner.shared).insert((job.clone(), n));
+    }
+
     /// A fresh token for attempt `n` of a job; only its hash is stored.
     pub async fn grant(&self, job: &JobId, n: u32, spec: &JobSpec) -> Result<String, GatewayError> {
         let token = format!("rnr-{}", hex_random(24));
@@ -351,6 +361,7 @@ impl Gateway {
         if let Some(stop) = lock(&self.seats).remove(&(job.clone(), n)) {
             stop.cancel();
         }
+        lock(&self.inner.shared).remove(&(job.clone(), n));
         let dir = self.run_dir.join(format!("{job}-{n}"));
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

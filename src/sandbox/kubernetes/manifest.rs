@@ -105,6 +105,12 @@ pub fn secret(plan: &ContainerPlan, namespace: &str) -> Secret {
     }
 }
 
+/// `text` as the kubelet passes it on: it expands `$(NAME)` in a container's args and env values
+/// and turns `$$` into `$`, which Docker does not; every `$` doubled keeps the text as written.
+fn literal(text: &str) -> String {
+    text.replace('$', "$$")
+}
+
 fn quantity(s: String) -> Quantity {
     Quantity(s)
 }
@@ -159,7 +165,7 @@ pub fn job(plan: &ContainerPlan, namespace: &str, pull_policy: &str) -> Job {
         .iter()
         .map(|(k, v)| EnvVar {
             name: k.clone(),
-            value: Some(v.clone()),
+            value: Some(literal(v)),
             ..Default::default()
         })
         .collect();
@@ -211,7 +217,7 @@ pub fn job(plan: &ContainerPlan, namespace: &str, pull_policy: &str) -> Job {
         image: Some(plan.image.clone()),
         image_pull_policy: Some(pull_policy.into()),
         // `args`, not `command`: the image's entrypoint stays, as Docker's `cmd` leaves it.
-        args: Some(plan.command.clone()),
+        args: Some(plan.command.iter().map(|a| literal(a)).collect()),
         env: Some(env),
         working_dir: Some("/workspace".into()),
         stdin: Some(plan.stdin),
@@ -328,8 +334,19 @@ pub fn network_policy(
                     }]),
                     ports: Some(vec![tcp(*port)]),
                 },
+                // DNS, to the cluster's DNS pods only (any port-53 peer would be a way out).
                 NetworkPolicyEgressRule {
-                    to: None,
+                    to: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector::default()),
+                        pod_selector: Some(LabelSelector {
+                            match_labels: Some(BTreeMap::from([(
+                                "k8s-app".to_string(),
+                                "kube-dns".to_string(),
+                            )])),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
                     ports: Some(dns.to_vec()),
                 },
             ]
@@ -439,6 +456,36 @@ mod tests {
         assert_eq!(source.default_mode, Some(0o400));
         // The token is in the Secret but not among the mounted files.
         assert_eq!(source.items.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn args_and_env_values_reach_the_container_as_written() {
+        let mut plan = plan(NetworkMode::None);
+        plan.command = vec!["sh".into(), "-c".into(), "echo $$ $(HOME) $$(x)".into()];
+        plan.env.0.insert("V".into(), "$(OPENAI_API_KEY)".into());
+        let job = job(&plan, "jobs", "Never");
+        let c = &job.spec.unwrap().template.spec.unwrap().containers[0];
+        assert_eq!(c.args.as_ref().unwrap()[2], "echo $$$$ $$(HOME) $$$$(x)");
+        let v = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "V")
+            .unwrap();
+        assert_eq!(v.value.as_deref(), Some("$$(OPENAI_API_KEY)"));
+    }
+
+    #[test]
+    fn dns_from_an_llm_pod_behind_a_service_goes_to_the_clusters_dns_pods_only() {
+        let peer = GatewayPeer::RunnerPods { port: 8089 };
+        let policy = network_policy(&plan(NetworkMode::Llm), "jobs", Some(&peer)).unwrap();
+        let egress = policy.spec.unwrap().egress.unwrap();
+        assert_eq!(egress.len(), 2);
+        for rule in &egress {
+            let to = rule.to.as_ref().expect("every rule names its peers");
+            assert!(to.iter().all(|p| p.pod_selector.is_some()), "{to:?}");
+        }
     }
 
     #[test]
