@@ -73,7 +73,9 @@ impl<S: Sandbox> Attempt<S> {
                 false
             }
         };
-        if adopted {
+        // Read again only while the container is there: a stopped Kubernetes pod is gone with
+        // its log, and an empty read would replace the copy made while following.
+        if adopted && matches!(self.sandbox.inspect(name).await, Ok(Some(_))) {
             stored = copy_output(
                 self.sandbox.logs(name, false),
                 path.to_path_buf(),

@@ -289,7 +289,13 @@ impl<S: Sandbox> Attempt<S> {
         if self.control.is_cancelled() {
             return Ending::Done(Outcome::Cancelled);
         }
-        let launched = match self.sandbox.launch(&plan).await {
+        // A pod may wait long for a node: a cancel does not wait for it (the objects made so far
+        // are removed with the attempt).
+        let launch = tokio::select! {
+            launched = self.sandbox.launch(&plan) => launched,
+            _ = self.control.cancelled() => return Ending::Done(Outcome::Cancelled),
+        };
+        let launched = match launch {
             Ok(launched) => launched,
             Err(e) => {
                 let missing_image = matches!(

@@ -47,6 +47,14 @@ impl BackendArgs {
                 Ok(Backend::Docker(super::connect_docker().await?))
             }
             BackendKind::Kubernetes => {
+                if let Some(addr) = self.gateway_listen {
+                    // Said now rather than when the first agent job starts.
+                    std::net::TcpListener::bind(addr).map_err(|e| {
+                        Failure::environment(format!(
+                            "--gateway-listen {addr}: cannot listen there: {e} (choose a free port on an address of this host)"
+                        ))
+                    })?;
+                }
                 let options = KubeOptions {
                     kubeconfig: self.kubeconfig.clone(),
                     namespace: self.namespace.clone(),
@@ -78,9 +86,15 @@ impl BackendArgs {
     /// The gateway's URL for pods: given, or the listen address when pods can use it as is.
     fn gateway_url(&self) -> Result<Option<String>, Failure> {
         if let Some(url) = &self.gateway_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if self.gateway_listen.is_none() {
                 return Err(Failure::invalid(format!(
-                    "--gateway-url {url:?}: give a URL such as http://10.0.0.5:8089"
+                    "--gateway-url {url:?} needs --gateway-listen: the address the gateway listens on, which the URL leads to"
+                )));
+            }
+            // The listener speaks plain HTTP (the token is the credential).
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return Err(Failure::invalid(format!(
+                    "--gateway-url {url:?}: give an http:// URL such as http://runner-gateway.runner.svc:8089 (the gateway serves plain HTTP)"
                 )));
             }
             return Ok(Some(url.trim_end_matches('/').to_string()));

@@ -630,6 +630,7 @@ impl Sandbox for DockerSandbox {
                     .and_then(|a| a.parse().ok())
                     .unwrap_or(0),
                 state,
+                leftover: false,
             });
         }
         Ok(owned)

@@ -28,6 +28,7 @@ use kube::api::{AttachParams, DeleteParams, ListParams, LogParams, PostParams, P
 use kube::{Api, Client, Config};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt as _;
 
@@ -65,6 +66,10 @@ pub struct KubeSandbox {
     /// The API server's URL, for messages.
     server: String,
     options: KubeOptions,
+    /// Each attempt's Pod (by uid), once seen. If it is deleted while it runs (a drain, a
+    /// person), the Job controller makes a new one, which never has the attempt's workspace or
+    /// session: it is not the attempt's Pod, and the attempt has lost its container.
+    pinned: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl std::fmt::Debug for KubeSandbox {
@@ -121,6 +126,7 @@ impl KubeSandbox {
             namespace,
             server,
             options,
+            pinned: Arc::default(),
         };
         sandbox.ping().await?;
         Ok(sandbox)
@@ -143,6 +149,11 @@ impl KubeSandbox {
         match e {
             kube::Error::Api(status) => {
                 SandboxError::Cluster(format!("{} (HTTP {})", status.message, status.code))
+            }
+            // The API server answered but would not attach (the container is not running, the
+            // Pod is gone).
+            kube::Error::UpgradeConnection(e) => {
+                SandboxError::Cluster(format!("cannot attach to the pod: {e}"))
             }
             other => SandboxError::ClusterUnreachable {
                 server: self.server.clone(),
@@ -167,66 +178,101 @@ impl KubeSandbox {
         })
     }
 
-    /// The Pod of an attempt (the newest, should there be more than one).
+    /// The Pod of an attempt: the one seen first (pinned), else the oldest of its Job's (a
+    /// runner that starts adopting takes the first the Job made).
     async fn pod_of(&self, name: &str) -> Result<Option<Pod>, SandboxError> {
         let list = self
             .api::<Pod>()
             .list(&ListParams::default().labels(&manifest::selector(name)))
             .await
             .map_err(|e| self.map_err(e))?;
-        Ok(list
-            .items
-            .into_iter()
-            .max_by_key(|p| p.metadata.creation_timestamp.clone()))
+        let pinned = lock(&self.pinned).get(name).cloned();
+        let pod = match pinned {
+            Some(uid) => list
+                .items
+                .into_iter()
+                .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str())),
+            None => list
+                .items
+                .into_iter()
+                .min_by_key(|p| p.metadata.creation_timestamp.clone()),
+        };
+        if let Some(uid) = pod.as_ref().and_then(|p| p.metadata.uid.clone()) {
+            lock(&self.pinned).entry(name.to_string()).or_insert(uid);
+        }
+        Ok(pod)
     }
 
     /// Waits until the attempt's container runs or has ended, and returns its Pod's name. Images
     /// that cannot be had, pods that cannot be scheduled or started fail with the cluster's reason.
     async fn started(&self, name: &str) -> Result<String, SandboxError> {
-        let deadline = tokio::time::Instant::now() + START_WITHIN;
-        let mut unschedulable = None;
+        let begun = tokio::time::Instant::now();
+        let deadline = begun + START_WITHIN;
+        let mut problem: Option<String> = None;
+        let mut checked_events = begun;
         loop {
-            if let Some(pod) = self.pod_of(name).await? {
-                let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                match state_of(&pod) {
-                    ContainerState::Running | ContainerState::Exited(_) => return Ok(pod_name),
-                    ContainerState::Created => {}
+            match self.pod_of(name).await {
+                Ok(Some(pod)) => {
+                    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                    match state_of(&pod) {
+                        ContainerState::Running | ContainerState::Exited(_) => return Ok(pod_name),
+                        ContainerState::Created => {}
+                    }
+                    if let Some((reason, message)) = waiting(&pod) {
+                        match reason.as_str() {
+                            "ErrImageNeverPull" | "ErrImagePull" | "ImagePullBackOff"
+                            | "InvalidImageName" => {
+                                let image = image_of(&pod);
+                                return Err(SandboxError::ImageMissing {
+                                    hint: format!("the cluster's nodes do not have it ({reason}): load it on every node (`docker save {image} | docker load` there), or push it to a registry the nodes use"),
+                                    image,
+                                });
+                            }
+                            "CreateContainerConfigError"
+                            | "CreateContainerError"
+                            | "RunContainerError" => {
+                                return Err(SandboxError::Cluster(format!(
+                                    "the container cannot start: {reason}: {message}"
+                                )))
+                            }
+                            _ => {}
+                        }
+                    }
+                    problem =
+                        scheduling_problem(&pod).map(|m| format!("it cannot be scheduled: {m}"));
                 }
-                if let Some((reason, message)) = waiting(&pod) {
-                    match reason.as_str() {
-                        "ErrImageNeverPull" | "ErrImagePull" | "ImagePullBackOff"
-                        | "InvalidImageName" => {
-                            let image = image_of(&pod);
-                            return Err(SandboxError::ImageMissing {
-                                hint: format!("the cluster's nodes do not have it ({reason}): load it on every node (`docker save {image} | docker load` there), or push it to a registry the nodes use"),
-                                image,
-                            });
+                // No Pod yet: has the Job controller been refused one? (Looked at every 2s.)
+                Ok(None) if checked_events.elapsed() >= Duration::from_secs(2) => {
+                    checked_events = tokio::time::Instant::now();
+                    match self.pod_refused(name).await {
+                        Ok(Some(SandboxError::RuntimeMissing { runtime, message })) => {
+                            return Err(SandboxError::RuntimeMissing { runtime, message })
                         }
-                        "CreateContainerConfigError"
-                        | "CreateContainerError"
-                        | "RunContainerError" => {
-                            return Err(SandboxError::Cluster(format!(
-                                "the container cannot start: {reason}: {message}"
-                            )))
-                        }
-                        _ => {}
+                        // A quota or a webhook may let it through later: said at the deadline.
+                        Ok(Some(other)) => problem = Some(other.to_string()),
+                        Ok(None) => {}
+                        Err(e) if transient(&e) => {}
+                        Err(e) => return Err(e),
                     }
                 }
-                unschedulable = scheduling_problem(&pod);
-            } else if let Some(why) = self.pod_refused(name).await? {
-                // The Job controller cannot make the Pod (admission refused it).
-                return Err(why);
+                Ok(None) => {}
+                Err(e) if transient(&e) => {}
+                Err(e) => return Err(e),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(SandboxError::Cluster(format!(
                     "the job's pod did not start within {}s{}",
                     START_WITHIN.as_secs(),
-                    unschedulable
-                        .map(|m| format!(": it cannot be scheduled: {m}"))
-                        .unwrap_or_default()
+                    problem.map(|m| format!(": {m}")).unwrap_or_default()
                 )));
             }
-            tokio::time::sleep(POLL).await;
+            // Quick at first (a pod on a warm node starts in about a second), then gentler.
+            let pause = if begun.elapsed() < Duration::from_secs(3) {
+                POLL
+            } else {
+                POLL * 5
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 
@@ -342,8 +388,21 @@ impl KubeSandbox {
         window.drain(..super::overlap(&log, &window));
         let logged = log.len() as u64;
         let before = futures_util::stream::iter([Ok(Bytes::from(log)), Ok(Bytes::from(window))]);
+        // The attachment ends when the container does, or when the connection to the API server
+        // drops: then it is an error (the session is lost), not Aider leaving.
+        let this = self.clone();
+        let name = name.to_string();
+        let end = futures_util::stream::once(async move {
+            match this.inspect(&name).await {
+                Ok(Some(ContainerState::Running)) => Some(Err(SandboxError::Cluster(
+                    "the attachment to the pod ended while its container still runs".into(),
+                ))),
+                _ => None,
+            }
+        })
+        .filter_map(std::future::ready);
         Ok(Reattached {
-            output: before.chain(live).boxed(),
+            output: before.chain(live).chain(end).boxed(),
             input: Box::pin(Attached {
                 stdin,
                 _process: attached,
@@ -381,6 +440,49 @@ impl KubeSandbox {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    /// Makes the attempt's Secret and NetworkPolicy owned by its Job, so that Kubernetes deletes
+    /// them with it (when a runner that is gone for good never removes them, the Job's
+    /// `ttlSecondsAfterFinished` takes all). They are made before the Job (its Pod needs them at
+    /// once), hence a patch; if it fails they stay until the runner removes them by label.
+    async fn owned_by_job(&self, plan: &ContainerPlan) {
+        let job = match self.api::<Job>().get(&plan.name).await {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::warn!(container = %plan.name, "cannot read the job back: {e}");
+                return;
+            }
+        };
+        let Some(uid) = job.metadata.uid else {
+            return;
+        };
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [{
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": plan.name,
+            "uid": uid,
+        }]}});
+        let params = kube::api::PatchParams::default();
+        let merge = kube::api::Patch::Merge(&patch);
+        if manifest::needs_secret(plan) {
+            if let Err(e) = self
+                .api::<Secret>()
+                .patch(&plan.name, &params, &merge)
+                .await
+            {
+                tracing::warn!(container = %plan.name, "cannot tie the secret to its job: {e}");
+            }
+        }
+        if plan.network != NetworkMode::Bridge {
+            if let Err(e) = self
+                .api::<NetworkPolicy>()
+                .patch(&plan.name, &params, &merge)
+                .await
+            {
+                tracing::warn!(container = %plan.name, "cannot tie the network policy to its job: {e}");
+            }
         }
     }
 
@@ -450,6 +552,27 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Attached<W> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.stdin).poll_shutdown(cx)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether an API error may pass (the API server restarting, throttling, a dropped connection).
+fn transient(e: &SandboxError) -> bool {
+    match e {
+        SandboxError::ClusterUnreachable { .. } => true,
+        SandboxError::Cluster(message) => [
+            "(HTTP 429)",
+            "(HTTP 500)",
+            "(HTTP 502)",
+            "(HTTP 503)",
+            "(HTTP 504)",
+        ]
+        .iter()
+        .any(|code| message.ends_with(code)),
+        _ => false,
     }
 }
 
@@ -664,6 +787,16 @@ impl Sandbox for KubeSandbox {
             memory: 0,
         };
         for node in nodes.items {
+            // Cordoned and not-Ready nodes run no new pods.
+            let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if cordoned || !ready {
+                continue;
+            }
             let Some(allocatable) = node.status.and_then(|s| s.allocatable) else {
                 continue;
             };
@@ -744,6 +877,9 @@ impl Sandbox for KubeSandbox {
             }
             Err(e) => return Err(e),
         };
+        if fresh {
+            self.owned_by_job(plan).await;
+        }
         if !fresh {
             // Adopted: a Pod already running (or ended) is read with `logs` or `reattach`.
             if let Some(pod) = self.pod_of(&plan.name).await? {
@@ -844,10 +980,25 @@ impl Sandbox for KubeSandbox {
     }
 
     async fn wait(&self, name: &str) -> Result<ExitStatus, SandboxError> {
+        // The API server may restart or throttle during a long job: errors that can pass are
+        // retried for up to five minutes in a row.
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
-            let Some(pod) = self.pod_of(name).await? else {
-                return Err(SandboxError::NoSuchContainer(name.to_string()));
+            let pod = match self.pod_of(name).await {
+                Ok(Some(pod)) => pod,
+                Ok(None) => return Err(SandboxError::NoSuchContainer(name.to_string())),
+                Err(e) if transient(&e) => {
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > Duration::from_secs(300) {
+                        return Err(e);
+                    }
+                    tracing::warn!(container = %name, "cannot read the pod's state (retrying): {e}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
+            failing_since = None;
             if let ContainerState::Exited(status) = state_of(&pod) {
                 return Ok(status);
             }
@@ -857,7 +1008,12 @@ impl Sandbox for KubeSandbox {
             let ended = kube::runtime::wait::await_condition(api, &pod_name, |p: Option<&Pod>| {
                 p.is_none_or(|p| matches!(state_of(p), ContainerState::Exited(_)))
             });
-            let _ = tokio::time::timeout(Duration::from_secs(60), ended).await;
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(60), ended).await,
+                Ok(Ok(_))
+            ) {
+                tokio::time::sleep(POLL).await;
+            }
         }
     }
 
@@ -893,6 +1049,7 @@ impl Sandbox for KubeSandbox {
         };
         self.delete::<Job>(name, &background).await?;
         self.delete_pods(name, 0).await?;
+        lock(&self.pinned).remove(name);
         self.delete::<Secret>(name, &DeleteParams::default())
             .await?;
         self.delete::<NetworkPolicy>(name, &DeleteParams::default())
@@ -934,6 +1091,7 @@ impl Sandbox for KubeSandbox {
                         .and_then(|a| a.parse().ok())
                         .unwrap_or(0),
                     state: state_of(pod),
+                    leftover: false,
                 },
             );
             labels_of.insert(name, labels);
@@ -946,6 +1104,7 @@ impl Sandbox for KubeSandbox {
                 job: String::new(),
                 attempt: 0,
                 state: ContainerState::Created,
+                leftover: true,
                 name,
             });
         }

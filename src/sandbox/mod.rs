@@ -88,6 +88,9 @@ pub struct OwnedContainer {
     /// `runner.attempt` label.
     pub attempt: u32,
     pub state: ContainerState,
+    /// Only objects that hold no container are left (a Kubernetes attempt's Secret or
+    /// NetworkPolicy after its Job and Pod are gone): nothing to adopt, only to remove.
+    pub leftover: bool,
 }
 
 /// What the host can give to jobs, as the engine reports it.

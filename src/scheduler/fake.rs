@@ -303,6 +303,7 @@ impl Sandbox for FakeSandbox {
                     job,
                     attempt,
                     state,
+                    leftover: false,
                 });
             }
         }

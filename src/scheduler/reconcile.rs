@@ -48,7 +48,11 @@ impl<S: Sandbox> Dispatcher<S> {
         let state_id = self.store.state_id();
         let owned = self.sandbox.list_owned(&state_id).await?;
         let active = self.store.call(|s| s.active()).await?;
-        let existing: HashSet<&str> = owned.iter().map(|c| c.name.as_str()).collect();
+        let existing: HashSet<&str> = owned
+            .iter()
+            .filter(|c| !c.leftover)
+            .map(|c| c.name.as_str())
+            .collect();
         let mut keep = HashSet::new();
         for (job, attempt) in active {
             let Some(attempt) = attempt else {
