@@ -861,3 +861,46 @@ fn the_deployment_manifests_are_accepted_by_the_api_server() {
         }
     });
 }
+
+#[test]
+#[ignore = "needs a cluster: make test-k8s"]
+fn a_pod_deleted_under_a_running_job_ends_it_lost_and_its_replacement_is_not_followed() {
+    let mut cluster = Cluster::new();
+    let job = job_file(
+        &cluster,
+        "drained",
+        "echo started; sleep 60; echo finished",
+        "network: bridge",
+    );
+    let daemon = cluster.daemon();
+    let submitted = cluster.cmd().args(["submit", &job]).output().unwrap();
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    cluster
+        .env
+        .wait_state("drained", "running", Duration::from_secs(120));
+    let first = cluster.pods();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let name = first[0]["metadata"]["name"].as_str().unwrap().to_string();
+    // As a node drain does: the pod is deleted, and the Job controller makes another.
+    cluster.rt.block_on(async {
+        cluster
+            .api::<Pod>()
+            .delete(
+                &name,
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    });
+    cluster
+        .env
+        .wait_state("drained", "failed", Duration::from_secs(60));
+    let show = cluster.env.show("drained");
+    assert_eq!(show["reason"], "lost", "{show}");
+    assert!(!log_of(&cluster.env, "drained").contains("finished"));
+    cluster.wait_empty(Duration::from_secs(60));
+    cluster.kill(daemon, "TERM");
+}
