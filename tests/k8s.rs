@@ -460,22 +460,48 @@ fn a_runner_killed_while_a_pod_runs_adopts_it_after_a_restart_and_leaves_nothing
         "echo first; sleep 10; echo second",
         "timeout: 2m\nnetwork: bridge",
     );
+    // A second job ends while no runner watches: it is finalized from its pod's state.
+    let quick = job_file(
+        &cluster,
+        "quick",
+        "echo early; sleep 2; echo late; exit 4",
+        "network: bridge",
+    );
     let first = cluster.daemon();
-    let submitted = cluster.cmd().args(["submit", &job]).output().unwrap();
+    let submitted = cluster
+        .cmd()
+        .args(["submit", &job, &quick])
+        .output()
+        .unwrap();
     assert!(submitted.status.success(), "{}", stderr(&submitted));
-    cluster
-        .env
-        .wait_state("survivor", "running", Duration::from_secs(120));
+    for job in ["survivor", "quick"] {
+        cluster
+            .env
+            .wait_state(job, "running", Duration::from_secs(120));
+    }
     let pods_before = cluster.pods();
-    assert_eq!(pods_before.len(), 1, "{pods_before:?}");
+    assert_eq!(pods_before.len(), 2, "{pods_before:?}");
     cluster.kill(first, "KILL");
-    // The pod goes on without a runner.
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(cluster.pods().len(), 1);
+    // The pods go on without a runner; the quick one ends meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster
+        .pods()
+        .iter()
+        .any(|p| p["status"]["phase"] == "Failed")
+    {
+        assert!(Instant::now() < deadline, "the quick job's pod never ended");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(cluster.pods().len(), 2);
     let second = cluster.daemon();
     cluster
         .env
         .wait_state("survivor", "succeeded", Duration::from_secs(120));
+    let quick = cluster.env.show("quick");
+    assert_eq!(quick["state"], "failed", "{quick}");
+    assert_eq!(quick["exit_code"], 4, "{quick}");
+    let log = log_of(&cluster.env, "quick");
+    assert!(log.contains("early") && log.contains("late"), "{log}");
     let adopted = cluster.env.events_of("survivor", &["adopted"]);
     assert_eq!(adopted.len(), 1, "{adopted:?}");
     let log = log_of(&cluster.env, "survivor");
