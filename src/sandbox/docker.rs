@@ -412,19 +412,13 @@ impl Sandbox for DockerSandbox {
             }
         };
         let read = async {
-            let mut log = Vec::new();
-            let mut logs = self.logs(name, false);
-            while let Some(chunk) = logs.next().await {
-                log.extend_from_slice(&chunk?);
-            }
+            let log = super::read_all(self.logs(name, false)).await?;
             // What the attachment got between attaching and the pause.
-            let mut window = Vec::new();
-            let quiet = Duration::from_millis(300);
-            if paused {
-                while let Ok(Some(chunk)) = tokio::time::timeout(quiet, live.next()).await {
-                    window.extend_from_slice(&chunk?);
-                }
-            }
+            let window = if paused {
+                super::read_until_quiet(&mut live).await?
+            } else {
+                Vec::new()
+            };
             Ok::<_, SandboxError>((log, window))
         }
         .await;

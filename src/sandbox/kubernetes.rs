@@ -374,17 +374,9 @@ impl KubeSandbox {
         )
         .map(|chunk| chunk.map_err(SandboxError::Io))
         .boxed();
-        let mut log = Vec::new();
-        let mut past = self.log_stream(name, false);
-        while let Some(chunk) = past.next().await {
-            log.extend_from_slice(&chunk?);
-        }
+        let log = super::read_all(self.log_stream(name, false)).await?;
         // What the attachment got meanwhile.
-        let mut window = Vec::new();
-        let quiet = Duration::from_millis(300);
-        while let Ok(Some(chunk)) = tokio::time::timeout(quiet, live.next()).await {
-            window.extend_from_slice(&chunk?);
-        }
+        let mut window = super::read_until_quiet(&mut live).await?;
         window.drain(..super::overlap(&log, &window));
         let logged = log.len() as u64;
         let before = futures_util::stream::iter([Ok(Bytes::from(log)), Ok(Bytes::from(window))]);
@@ -411,15 +403,10 @@ impl KubeSandbox {
         })
     }
 
-    async fn create<K>(&self, object: &K) -> Result<bool, SandboxError>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
+    async fn create<K: Namespaced + serde::Serialize>(
+        &self,
+        object: &K,
+    ) -> Result<bool, SandboxError> {
         match self.api::<K>().create(&PostParams::default(), object).await {
             Ok(_) => Ok(true),
             // Same deterministic name: made before a crash; adopt it.
@@ -428,14 +415,11 @@ impl KubeSandbox {
         }
     }
 
-    async fn delete<K>(&self, name: &str, params: &DeleteParams) -> Result<(), SandboxError>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
+    async fn delete<K: Namespaced>(
+        &self,
+        name: &str,
+        params: &DeleteParams,
+    ) -> Result<(), SandboxError> {
         match self.api::<K>().delete(name, params).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -506,14 +490,10 @@ impl KubeSandbox {
     }
 
     /// The names (`runner.container`) of objects of kind `K` carrying the state dir's label.
-    async fn owned_names<K>(&self, state_id: &str) -> Result<Vec<String>, SandboxError>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
+    async fn owned_names<K: Namespaced>(
+        &self,
+        state_id: &str,
+    ) -> Result<Vec<String>, SandboxError> {
         let list = self
             .api::<K>()
             .list(&ListParams::default().labels(&format!("{LABEL_STATE}={state_id}")))
@@ -525,6 +505,23 @@ impl KubeSandbox {
             .filter_map(|o| o.meta().labels.as_ref()?.get(LABEL_CONTAINER).cloned())
             .collect())
     }
+}
+
+/// A namespaced kind the sandbox makes, reads and deletes (Job, Pod, Secret, NetworkPolicy).
+trait Namespaced:
+    kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
 }
 
 /// Aider's stdin, holding the attach session open while it is written to.

@@ -226,6 +226,28 @@ pub trait Sandbox: Send + Sync + 'static {
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError>;
 }
 
+/// Every byte of `stream` (a log read to its end).
+pub(crate) async fn read_all(mut stream: OutputStream) -> Result<Vec<u8>, SandboxError> {
+    use futures_util::StreamExt;
+    let mut all = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        all.extend_from_slice(&chunk?);
+    }
+    Ok(all)
+}
+
+/// What `live` delivers until it has been quiet for 300 ms (what an attachment got while the
+/// log was read).
+pub(crate) async fn read_until_quiet(live: &mut OutputStream) -> Result<Vec<u8>, SandboxError> {
+    use futures_util::StreamExt;
+    let mut window = Vec::new();
+    let quiet = Duration::from_millis(300);
+    while let Ok(Some(chunk)) = tokio::time::timeout(quiet, live.next()).await {
+        window.extend_from_slice(&chunk?);
+    }
+    Ok(window)
+}
+
 /// How much of `window` (output from the moment of attaching) the end of `log` (complete lines)
 /// already holds: the longest start of `window` that ends a line and ends `log`.
 pub(crate) fn overlap(log: &[u8], window: &[u8]) -> usize {

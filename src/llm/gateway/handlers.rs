@@ -134,7 +134,20 @@ mod tests {
 
     /// The status of `GET /v1/models` on `socket` with `token`.
     async fn models_status(socket: &std::path::Path, token: &str) -> String {
-        let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        models_status_over(stream, token).await
+    }
+
+    /// The status of `GET /v1/models` at `addr` (TCP) with `token`.
+    async fn models_status_tcp(addr: std::net::SocketAddr, token: &str) -> String {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        models_status_over(stream, token).await
+    }
+
+    async fn models_status_over(
+        mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+        token: &str,
+    ) -> String {
         let request = format!(
             "GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         );
@@ -176,18 +189,6 @@ mod tests {
             "{before} → {after_accepted} → {after_refused}"
         );
         gateway.shutdown();
-    }
-
-    /// The status of `GET /v1/models` at `addr` (TCP) with `token`.
-    async fn models_status_tcp(addr: std::net::SocketAddr, token: &str) -> String {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!(
-            "GET /v1/models HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        answer.lines().next().unwrap_or_default().to_string()
     }
 
     #[tokio::test]
