@@ -52,7 +52,13 @@ impl<S: Sandbox> Attempt<S> {
             Err(e) => return Err(gateway_failure("cannot grant a gateway token", &e)),
         };
         if let GatewayRoute::Url(url) = route {
-            llm.gateway.serve_shared(&self.job.id, self.attempt.n);
+            if let Err(e) = llm
+                .gateway
+                .serve_shared(&self.job.id, self.attempt.n, spec)
+                .await
+            {
+                return Err(gateway_failure("cannot serve the LLM gateway", &e));
+            }
             // Over the network, to the gateway's shared listener: the token says which attempt
             // calls, and the backend keeps it out of what it stores in the clear.
             let base = format!("{url}/v1");

@@ -144,6 +144,17 @@ impl Store {
             .optional()?)
     }
 
+    /// The hashes of attempt `n`'s live (unrevoked) tokens.
+    pub fn live_tokens(&self, id: &JobId, n: u32) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT hash FROM tokens WHERE job_id = ?1 AND attempt = ?2 AND revoked_at IS NULL",
+        )?;
+        let hashes = stmt
+            .query_map(params![id.as_str(), n], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(hashes)
+    }
+
     /// Revokes every token of attempt `n`.
     pub fn revoke_tokens(&mut self, id: &JobId, n: u32) -> Result<()> {
         self.write(|tx| {

@@ -17,17 +17,21 @@ use std::sync::Arc;
 /// The grant of the token in `headers`, if it belongs to the attempt this socket serves (a
 /// refusal is counted for `/metrics`).
 async fn grant_for(inner: &Inner, seat: &Seat, headers: &HeaderMap) -> Option<Arc<Grant>> {
-    let grant = lookup(inner, headers).await.filter(|grant| match seat {
-        Seat::Attempt { job, attempt } => grant.job == *job && grant.attempt == *attempt,
-        Seat::Shared => lock(&inner.shared).contains(&(grant.job.clone(), grant.attempt)),
-    });
+    // The shared listener's attempts have their tokens in memory (`serve_shared`).
+    let from_store = matches!(seat, Seat::Attempt { .. });
+    let grant = lookup(inner, headers, from_store)
+        .await
+        .filter(|grant| match seat {
+            Seat::Attempt { job, attempt } => grant.job == *job && grant.attempt == *attempt,
+            Seat::Shared => lock(&inner.shared).contains(&(grant.job.clone(), grant.attempt)),
+        });
     if grant.is_none() {
         AUTH_REFUSALS.fetch_add(1, Ordering::Relaxed);
     }
     grant
 }
 
-async fn lookup(inner: &Inner, headers: &HeaderMap) -> Option<Arc<Grant>> {
+async fn lookup(inner: &Inner, headers: &HeaderMap, from_store: bool) -> Option<Arc<Grant>> {
     let token = headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -38,6 +42,9 @@ async fn lookup(inner: &Inner, headers: &HeaderMap) -> Option<Arc<Grant>> {
     let h = hash(&token);
     if let Some(g) = lock(&inner.grants).get(&h) {
         return Some(g.clone());
+    }
+    if !from_store {
+        return None;
     }
     // Not cached (a restarted scheduler adopting a container): look it up.
     let h2 = h.clone();
@@ -214,14 +221,34 @@ mod tests {
         let token = gateway.grant(&served, 1, &spec("served")).await.unwrap();
         // A live token of an attempt not served there (one that ended while no runner watched).
         let stale = gateway.grant(&other, 1, &spec("other")).await.unwrap();
-        gateway.serve_shared(&served, 1);
+        gateway
+            .serve_shared(&served, 1, &spec("served"))
+            .await
+            .unwrap();
         assert!(models_status_tcp(addr, &token).await.contains("200"));
         assert!(models_status_tcp(addr, &stale).await.contains("401"));
         assert!(models_status_tcp(addr, "not-a-token").await.contains("401"));
         assert!(models_status_tcp(addr, "").await.contains("401"));
-        // Revoked with its attempt: refused from then on.
-        gateway.revoke(&served, 1).await.unwrap();
-        assert!(models_status_tcp(addr, &token).await.contains("401"));
+        // A restarted runner (a new gateway on the same store) serving the attempt again takes
+        // the token the pod already holds.
+        let store = gateway.inner.store.clone();
         gateway.shutdown();
+        let restarted = Gateway::start(store, dir.path().join("run"), Prices::default())
+            .await
+            .unwrap();
+        let addr = restarted
+            .serve_network("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(models_status_tcp(addr, &token).await.contains("401"));
+        restarted
+            .serve_shared(&served, 1, &spec("served"))
+            .await
+            .unwrap();
+        assert!(models_status_tcp(addr, &token).await.contains("200"));
+        // Revoked with its attempt: refused from then on.
+        restarted.revoke(&served, 1).await.unwrap();
+        assert!(models_status_tcp(addr, &token).await.contains("401"));
+        restarted.shutdown();
     }
 }

@@ -331,8 +331,33 @@ impl Gateway {
     /// Serves attempt `n` on the shared network listener (again, after a restart): only the
     /// tokens of attempts served this way count there, so the token of an attempt that ended
     /// while no runner watched (recorded `lost`) is refused even though it was never revoked.
-    pub fn serve_shared(&self, job: &JobId, n: u32) {
+    /// The attempt's live tokens are loaded here, once: the listener answers from memory, so a
+    /// call with an unknown token is refused without a database query.
+    pub async fn serve_shared(
+        &self,
+        job: &JobId,
+        n: u32,
+        spec: &JobSpec,
+    ) -> Result<(), GatewayError> {
+        let id = job.clone();
+        let hashes = self
+            .inner
+            .store
+            .call(move |s| s.live_tokens(&id, n))
+            .await?;
+        let grant = Arc::new(Grant {
+            job: job.clone(),
+            attempt: n,
+            spec: spec.clone(),
+        });
+        {
+            let mut grants = lock(&self.inner.grants);
+            for hash in hashes {
+                grants.entry(hash).or_insert_with(|| grant.clone());
+            }
+        }
         lock(&self.inner.shared).insert((job.clone(), n));
+        Ok(())
     }
 
     /// A fresh token for attempt `n` of a job; only its hash is stored.
