@@ -5,7 +5,7 @@ CARGO   ?= cargo
 RUNNER  := target/release/runner
 SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: all build images browsers pytools demo test test-k8s test-llm lint bench clean
+.PHONY: all build images browsers pytools demo test test-k8s test-llm lint bench bench-k8s clean
 
 all: build
 
@@ -55,6 +55,11 @@ lint:
 
 bench: images
 	bash bench/run.sh
+
+# Part 9 of the benchmarks: Kubernetes against Docker on this host, on the test cluster of
+# test-k8s (brought up and torn down around it; needs root).
+bench-k8s: images
+	bash tests/k8s/cluster.sh run bash bench/k8s.sh
 
 clean:
 	$(CARGO) clean
