@@ -164,19 +164,20 @@ mod tests {
         answer.lines().next().unwrap_or_default().to_string()
     }
 
+    /// A gateway on `store`, its sockets under `dir`.
+    async fn gateway_on(store: Store, dir: &std::path::Path) -> Gateway {
+        Gateway::start(SharedStore::new(store), dir.join("run"), Prices::default())
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn calls_refused_for_their_token_are_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let id = submit_one(&mut store, "counted");
         store.claim(&id, |n| format!("c-{n}")).unwrap().unwrap();
-        let gateway = Gateway::start(
-            SharedStore::new(store),
-            dir.path().join("run"),
-            Prices::default(),
-        )
-        .await
-        .unwrap();
+        let gateway = gateway_on(store, dir.path()).await;
         let token = gateway.grant(&id, 1, &spec("counted")).await.unwrap();
         let socket = gateway
             .serve_attempt(&id, 1)
@@ -207,13 +208,7 @@ mod tests {
         for id in [&served, &other] {
             store.claim(id, |n| format!("c-{n}")).unwrap().unwrap();
         }
-        let gateway = Gateway::start(
-            SharedStore::new(store),
-            dir.path().join("run"),
-            Prices::default(),
-        )
-        .await
-        .unwrap();
+        let gateway = gateway_on(store, dir.path()).await;
         let addr = gateway
             .serve_network("127.0.0.1:0".parse().unwrap())
             .await
