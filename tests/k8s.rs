@@ -930,3 +930,58 @@ fn a_pod_deleted_under_a_running_job_ends_it_lost_and_its_replacement_is_not_fol
     cluster.wait_empty(Duration::from_secs(60));
     cluster.kill(daemon, "TERM");
 }
+
+#[test]
+#[ignore = "needs a cluster: make test-k8s"]
+fn a_pod_replaced_while_no_runner_watched_is_not_adopted() {
+    let mut cluster = Cluster::new();
+    let job = job_file(
+        &cluster,
+        "replaced",
+        "echo started; sleep 60; echo finished",
+        "network: bridge",
+    );
+    let first = cluster.daemon();
+    let submitted = cluster.cmd().args(["submit", &job]).output().unwrap();
+    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    cluster
+        .env
+        .wait_state("replaced", "running", Duration::from_secs(120));
+    let original = cluster.pods()[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cluster.kill(first, "KILL");
+    // While no runner watches, the pod is deleted and the Job controller makes another.
+    cluster.rt.block_on(async {
+        cluster
+            .api::<Pod>()
+            .delete(
+                &original,
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster
+        .pods()
+        .iter()
+        .any(|p| p["metadata"]["name"] != original.as_str())
+    {
+        assert!(Instant::now() < deadline, "no replacement pod");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let second = cluster.daemon();
+    cluster
+        .env
+        .wait_state("replaced", "failed", Duration::from_secs(60));
+    let show = cluster.env.show("replaced");
+    assert_eq!(show["reason"], "lost", "{show}");
+    assert!(cluster.env.events_of("replaced", &["adopted"]).is_empty());
+    cluster.wait_empty(Duration::from_secs(60));
+    cluster.kill(second, "TERM");
+}

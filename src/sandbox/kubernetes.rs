@@ -84,6 +84,8 @@ impl std::fmt::Debug for KubeSandbox {
 /// Images on a node are never pulled: the job files name local images (`runner/base:...`), which
 /// must be loaded on the nodes (README, "Kubernetes").
 const PULL_POLICY: &str = "Never";
+/// The Job's annotation naming its attempt's Pod (uid).
+const ANNOTATION_POD: &str = "runner.pod-uid";
 /// How many images a kubelet lists in its node's status by default (`--node-status-max-images`).
 const NODE_STATUS_MAX_IMAGES: usize = 50;
 /// Most time from creating a Job to its container running (scheduling, volumes, start).
@@ -186,7 +188,16 @@ impl KubeSandbox {
             .list(&ListParams::default().labels(&manifest::selector(name)))
             .await
             .map_err(|e| self.map_err(e))?;
-        let pinned = lock(&self.pinned).get(name).cloned();
+        let mut pinned = lock(&self.pinned).get(name).cloned();
+        if pinned.is_none() {
+            // A runner that starts adopting: the Job says which Pod was the attempt's.
+            pinned = self
+                .api::<Job>()
+                .get_opt(name)
+                .await
+                .map_err(|e| self.map_err(e))?
+                .and_then(|job| job.metadata.annotations?.get(ANNOTATION_POD).cloned());
+        }
         let pod = match pinned {
             Some(uid) => list
                 .items
@@ -424,6 +435,27 @@ impl KubeSandbox {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             Err(e) => Err(self.map_err(e)),
+        }
+    }
+
+    /// Writes the attempt's Pod (its uid) on its Job, so that a runner adopting it after a
+    /// restart knows a replacement the Job controller made meanwhile is not the attempt's. If
+    /// this fails, an adopting runner takes the Job's oldest Pod.
+    async fn record_pod(&self, name: &str) {
+        let Some(uid) = lock(&self.pinned).get(name).cloned() else {
+            return;
+        };
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_POD: uid}}});
+        if let Err(e) = self
+            .api::<Job>()
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::warn!(container = %name, "cannot record the attempt's pod on its job: {e}");
         }
     }
 
@@ -890,6 +922,7 @@ impl Sandbox for KubeSandbox {
             }
         }
         let pod = self.started(&plan.name).await?;
+        self.record_pod(&plan.name).await;
         if plan.stdin {
             let session = self.attach_session(&plan.name, &pod).await?;
             return Ok(Launched {
@@ -1066,22 +1099,49 @@ impl Sandbox for KubeSandbox {
     /// Every attempt with an object here (Job, Pod, Secret or NetworkPolicy) carrying the state
     /// dir's label; its state is its Pod's (`Created` when it has none).
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError> {
+        let by_state = ListParams::default().labels(&format!("{LABEL_STATE}={state_id}"));
+        let jobs = self
+            .api::<Job>()
+            .list(&by_state)
+            .await
+            .map_err(|e| self.map_err(e))?;
+        // The Pod each Job recorded as its attempt's: any other Pod of it is a replacement the
+        // Job controller made, which holds nothing of the attempt.
+        let recorded: HashMap<String, String> = jobs
+            .items
+            .iter()
+            .filter_map(|job| {
+                let name = job.metadata.name.clone()?;
+                let uid = job
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(ANNOTATION_POD)?
+                    .clone();
+                Some((name, uid))
+            })
+            .collect();
         let pods = self
             .api::<Pod>()
-            .list(&ListParams::default().labels(&format!("{LABEL_STATE}={state_id}")))
+            .list(&by_state)
             .await
             .map_err(|e| self.map_err(e))?;
         let mut owned: BTreeMap<String, OwnedContainer> = BTreeMap::new();
-        let mut labels_of: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         for pod in &pods.items {
             let labels = pod.metadata.labels.clone().unwrap_or_default();
             let Some(name) = labels.get(LABEL_CONTAINER).cloned() else {
                 continue;
             };
+            if recorded
+                .get(&name)
+                .is_some_and(|uid| pod.metadata.uid.as_ref() != Some(uid))
+            {
+                continue;
+            }
             owned.insert(
                 name.clone(),
                 OwnedContainer {
-                    name: name.clone(),
+                    name,
                     job: labels.get(LABEL_JOB).cloned().unwrap_or_default(),
                     attempt: labels
                         .get(LABEL_ATTEMPT)
@@ -1091,9 +1151,17 @@ impl Sandbox for KubeSandbox {
                     leftover: false,
                 },
             );
-            labels_of.insert(name, labels);
         }
-        let mut others = self.owned_names::<Job>(state_id).await?;
+        let mut others: Vec<String> = pods
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(LABEL_CONTAINER).cloned())
+            .collect();
+        others.extend(
+            jobs.items
+                .iter()
+                .filter_map(|j| j.metadata.labels.as_ref()?.get(LABEL_CONTAINER).cloned()),
+        );
         others.extend(self.owned_names::<Secret>(state_id).await?);
         others.extend(self.owned_names::<NetworkPolicy>(state_id).await?);
         for name in others {
