@@ -155,6 +155,32 @@ impl Cluster {
         }
     }
 
+    /// `runner submit FILES...` beside a daemon, then waits until the jobs `names` run.
+    fn submit_running(&self, files: &[&str], names: &[&str]) {
+        let submitted = self.cmd().arg("submit").args(files).output().unwrap();
+        assert!(submitted.status.success(), "{}", stderr(&submitted));
+        for name in names {
+            self.env
+                .wait_state(name, "running", Duration::from_secs(120));
+        }
+    }
+
+    /// Deletes a pod at once, as a node drain or a person would.
+    fn delete_pod(&self, name: &str) {
+        self.rt.block_on(async {
+            self.api::<Pod>()
+                .delete(
+                    name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+        });
+    }
+
     /// `runner run JOBS... ARGS...` to completion.
     fn run(&self, args: &[&str]) -> Output {
         self.cmd().arg("run").args(args).output().unwrap()
@@ -411,11 +437,7 @@ fn a_job_past_its_timeout_is_stopped_and_a_cancelled_one_ends_cancelled() {
 
     let long = job_file(&cluster, "long", "echo up; sleep 300", "network: bridge");
     let daemon = cluster.daemon();
-    let submitted = cluster.cmd().args(["submit", &long]).output().unwrap();
-    assert!(submitted.status.success(), "{}", stderr(&submitted));
-    cluster
-        .env
-        .wait_state("long", "running", Duration::from_secs(120));
+    cluster.submit_running(&[&long], &["long"]);
     let cancel = cluster.cmd().args(["cancel", "long"]).output().unwrap();
     assert!(cancel.status.success(), "{}", stderr(&cancel));
     cluster
@@ -468,17 +490,7 @@ fn a_runner_killed_while_a_pod_runs_adopts_it_after_a_restart_and_leaves_nothing
         "network: bridge",
     );
     let first = cluster.daemon();
-    let submitted = cluster
-        .cmd()
-        .args(["submit", &job, &quick])
-        .output()
-        .unwrap();
-    assert!(submitted.status.success(), "{}", stderr(&submitted));
-    for job in ["survivor", "quick"] {
-        cluster
-            .env
-            .wait_state(job, "running", Duration::from_secs(120));
-    }
+    cluster.submit_running(&[&job, &quick], &["survivor", "quick"]);
     let pods_before = cluster.pods();
     assert_eq!(pods_before.len(), 2, "{pods_before:?}");
     cluster.kill(first, "KILL");
@@ -735,12 +747,7 @@ fn an_agent_session_survives_a_runner_killed_mid_turn_in_the_same_pod() {
         ("OPENAI_API_KEY", "upstream-key"),
     ];
     let first = cluster.daemon_with(&daemon_args, &vars);
-    let submitted = cluster
-        .cmd()
-        .args(["submit", job.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(submitted.status.success(), "{}", stderr(&submitted));
+    cluster.submit_running(&[job.to_str().unwrap()], &[]);
     let deadline = Instant::now() + Duration::from_secs(180);
     while !log_of(&cluster.env, "session").contains("» /run sleep 12") {
         assert!(
@@ -899,28 +906,12 @@ fn a_pod_deleted_under_a_running_job_ends_it_lost_and_its_replacement_is_not_fol
         "network: bridge",
     );
     let daemon = cluster.daemon();
-    let submitted = cluster.cmd().args(["submit", &job]).output().unwrap();
-    assert!(submitted.status.success(), "{}", stderr(&submitted));
-    cluster
-        .env
-        .wait_state("drained", "running", Duration::from_secs(120));
+    cluster.submit_running(&[&job], &["drained"]);
     let first = cluster.pods();
     assert_eq!(first.len(), 1, "{first:?}");
     let name = first[0]["metadata"]["name"].as_str().unwrap().to_string();
     // As a node drain does: the pod is deleted, and the Job controller makes another.
-    cluster.rt.block_on(async {
-        cluster
-            .api::<Pod>()
-            .delete(
-                &name,
-                &DeleteParams {
-                    grace_period_seconds: Some(0),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-    });
+    cluster.delete_pod(&name);
     cluster
         .env
         .wait_state("drained", "failed", Duration::from_secs(60));
@@ -942,30 +933,14 @@ fn a_pod_replaced_while_no_runner_watched_is_not_adopted() {
         "network: bridge",
     );
     let first = cluster.daemon();
-    let submitted = cluster.cmd().args(["submit", &job]).output().unwrap();
-    assert!(submitted.status.success(), "{}", stderr(&submitted));
-    cluster
-        .env
-        .wait_state("replaced", "running", Duration::from_secs(120));
+    cluster.submit_running(&[&job], &["replaced"]);
     let original = cluster.pods()[0]["metadata"]["name"]
         .as_str()
         .unwrap()
         .to_string();
     cluster.kill(first, "KILL");
     // While no runner watches, the pod is deleted and the Job controller makes another.
-    cluster.rt.block_on(async {
-        cluster
-            .api::<Pod>()
-            .delete(
-                &original,
-                &DeleteParams {
-                    grace_period_seconds: Some(0),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-    });
+    cluster.delete_pod(&original);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cluster
         .pods()

@@ -3,7 +3,7 @@
 
 use super::exit::{CmdResult, Failure, JOB_FAILED, SUCCESS};
 use super::{output, LimitArgs};
-use crate::sandbox::{Backend, Sandbox};
+use crate::sandbox::{Backend, Sandbox, SandboxError};
 use crate::scheduler::{Scope, StateLock};
 use crate::state::JobState;
 use crate::store::{JobRecord, NewJob, SharedStore};
@@ -111,15 +111,15 @@ pub(super) async fn check_images<'a>(
     let images: BTreeSet<&str> = images.collect();
     for image in images {
         if !sandbox.image_exists(image).await? {
-            let hint = match (sandbox, image) {
-                (Backend::Kubernetes(_), i) => format!("no node of the cluster reports it: load it on the nodes (`docker save {i} | docker load` on each), or push it to a registry they use"),
-                (_, i) if i.starts_with("runner/base:") => "build it with `runner images build base`".into(),
-                (_, i) if i.starts_with("runner/aider:") => "build it with `runner images build aider`".into(),
-                _ => "no registry is used: build it or `docker load` it on this host".into(),
+            let hint = match sandbox {
+                Backend::Kubernetes(_) => format!("no node of the cluster reports it: load it on the nodes (`docker save {image} | docker load` on each), or push it to a registry they use"),
+                Backend::Docker(_) => crate::sandbox::missing_image_hint(image),
             };
-            return Err(Failure::environment(format!(
-                "image {image} is missing: {hint}"
-            )));
+            return Err(SandboxError::ImageMissing {
+                image: image.to_string(),
+                hint,
+            }
+            .into());
         }
     }
     Ok(())

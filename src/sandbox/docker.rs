@@ -242,7 +242,8 @@ fn output_stream(
         .boxed()
 }
 
-fn missing_image_hint(image: &str) -> String {
+/// How to get a missing image onto this host.
+pub(crate) fn missing_image_hint(image: &str) -> String {
     if image.starts_with("runner/base:") {
         "build it with `runner images build base`".into()
     } else if image.starts_with("runner/aider:") {
@@ -479,15 +480,9 @@ impl Sandbox for DockerSandbox {
             let _ = input.shutdown().await;
         });
         let mut output = output_stream(self.host.clone(), output);
-        let mut collected = Vec::new();
-        let mut truncated = false;
+        let mut kept = super::Capped::new(limit);
         while let Some(chunk) = output.next().await {
-            let chunk = chunk?;
-            let room = limit.saturating_sub(collected.len());
-            if chunk.len() > room {
-                truncated = true;
-            }
-            collected.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            kept.push(&chunk?);
         }
         let _ = feeder.await;
         let inspect = self
@@ -497,8 +492,8 @@ impl Sandbox for DockerSandbox {
             .map_err(|e| self.map_err(e))?;
         Ok(ExecOutput {
             code: inspect.exit_code.unwrap_or(-1),
-            output: Bytes::from(collected),
-            truncated,
+            output: Bytes::from(kept.bytes),
+            truncated: kept.truncated,
         })
     }
 

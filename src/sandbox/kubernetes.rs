@@ -10,7 +10,7 @@
 
 mod manifest;
 
-pub use manifest::{GatewayPeer, LABEL_CONTAINER};
+use manifest::{GatewayPeer, LABEL_CONTAINER};
 
 use super::plan::{ContainerPlan, LABEL_ATTEMPT, LABEL_JOB, LABEL_STATE};
 use super::{
@@ -96,10 +96,6 @@ const POLL: Duration = Duration::from_millis(100);
 impl KubeSandbox {
     /// Connects to the API server (kubeconfig or in-cluster) and checks it answers.
     pub async fn connect(options: KubeOptions) -> Result<Self, SandboxError> {
-        let unreachable = |server: &str, message: String| SandboxError::ClusterUnreachable {
-            server: server.to_string(),
-            message,
-        };
         let config = match &options.kubeconfig {
             Some(path) => {
                 let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
@@ -122,7 +118,10 @@ impl KubeSandbox {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(|e| unreachable(&server, e.to_string()))?;
+        let client = Client::try_from(config).map_err(|e| SandboxError::ClusterUnreachable {
+            server: server.clone(),
+            message: e.to_string(),
+        })?;
         let sandbox = KubeSandbox {
             client,
             namespace,
@@ -132,11 +131,6 @@ impl KubeSandbox {
         };
         sandbox.ping().await?;
         Ok(sandbox)
-    }
-
-    /// The namespace jobs run in.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
     }
 
     fn api<K>(&self) -> Api<K>
@@ -164,22 +158,6 @@ impl KubeSandbox {
         }
     }
 
-    /// Where the NetworkPolicy of an `llm` job lets it go.
-    fn gateway_peer(&self) -> Option<GatewayPeer> {
-        let url = self.options.gateway_url.as_deref()?;
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let authority = rest.split('/').next().unwrap_or_default();
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (authority, 80),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        Some(match host.parse() {
-            Ok(ip) => GatewayPeer::Address { ip, port },
-            Err(_) => GatewayPeer::RunnerPods { port },
-        })
-    }
-
     /// The Pod of an attempt: the one seen first (pinned), else the oldest of its Job's (a
     /// runner that starts adopting takes the first the Job made).
     async fn pod_of(&self, name: &str) -> Result<Option<Pod>, SandboxError> {
@@ -189,7 +167,7 @@ impl KubeSandbox {
             .await
             .map_err(|e| self.map_err(e))?;
         let mut pinned = lock(&self.pinned).get(name).cloned();
-        if pinned.is_none() {
+        if pinned.is_none() && !list.items.is_empty() {
             // A runner that starts adopting: the Job says which Pod was the attempt's.
             pinned = self
                 .api::<Job>()
@@ -314,7 +292,7 @@ impl KubeSandbox {
         }))
     }
 
-    /// Follows (or reads) the container's log from its start.
+    /// Follows (or reads) the container's log from its start (`Sandbox::logs`).
     fn log_stream(&self, name: &str, follow: bool) -> OutputStream {
         let this = self.clone();
         let name = name.to_string();
@@ -414,14 +392,14 @@ impl KubeSandbox {
         })
     }
 
+    /// Creates `object`; `None` when one of the same name exists (made before a crash: adopt it).
     async fn create<K: Namespaced + serde::Serialize>(
         &self,
         object: &K,
-    ) -> Result<bool, SandboxError> {
+    ) -> Result<Option<K>, SandboxError> {
         match self.api::<K>().create(&PostParams::default(), object).await {
-            Ok(_) => Ok(true),
-            // Same deterministic name: made before a crash; adopt it.
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(created) => Ok(Some(created)),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
             Err(e) => Err(self.map_err(e)),
         }
     }
@@ -463,15 +441,8 @@ impl KubeSandbox {
     /// them with it (when a runner that is gone for good never removes them, the Job's
     /// `ttlSecondsAfterFinished` takes all). They are made before the Job (its Pod needs them at
     /// once), hence a patch; if it fails they stay until the runner removes them by label.
-    async fn owned_by_job(&self, plan: &ContainerPlan) {
-        let job = match self.api::<Job>().get(&plan.name).await {
-            Ok(job) => job,
-            Err(e) => {
-                tracing::warn!(container = %plan.name, "cannot read the job back: {e}");
-                return;
-            }
-        };
-        let Some(uid) = job.metadata.uid else {
+    async fn owned_by_job(&self, plan: &ContainerPlan, job: &Job) {
+        let Some(uid) = &job.metadata.uid else {
             return;
         };
         let patch = serde_json::json!({"metadata": {"ownerReferences": [{
@@ -534,7 +505,7 @@ impl KubeSandbox {
         Ok(list
             .items
             .iter()
-            .filter_map(|o| o.meta().labels.as_ref()?.get(LABEL_CONTAINER).cloned())
+            .filter_map(|o| container_of(o.meta()))
             .collect())
     }
 }
@@ -584,6 +555,13 @@ impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Attached<W> {
     }
 }
 
+/// The attempt (`runner.container` label) an object belongs to.
+fn container_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<String> {
+    meta.labels.as_ref()?.get(LABEL_CONTAINER).cloned()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -603,6 +581,21 @@ fn transient(e: &SandboxError) -> bool {
         .any(|code| message.ends_with(code)),
         _ => false,
     }
+}
+
+/// Where the NetworkPolicy of an `llm` job lets it go, from the gateway's URL as pods reach it.
+fn gateway_peer(url: &str) -> Option<GatewayPeer> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let port = url.port_or_known_default()?;
+    // An IPv6 host comes bracketed.
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    Some(match host.parse() {
+        Ok(ip) => GatewayPeer::Address { ip, port },
+        Err(_) => GatewayPeer::RunnerPods { port },
+    })
 }
 
 /// The job container's stdout and stderr (no terminal), and its stdin when asked, for an attach
@@ -709,31 +702,23 @@ async fn collect_output(
     mut out: impl tokio::io::AsyncRead + Unpin,
     mut err: impl tokio::io::AsyncRead + Unpin,
     limit: usize,
-) -> (Vec<u8>, bool) {
-    let mut collected = Vec::new();
-    let mut truncated = false;
+) -> super::Capped {
+    let mut kept = super::Capped::new(limit);
     let (mut out_open, mut err_open) = (true, true);
-    let mut keep = |chunk: &[u8], collected: &mut Vec<u8>| {
-        let room = limit.saturating_sub(collected.len());
-        if chunk.len() > room {
-            truncated = true;
-        }
-        collected.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    };
     let (mut a, mut b) = (vec![0u8; 16 << 10], vec![0u8; 16 << 10]);
     while out_open || err_open {
         tokio::select! {
             n = out.read(&mut a), if out_open => match n {
                 Ok(0) | Err(_) => out_open = false,
-                Ok(n) => keep(&a[..n], &mut collected),
+                Ok(n) => kept.push(&a[..n]),
             },
             n = err.read(&mut b), if err_open => match n {
                 Ok(0) | Err(_) => err_open = false,
-                Ok(n) => keep(&b[..n], &mut collected),
+                Ok(n) => kept.push(&b[..n]),
             },
         }
     }
-    (collected, truncated)
+    kept
 }
 
 /// The exit code in an exec's final status: `Success` is 0, a `NonZeroExitCode` failure carries
@@ -887,15 +872,15 @@ impl Sandbox for KubeSandbox {
             self.create(&manifest::secret(plan, &self.namespace))
                 .await?;
         }
-        let peer = self.gateway_peer();
+        let peer = self.options.gateway_url.as_deref().and_then(gateway_peer);
         if let Some(policy) = manifest::network_policy(plan, &self.namespace, peer.as_ref()) {
             self.create(&policy).await?;
         }
-        let fresh = match self
+        let created = match self
             .create(&manifest::job(plan, &self.namespace, PULL_POLICY))
             .await
         {
-            Ok(fresh) => fresh,
+            Ok(created) => created,
             Err(SandboxError::Cluster(message))
                 if plan.runtime.is_some() && message.contains("RuntimeClass") =>
             {
@@ -906,10 +891,9 @@ impl Sandbox for KubeSandbox {
             }
             Err(e) => return Err(e),
         };
-        if fresh {
-            self.owned_by_job(plan).await;
-        }
-        if !fresh {
+        if let Some(job) = &created {
+            self.owned_by_job(plan, job).await;
+        } else {
             // Adopted: a Pod already running (or ended) is read with `logs` or `reattach`.
             if let Some(pod) = self.pod_of(&plan.name).await? {
                 if state_of(&pod) != ContainerState::Created {
@@ -981,7 +965,7 @@ impl Sandbox for KubeSandbox {
         let err = process
             .stderr()
             .ok_or_else(|| SandboxError::Cluster("exec gave no stderr".into()))?;
-        let (output, truncated) = collect_output(out, err, limit).await;
+        let kept = collect_output(out, err, limit).await;
         let status = match status {
             Some(status) => status.await,
             None => None,
@@ -1000,8 +984,8 @@ impl Sandbox for KubeSandbox {
         };
         Ok(ExecOutput {
             code,
-            output: Bytes::from(output),
-            truncated,
+            output: Bytes::from(kept.bytes),
+            truncated: kept.truncated,
         })
     }
 
@@ -1155,13 +1139,9 @@ impl Sandbox for KubeSandbox {
         let mut others: Vec<String> = pods
             .items
             .iter()
-            .filter_map(|p| p.metadata.labels.as_ref()?.get(LABEL_CONTAINER).cloned())
+            .filter_map(|p| container_of(&p.metadata))
             .collect();
-        others.extend(
-            jobs.items
-                .iter()
-                .filter_map(|j| j.metadata.labels.as_ref()?.get(LABEL_CONTAINER).cloned()),
-        );
+        others.extend(jobs.items.iter().filter_map(|j| container_of(&j.metadata)));
         others.extend(self.owned_names::<Secret>(state_id).await?);
         others.extend(self.owned_names::<NetworkPolicy>(state_id).await?);
         for name in others {
@@ -1180,6 +1160,29 @@ impl Sandbox for KubeSandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateway_url_gives_the_policys_peer() {
+        assert_eq!(
+            gateway_peer("http://172.17.0.1:17089"),
+            Some(GatewayPeer::Address {
+                ip: "172.17.0.1".parse().unwrap(),
+                port: 17089
+            })
+        );
+        assert_eq!(
+            gateway_peer("http://[fd00::1]:8089/"),
+            Some(GatewayPeer::Address {
+                ip: "fd00::1".parse().unwrap(),
+                port: 8089
+            })
+        );
+        assert_eq!(
+            gateway_peer("http://runner-gateway.runner.svc"),
+            Some(GatewayPeer::RunnerPods { port: 80 })
+        );
+        assert_eq!(gateway_peer("not a url"), None);
+    }
 
     #[test]
     fn quantities_read_as_numbers() {

@@ -10,6 +10,7 @@ mod kubernetes;
 mod plan;
 
 pub use backend::{Backend, BackendKind};
+pub(crate) use docker::missing_image_hint;
 pub use docker::DockerSandbox;
 pub use kubernetes::{KubeOptions, KubeSandbox, NetworkPolicyMode};
 pub use plan::{
@@ -224,6 +225,32 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Every container carrying `runner.state=<state_id>` (attempts' containers and their relays;
     /// [`attempt_of`] tells which attempt a relay serves).
     async fn list_owned(&self, state_id: &str) -> Result<Vec<OwnedContainer>, SandboxError>;
+}
+
+/// A command's output kept up to a limit; what comes beyond it is dropped, and that is noted.
+pub(crate) struct Capped {
+    pub bytes: Vec<u8>,
+    pub truncated: bool,
+    limit: usize,
+}
+
+impl Capped {
+    pub fn new(limit: usize) -> Self {
+        Capped {
+            bytes: Vec::new(),
+            truncated: false,
+            limit,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if chunk.len() > room {
+            self.truncated = true;
+        }
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
 }
 
 /// Every byte of `stream` (a log read to its end).

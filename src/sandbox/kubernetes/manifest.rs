@@ -111,10 +111,6 @@ fn literal(text: &str) -> String {
     text.replace('$', "$$")
 }
 
-fn quantity(s: String) -> Quantity {
-    Quantity(s)
-}
-
 /// CPU in millicores, at least 1.
 fn millicores(cpus: f64) -> String {
     format!("{}m", ((cpus * 1000.0).round() as i64).max(1))
@@ -125,7 +121,7 @@ fn memory_volume(name: &str, bytes: u64) -> Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
             medium: Some("Memory".into()),
-            size_limit: Some(quantity(bytes.to_string())),
+            size_limit: Some(Quantity(bytes.to_string())),
         }),
         ..Default::default()
     }
@@ -145,19 +141,19 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 pub fn job(plan: &ContainerPlan, namespace: &str, pull_policy: &str) -> Job {
     let memory = plan.resources.memory.0;
     let limits = BTreeMap::from([
-        ("cpu".to_string(), quantity(millicores(plan.resources.cpus))),
-        ("memory".to_string(), quantity(memory.to_string())),
+        ("cpu".to_string(), Quantity(millicores(plan.resources.cpus))),
+        ("memory".to_string(), Quantity(memory.to_string())),
     ]);
     // Admission reserves `cpu_request` cores and the whole memory limit, as the runner's own
     // admission does on Docker.
     let requests = BTreeMap::from([
         (
             "cpu".to_string(),
-            quantity(millicores(
+            Quantity(millicores(
                 plan.resources.cpu_request.min(plan.resources.cpus),
             )),
         ),
-        ("memory".to_string(), quantity(memory.to_string())),
+        ("memory".to_string(), Quantity(memory.to_string())),
     ]);
     let mut env: Vec<EnvVar> = plan
         .env
