@@ -542,22 +542,27 @@ mod tests {
         (dir, store, id, gateway, job)
     }
 
+    /// A manager call of attempt `n` is refused for the job's budget.
+    async fn assert_refused_for_budget(gateway: &Gateway, id: &JobId, n: u32, job: &JobSpec) {
+        let refused = gateway
+            .manager_call(
+                id,
+                n,
+                job,
+                serde_json::json!({"model": "m", "messages": []}),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(ManagerCallError::Budget(_))),
+            "{refused:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_spent_budget_refuses_every_call_and_records_one_budget_event() {
         let (_dir, store, id, gateway, job) = spent_job("spent", 1).await;
         for _ in 0..3 {
-            let refused = gateway
-                .manager_call(
-                    &id,
-                    1,
-                    &job,
-                    serde_json::json!({"model": "m", "messages": []}),
-                )
-                .await;
-            assert!(
-                matches!(refused, Err(ManagerCallError::Budget(_))),
-                "{refused:?}"
-            );
+            assert_refused_for_budget(&gateway, &id, 1, &job).await;
         }
         let events = store.call(move |s| s.events(&id)).await.unwrap();
         let budget: Vec<_> = events
@@ -589,18 +594,7 @@ mod tests {
         gateway.grant(&id, 2, &job).await.unwrap();
         let second_holds = gateway.budget_signal(&id);
         gateway.revoke(&id, 1).await.unwrap();
-        let refused = gateway
-            .manager_call(
-                &id,
-                2,
-                &job,
-                serde_json::json!({"model": "m", "messages": []}),
-            )
-            .await;
-        assert!(
-            matches!(refused, Err(ManagerCallError::Budget(_))),
-            "{refused:?}"
-        );
+        assert_refused_for_budget(&gateway, &id, 2, &job).await;
         assert!(
             second_holds.is_cancelled(),
             "the running attempt was not told that the budget is spent"
